@@ -1,0 +1,213 @@
+"""``reprozoo`` command line: ``list``, ``info NAME``, ``run NAME|all``.
+
+Exit codes: 0 success; 1 a run failed (for ``run all``: at least one method failed);
+2 a usage error (unknown method, preset, data set or ``--set`` key), with the valid choices.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import time
+import traceback
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from reprozoo.core import registry
+from reprozoo.core.experiment import ConfigError
+from reprozoo.core.progress import set_quiet
+from reprozoo.core.report import fmt_mean_std, primary_comparison, write_run, write_summary
+from reprozoo.core.results import Result
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Ten recent ML papers as working software: run each method beside its baselines on real data.",
+)
+console = Console()
+err = Console(stderr=True)
+
+
+def _usage_error(message: str) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code=2)
+
+
+@app.command("list")
+def list_methods() -> None:
+    """List the methods, their data sets and presets."""
+    table = Table(title="reprozoo methods")
+    for col in ("method", "field", "data sets", "presets", "primary metric"):
+        table.add_column(col)
+    for spec in registry.REGISTRY.values():
+        table.add_row(spec.name, spec.field, ", ".join(spec.datasets), ", ".join(spec.presets), spec.primary_metric)
+    console.print(table)
+
+
+@app.command("info")
+def info(name: Annotated[str, typer.Argument(help="method name, see `reprozoo list`")]) -> None:
+    """Show a method's paper, data sets, presets and settings (the config fields and their quick values)."""
+    try:
+        spec = registry.get(name)
+    except KeyError as exc:
+        raise _usage_error(exc.args[0]) from None
+    console.print(f"[bold]{spec.name}[/]: {spec.title}\npaper: {spec.paper}\nfield: {spec.field}")
+    console.print(f"data sets: {', '.join(spec.datasets)}\npresets: {', '.join(spec.presets)}")
+    console.print(f"primary metric: {spec.primary_metric}" + (f"\nextra: reprozoo[{spec.extra}]" if spec.extra else ""))
+    try:
+        module = registry.load(name)
+    except ModuleNotFoundError as exc:
+        console.print(f"[yellow]{exc}[/]")
+        return
+    table = Table(title="settings (--set key=value)")
+    table.add_column("key")
+    for p in module.Config.PRESETS:
+        table.add_column(p)
+    cfgs = [module.Config.from_preset(p).to_dict() for p in module.Config.PRESETS]
+    for key in cfgs[0]:
+        table.add_row(key, *[str(c[key]) for c in cfgs])
+    console.print(table)
+
+
+def _parse_sets(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise _usage_error(f"--set expects key=value, got {pair!r}")
+        k, v = pair.split("=", 1)
+        out[k.strip()] = v
+    return out
+
+
+def _build_config(name: str, preset: str, datasets: list[str], seeds: list[int], sets: dict[str, str]):
+    module = registry.load(name)
+    cfg = module.Config.from_preset(preset)
+    changes: dict = {}
+    if datasets:
+        changes["datasets"] = tuple(datasets)
+    if seeds:
+        changes["seeds"] = tuple(seeds)
+    if changes:
+        cfg = cfg.replace(**changes)
+    if sets:
+        cfg = cfg.with_strings(sets)
+    return module, cfg
+
+
+def _print_result(result: Result) -> None:
+    summary = result.summary()
+    blocks: dict = {}
+    for (dataset, setting, method, role), stats in summary.items():
+        blocks.setdefault((dataset, setting), []).append((method, role, stats))
+    metrics = result.metrics()
+    for (dataset, setting), rows in blocks.items():
+        cols = [m for m in metrics if any(m in s for _, _, s in rows)]
+        title = f"{result.name} | {dataset}" + ("" if setting == "default" else f" | {setting}")
+        table = Table(title=title, title_justify="left")
+        table.add_column("method")
+        table.add_column("role")
+        for c in cols:
+            table.add_column(c, justify="right")
+        for method, role, stats in rows:
+            style = "bold green" if role == "method" else None
+            table.add_row(method, role, *[fmt_mean_std(*stats[c]) if c in stats else "" for c in cols], style=style)
+        console.print(table)
+
+
+def _run_one(name: str, module, cfg, out_dir: Path, quiet: bool) -> Result:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    result = module.run(cfg, out_dir)
+    result.seconds = time.perf_counter() - t0
+    write_run(result, out_dir)
+    if not quiet:
+        _print_result(result)
+        console.print(f"[dim]{name}: {result.seconds:.1f} s, written to {out_dir}[/]")
+    return result
+
+
+def _timestamp() -> str:
+    return _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+@app.command("run")
+def run(
+    name: Annotated[str, typer.Argument(help="method name or 'all'")],
+    preset: Annotated[str, typer.Option(help="preset: quick (minutes, shipped data) or full (paper settings)")] = "quick",
+    dataset: Annotated[list[str] | None, typer.Option("--dataset", help="data set (repeatable)")] = None,
+    seed: Annotated[list[int] | None, typer.Option("--seed", help="seed (repeatable)")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override a setting: key=value (repeatable)")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="run folder (default runs/<UTC time>-<name>)")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="no progress bars or tables")] = False,
+) -> None:
+    """Run a method's experiment (its method and baselines) and write result.json, report.md, figures/."""
+    set_quiet(quiet)
+    datasets, seeds, sets = list(dataset or []), list(seed or []), _parse_sets(list(set_ or []))
+    if name == "all":
+        if datasets or sets:
+            raise _usage_error("--dataset and --set apply to a single method; run them one by one")
+        _run_all(preset, seeds, out, quiet)
+        return
+    try:
+        registry.get(name)
+        module, cfg = _build_config(name, preset, datasets, seeds, sets)
+    except KeyError as exc:
+        raise _usage_error(exc.args[0] + " (or 'all')") from None
+    except ConfigError as exc:
+        raise _usage_error(str(exc)) from None
+    except ModuleNotFoundError as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(code=1) from None
+    out_dir = out if out is not None else Path("runs") / f"{_timestamp()}-{name}"
+    try:
+        _run_one(name, module, cfg, out_dir, quiet)
+    except (ConfigError, FileNotFoundError) as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(code=2 if isinstance(exc, ConfigError) else 1) from None
+
+
+def _run_all(preset: str, seeds: list[int], out: Path | None, quiet: bool) -> None:
+    root = out if out is not None else Path("runs") / f"{_timestamp()}-all"
+    root.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for name in registry.names():
+        spec = registry.get(name)
+        if preset not in spec.presets:
+            entries.append({"name": name, "status": "skipped", "error": f"no preset {preset!r}"})
+            continue
+        folder = root / name
+        t0 = time.perf_counter()
+        if not quiet:
+            console.rule(f"[bold]{name}[/] ({preset})")
+        try:
+            module, cfg = _build_config(name, preset, [], seeds, {})
+            result = _run_one(name, module, cfg, folder, quiet)
+            rows = primary_comparison(result, spec.primary_metric, spec.higher_is_better)
+            entries.append({"name": name, "status": "ok", "seconds": result.seconds, "metric": spec.primary_metric,
+                            "rows": rows, "folder": str(folder)})
+        except Exception as exc:  # one failing method must not stop the others
+            msg = f"{type(exc).__name__}: {exc}"
+            entries.append({"name": name, "status": "failed", "seconds": time.perf_counter() - t0,
+                            "error": msg, "folder": str(folder)})
+            err.print(f"[bold red]{name} failed:[/] {msg}")
+            if not quiet:
+                err.print(traceback.format_exc(limit=6))
+        write_summary(entries, root / "summary.md")
+    failed = [e["name"] for e in entries if e["status"] == "failed"]
+    if not quiet:
+        console.rule("summary")
+        console.print((root / "summary.md").read_text())
+    if failed:
+        err.print(f"[bold red]{len(failed)} method(s) failed:[/] {', '.join(failed)}")
+        raise typer.Exit(code=1)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
