@@ -136,7 +136,7 @@ def _timestamp() -> str:
 @app.command("run")
 def run(
     name: Annotated[str, typer.Argument(help="method name or 'all'")],
-    preset: Annotated[str, typer.Option(help="preset: quick (minutes, shipped data) or full (paper settings)")] = "quick",
+    preset: Annotated[str, typer.Option(help="quick (minutes, shipped data), full (paper settings), ...")] = "quick",
     dataset: Annotated[list[str] | None, typer.Option("--dataset", help="data set (repeatable)")] = None,
     seed: Annotated[list[int] | None, typer.Option("--seed", help="seed (repeatable)")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="override a setting: key=value (repeatable)")] = None,

@@ -22,7 +22,7 @@ def seed_everything(seed: int, *, deterministic_torch: bool = True) -> np.random
         raise TypeError(f"seed should be an int, got {type(seed).__name__}")
     seed = int(seed)
     random.seed(seed)
-    np.random.seed(seed % 2**32)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 -- legacy global state used by some libraries
     os.environ.setdefault("PYTHONHASHSEED", str(seed))
     if "torch" in sys.modules:
         import torch

@@ -23,7 +23,8 @@ __all__ = ["MultiViewDataset", "load_multiview", "list_multiview", "VIEW_KEYS", 
 
 VIEW_KEYS = ("X", "x", "data", "views", "fea")
 LABEL_KEYS = ("y", "Y", "gt", "gnd", "truth", "label", "labels", "Label", "Labels", "GT")
-SOURCE = "the multi-view data collections listed in data/multiview/PROVENANCE.md (e.g. github.com/weilyshmtu/Multi-view-DataSets)"
+SOURCE = ("the multi-view data collections listed in data/multiview/PROVENANCE.md "
+          "(e.g. github.com/weilyshmtu/Multi-view-DataSets)")
 
 @dataclass(frozen=True)
 class MultiViewDataset:

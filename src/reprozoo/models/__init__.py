@@ -4,6 +4,6 @@ normalisation (e.g. compound batch norm) plugs in, and offers ``forward_features
 """
 
 from reprozoo.models.cnn import SmallCNN, small_cnn
-from reprozoo.models.resnet import CifarResNet, resnet20, resnet32, resnet8
+from reprozoo.models.resnet import CifarResNet, resnet8, resnet20, resnet32
 
 __all__ = ["CifarResNet", "SmallCNN", "resnet8", "resnet20", "resnet32", "small_cnn"]

@@ -1,0 +1,104 @@
+"""The CLI as a user calls it (typer's CliRunner, in process)."""
+
+import json
+import types
+from dataclasses import dataclass
+
+import pytest
+from typer.testing import CliRunner
+
+from reprozoo.cli import app
+from reprozoo.core import registry
+from reprozoo.core.experiment import ExperimentConfig
+from reprozoo.core.results import Result
+
+runner = CliRunner()
+
+
+def test_list_shows_every_method():
+    res = runner.invoke(app, ["list"])
+    assert res.exit_code == 0
+    for name in registry.names():
+        assert name in res.output
+
+
+def test_unknown_method_exits_2_listing_valid():
+    res = runner.invoke(app, ["run", "nosuch"])
+    assert res.exit_code == 2
+    assert "valid methods" in res.output and "udbgl" in res.output
+
+
+def test_info_unknown_exits_2():
+    assert runner.invoke(app, ["info", "nosuch"]).exit_code == 2
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--preset", "huge"], "valid presets"),
+        (["--dataset", "NoSuchSet"], "valid datasets"),
+        (["--set", "nosuchkey=1"], "valid keys"),
+        (["--set", "novalue"], "key=value"),
+    ],
+)
+def test_udbgl_usage_errors_exit_2(args, expected, tmp_path):
+    res = runner.invoke(app, ["run", "udbgl", *args, "--out", str(tmp_path / "r")])
+    assert res.exit_code == 2, res.output
+    assert expected in res.output
+    assert not (tmp_path / "r" / "result.json").exists()
+
+
+def test_udbgl_end_to_end_on_a_shipped_set(tmp_path):
+    out = tmp_path / "run"
+    res = runner.invoke(app, ["run", "udbgl", "--preset", "smoke", "--dataset", "MSRC-v1", "--seed", "3",
+                              "--out", str(out), "--quiet"])
+    assert res.exit_code == 0, res.output
+    d = json.loads((out / "result.json").read_text())
+    assert d["name"] == "udbgl" and d["preset"] == "smoke"
+    recs = d["records"]
+    assert {r["dataset"] for r in recs} == {"MSRC-v1"} and {r["seed"] for r in recs} == {3}
+    udbgl_nmi = [r["value"] for r in recs if r["method"] == "UDBGL" and r["metric"] == "NMImax"]
+    assert udbgl_nmi and 0.3 < udbgl_nmi[0] <= 1.0
+    assert {r["role"] for r in recs} == {"method", "baseline"}
+    assert (out / "report.md").read_text().startswith("# udbgl (smoke)")
+    for fig in d["figures"]:
+        assert (out / fig).is_file() and fig.endswith(".png")
+
+
+# -- run all: a failing method is reported and does not stop the others -----------------
+@dataclass
+class _Cfg(ExperimentConfig):
+    pass
+
+
+def _fake_module(fail: bool):
+    def run(config, out_dir):
+        if fail:
+            raise RuntimeError("deliberate failure")
+        r = Result(name="ok", preset=config.preset, config=config.to_dict())
+        for s in config.seeds:
+            r.add("D", "M", "method", "ACC", 0.9, seed=s)
+            r.add("D", "B", "baseline", "ACC", 0.5, seed=s)
+        return r
+
+    return types.SimpleNamespace(Config=_Cfg, run=run)
+
+
+def test_run_all_reports_failures_and_continues(tmp_path, monkeypatch):
+    specs = {
+        n: registry.ExperimentSpec(n, n, "test", "none", ("D",), ("quick",), "ACC") for n in ("bad", "good")
+    }
+    monkeypatch.setattr(registry, "REGISTRY", specs)
+    monkeypatch.setattr(registry, "load", lambda name: _fake_module(fail=(name == "bad")))
+    res = runner.invoke(app, ["run", "all", "--out", str(tmp_path), "--quiet", "--seed", "0", "--seed", "1"])
+    assert res.exit_code == 1
+    summary = (tmp_path / "summary.md").read_text()
+    assert "FAILED: RuntimeError: deliberate failure" in summary
+    assert "| D | M | 0.900 | B | 0.500 |" in summary
+    assert (tmp_path / "good" / "result.json").is_file()
+    assert not (tmp_path / "bad" / "result.json").exists()
+
+
+def test_run_all_rejects_set(tmp_path):
+    res = runner.invoke(app, ["run", "all", "--set", "a=1", "--out", str(tmp_path)])
+    assert res.exit_code == 2
