@@ -1,0 +1,88 @@
+"""The UDBGL experiment end to end (smoke preset), its config, and the baselines' inputs."""
+
+import json
+
+import numpy as np
+import pytest
+
+from reprozoo.core.experiment import ConfigError
+from reprozoo.core.report import write_run
+from reprozoo.datasets import load_multiview
+from reprozoo.udbgl.baselines import anchor_graph_concat, kmeans_concat, kmeans_single, spectral_concat
+from reprozoo.udbgl.experiment import BASELINES, Config, run
+
+
+def test_smoke_run_is_real(tmp_path):
+    result = run(Config.from_preset("smoke"), tmp_path)
+    write_run(result, tmp_path)
+    d = json.loads((tmp_path / "result.json").read_text())
+    methods = {r["method"] for r in d["records"]}
+    assert methods == {"UDBGL", "KMeans-concat", "Spectral-concat", "KMeans-single(mean)",
+                       "KMeans-single(best, oracle)", "AnchorGraph-concat"}
+    assert {r["role"] for r in d["records"] if r["method"] == "UDBGL"} == {"method"}
+    assert {r["setting"] for r in d["records"]} == {"m=c"}
+    for r in d["records"]:
+        if r["metric"] == "seconds":
+            assert 0 < r["value"] < 60
+        else:
+            assert -0.5 <= r["value"] <= 1.0
+    nmi = {r["method"]: r["value"] for r in d["records"] if r["metric"] == "NMImax"}
+    assert nmi["UDBGL"] > 0.55  # MSRC-v1, seed 0 (Octave reference 0.70); chance is near 0.05
+    assert len(d["figures"]) == 7
+    for fig in d["figures"]:
+        assert (tmp_path / fig).stat().st_size > 1000
+    assert any("label path" in n for n in result.notes)
+
+
+def test_two_anchor_settings(tmp_path):
+    cfg = Config.from_preset("smoke").replace(anchor_factors=(1, 2), baselines=("AnchorGraph-concat",))
+    result = run(cfg, tmp_path)
+    settings = {(r.method, r.setting) for r in result.records}
+    assert settings == {("UDBGL", "m=c"), ("UDBGL", "m=2c"), ("AnchorGraph-concat", "m=c"),
+                        ("AnchorGraph-concat", "m=2c")}
+
+
+def test_presets():
+    quick, full = Config.from_preset("quick"), Config.from_preset("full")
+    assert "MSRC-v1" in quick.datasets and "HW" in quick.datasets and len(quick.seeds) == 5
+    assert len(full.seeds) == 10 and full.anchor_factors == (1, 2)
+    assert set(full.datasets) >= set(quick.datasets)
+    assert quick.baselines == BASELINES and quick.alpha == 1e-3 and quick.beta == 1e-5
+
+
+@pytest.mark.parametrize(
+    "changes,match",
+    [
+        ({"datasets": ("Nope",)}, "unknown dataset"),
+        ({"baselines": ("SVM",)}, "unknown baseline"),
+        ({"anchor_factors": (0,)}, "anchor_factors"),
+        ({"alpha": -1.0}, "alpha"),
+        ({"max_iter": 0}, "max_iter"),
+    ],
+)
+def test_config_errors(changes, match):
+    with pytest.raises(ConfigError, match=match):
+        Config.from_preset("quick").replace(**changes)
+
+
+def test_set_strings_parse():
+    cfg = Config.from_preset("quick").with_strings({"anchor_factors": "1,2", "alpha": "0.01"})
+    assert cfg.anchor_factors == (1, 2) and cfg.alpha == 0.01
+
+
+def test_baselines_shapes_and_bad_input():
+    d = load_multiview("synthetic3d")
+    c = d.n_clusters
+    for lab in (kmeans_concat(d.views, c, n_init=2), spectral_concat(d.views, c)):
+        assert lab.shape == (d.n_samples,) and np.unique(lab).size == c
+    assert len(kmeans_single(d.views, c, n_init=2)) == d.n_views
+    anchors = [np.random.default_rng(0).random((c, x.shape[1])) for x in d.views]
+    assert anchor_graph_concat(d.views, c, anchors, n_init=2).shape == (d.n_samples,)
+    with pytest.raises(ValueError, match="anchors"):
+        anchor_graph_concat(d.views, c, anchors[:1])
+    with pytest.raises(ValueError, match=r"anchors\[0\]"):
+        anchor_graph_concat(d.views, c, [np.ones((c, 99))] + anchors[1:])
+    with pytest.raises(ValueError, match="n_clusters"):
+        kmeans_concat(d.views, 1)
+    with pytest.raises(ValueError, match="views"):
+        kmeans_concat([d.views[0], d.views[1][:10]], c)
