@@ -102,3 +102,25 @@ def test_run_all_reports_failures_and_continues(tmp_path, monkeypatch):
 def test_run_all_rejects_set(tmp_path):
     res = runner.invoke(app, ["run", "all", "--set", "a=1", "--out", str(tmp_path)])
     assert res.exit_code == 2
+
+
+def test_udbgl_runs_on_a_users_mat_file(tmp_path):
+    import numpy as np
+    import scipy.io
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([1, 2, 3], 20)
+    centres = rng.normal(size=(3, 4)) * 5
+    cell = np.empty((1, 2), dtype=object)
+    cell[0, 0] = centres[y - 1] + rng.normal(size=(60, 4))
+    cell[0, 1] = (centres[y - 1] @ rng.normal(size=(4, 6)) + rng.normal(size=(60, 6))).T  # stored d x n
+    path = tmp_path / "blobs.mat"
+    scipy.io.savemat(path, {"X": cell, "Y": y})
+    out = tmp_path / "run"
+    res = runner.invoke(app, ["run", "udbgl", "--preset", "smoke", "--dataset", str(path), "--out", str(out),
+                              "--quiet"])
+    assert res.exit_code == 0, res.output
+    recs = json.loads((out / "result.json").read_text())["records"]
+    assert {r["dataset"] for r in recs} == {"blobs"}
+    acc = [r["value"] for r in recs if r["method"] == "UDBGL" and r["metric"] == "ACC"]
+    assert acc[0] > 0.9  # well-separated blobs

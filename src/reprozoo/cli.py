@@ -68,7 +68,7 @@ def info(name: Annotated[str, typer.Argument(help="method name, see `reprozoo li
         table.add_column(p)
     cfgs = [module.Config.from_preset(p).to_dict() for p in module.Config.PRESETS]
     for key in cfgs[0]:
-        table.add_row(key, *[str(c[key]) for c in cfgs])
+        table.add_row(key, *[", ".join(map(str, c[key])) if isinstance(c[key], list) else str(c[key]) for c in cfgs])
     console.print(table)
 
 

@@ -66,6 +66,14 @@ class UDBGLConfig(ExperimentConfig):
     }
     KNOWN_DATASETS: ClassVar[tuple[str, ...]] = ALL_DATASETS
 
+    def check_dataset(self, name: str) -> None:
+        """A shipped name, or a path to the user's own multi-view ``.mat`` file."""
+        if name.lower().endswith(".mat") and Path(name).is_file():
+            return
+        if name not in self.KNOWN_DATASETS:
+            raise ConfigError(f"unknown dataset {name!r}; valid datasets: {', '.join(self.KNOWN_DATASETS)} "
+                              "or a path to a multi-view .mat file")
+
     def validate(self) -> None:
         super().validate()
         if not self.datasets:
@@ -117,6 +125,7 @@ def run(config: UDBGLConfig, out_dir: Path) -> Result:
             cache.clear()
             cache[name] = load_multiview(name)
         data = cache[name]
+        name = data.name  # a user's .mat path is reported by its file stem
         views, y, c = data.views, data.labels, data.n_clusters
 
         def add(method: str, role: str, labels, seconds: float, setting: str, _y=y, _name=name, _seed=seed):
@@ -173,7 +182,7 @@ def run(config: UDBGLConfig, out_dir: Path) -> Result:
     if len(settings) > 1:
         result.notes.append("KMeans-concat, Spectral-concat and KMeans-single use no anchors: the same runs are "
                             "recorded under every m setting.")
-    result.notes.append("seconds = wall-clock of one fit on a shared 2-core CPU (inflated by contention).")
+    result.notes.append("seconds = wall-clock seconds of one fit on this machine.")
     result.notes.append("NMI = scikit-learn's arithmetic-mean NMI; NMImax = max-normalised NMI as the authors' "
                         "NMImax.m.")
 
