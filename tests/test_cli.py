@@ -124,3 +124,53 @@ def test_udbgl_runs_on_a_users_mat_file(tmp_path):
     assert {r["dataset"] for r in recs} == {"blobs"}
     acc = [r["value"] for r in recs if r["method"] == "UDBGL" and r["metric"] == "ACC"]
     assert acc[0] > 0.9  # well-separated blobs
+
+
+def _single_fake(monkeypatch, behaviour):
+    spec = registry.ExperimentSpec("fake", "fake", "test", "none", ("D",), ("quick",), "ACC")
+    monkeypatch.setattr(registry, "REGISTRY", {"fake": spec})
+
+    def run(config, out_dir):
+        (out_dir / "figures").mkdir()
+        (out_dir / "figures" / "half.png").write_bytes(b"")
+        behaviour()
+
+    monkeypatch.setattr(registry, "load", lambda name: types.SimpleNamespace(Config=_Cfg, run=run))
+
+
+def test_failure_inside_a_run_is_one_line_and_leaves_no_folder(tmp_path, monkeypatch):
+    def boom():
+        raise ValueError("views[0] is constant")
+
+    _single_fake(monkeypatch, boom)
+    res = runner.invoke(app, ["run", "fake", "--out", str(tmp_path / "r")])
+    assert res.exit_code == 1
+    assert "fake failed: ValueError: views[0] is constant" in res.output
+    assert "Traceback" not in res.output
+    assert list(tmp_path.iterdir()) == []  # neither the run folder nor a partial one
+
+
+def test_interrupted_run_leaves_previous_run_intact(tmp_path, monkeypatch):
+    def interrupt():
+        raise KeyboardInterrupt
+
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "result.json").write_text("{}")
+    _single_fake(monkeypatch, interrupt)
+    res = runner.invoke(app, ["run", "fake", "--out", str(out)])
+    assert res.exit_code == 130
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
+    assert sorted(p.name for p in out.iterdir()) == ["result.json"]
+
+
+def test_out_pointing_at_a_file_exits_2(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    res = runner.invoke(app, ["run", "udbgl", "--preset", "smoke", "--out", str(f)])
+    assert res.exit_code == 2 and "not a folder" in res.output
+
+
+def test_set_non_finite_float_exits_2(tmp_path):
+    res = runner.invoke(app, ["run", "udbgl", "--set", "alpha=nan", "--out", str(tmp_path / "r")])
+    assert res.exit_code == 2 and "finite float" in res.output

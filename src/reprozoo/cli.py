@@ -1,12 +1,17 @@
 """``reprozoo`` command line: ``list``, ``info NAME``, ``run NAME|all``.
 
-Exit codes: 0 success; 1 a run failed (for ``run all``: at least one method failed);
-2 a usage error (unknown method, preset, data set or ``--set`` key), with the valid choices.
+Exit codes: 0 success; 1 a run failed (for ``run all``: at least one method failed), with a
+one-line reason (``REPROZOO_DEBUG=1`` prints the traceback); 2 a usage error (unknown method,
+preset, data set or ``--set`` key), with the valid choices; 130 interrupted (Ctrl-C).
+A run is written to a hidden partial folder and moved to its place only when complete.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import os
+import shutil
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -25,10 +30,12 @@ from reprozoo.core.results import Result
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
     help="Ten recent ML papers as working software: run each method beside its baselines on real data.",
 )
-console = Console()
-err = Console(stderr=True)
+# Tables are wide: when the output is not a terminal (a log, CI), do not wrap them at 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 def _usage_error(message: str) -> typer.Exit:
@@ -118,11 +125,32 @@ def _print_result(result: Result) -> None:
 
 
 def _run_one(name: str, module, cfg, out_dir: Path, quiet: bool) -> Result:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    result = module.run(cfg, out_dir)
-    result.seconds = time.perf_counter() - t0
-    write_run(result, out_dir)
+    """Run into a hidden sibling folder and move it to ``out_dir`` only when complete.
+
+    An interrupted or failed run leaves no half-written run folder; an existing ``out_dir``
+    is replaced only by a complete new run.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"--out {str(out_dir)!r} exists and is not a folder")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    partial = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    try:
+        t0 = time.perf_counter()
+        result = module.run(cfg, partial)
+        result.seconds = time.perf_counter() - t0
+        write_run(result, partial)
+        if out_dir.exists():
+            old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+            os.replace(out_dir, old)
+            os.replace(partial, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(partial, out_dir)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
     if not quiet:
         _print_result(result)
         console.print(f"[dim]{name}: {result.seconds:.1f} s, written to {out_dir}[/]")
@@ -162,11 +190,22 @@ def run(
         err.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(code=1) from None
     out_dir = out if out is not None else Path("runs") / f"{_timestamp()}-{name}"
+    if out_dir.exists() and not out_dir.is_dir():
+        raise _usage_error(f"--out {str(out_dir)!r} exists and is not a folder")
     try:
         _run_one(name, module, cfg, out_dir, quiet)
-    except (ConfigError, FileNotFoundError) as exc:
-        err.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(code=2 if isinstance(exc, ConfigError) else 1) from None
+    except KeyboardInterrupt:
+        err.print(f"[bold red]interrupted:[/] {name} stopped; no run folder was written at {out_dir}")
+        raise typer.Exit(code=130) from None
+    except ConfigError as exc:
+        raise _usage_error(str(exc)) from None
+    except Exception as exc:
+        err.print(f"[bold red]error:[/] {name} failed: {type(exc).__name__}: {exc}")
+        if os.environ.get("REPROZOO_DEBUG"):
+            err.print(traceback.format_exc())
+        else:
+            err.print("[dim](set REPROZOO_DEBUG=1 for the traceback)[/]")
+        raise typer.Exit(code=1) from None
 
 
 def _run_all(preset: str, seeds: list[int], out: Path | None, quiet: bool) -> None:
@@ -188,13 +227,18 @@ def _run_all(preset: str, seeds: list[int], out: Path | None, quiet: bool) -> No
             rows = primary_comparison(result, spec.primary_metric, spec.higher_is_better)
             entries.append({"name": name, "status": "ok", "seconds": result.seconds, "metric": spec.primary_metric,
                             "rows": rows, "folder": str(folder)})
+        except KeyboardInterrupt:
+            entries.append({"name": name, "status": "interrupted", "seconds": time.perf_counter() - t0})
+            write_summary(entries, root / "summary.md")
+            err.print(f"[bold red]interrupted[/] during {name}; summary of what finished: {root / 'summary.md'}")
+            raise typer.Exit(code=130) from None
         except Exception as exc:  # one failing method must not stop the others
             msg = f"{type(exc).__name__}: {exc}"
             entries.append({"name": name, "status": "failed", "seconds": time.perf_counter() - t0,
-                            "error": msg, "folder": str(folder)})
+                            "error": msg, "folder": ""})
             err.print(f"[bold red]{name} failed:[/] {msg}")
-            if not quiet:
-                err.print(traceback.format_exc(limit=6))
+            if os.environ.get("REPROZOO_DEBUG"):
+                err.print(traceback.format_exc())
         write_summary(entries, root / "summary.md")
     failed = [e["name"] for e in entries if e["status"] == "failed"]
     if not quiet:

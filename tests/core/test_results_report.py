@@ -65,6 +65,7 @@ def test_atomic_write_leaves_nothing_on_error(tmp_path):
             raise RuntimeError("interrupted")
     assert json.loads(target.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["f.json"]
+    assert target.stat().st_mode & 0o044 == 0o044 & ~io._UMASK  # readable by others under umask 022
 
 
 def test_config_presets_and_set_parsing():
@@ -90,8 +91,13 @@ def test_config_presets_and_set_parsing():
         C.from_preset("huge")
     with pytest.raises(ConfigError, match="valid keys"):
         c.with_strings({"nope": "1"})
-    with pytest.raises(ConfigError, match="expected a int"):
+    with pytest.raises(ConfigError, match="expected an int"):
         c.with_strings({"steps": "many"})
+    for bad in ("nan", "inf", "1/0"):
+        with pytest.raises(ConfigError, match="finite float"):
+            c.with_strings({"lr": bad})
+    with pytest.raises(ConfigError, match="use --preset"):
+        c.with_strings({"preset": "full"})
     with pytest.raises(ConfigError, match="valid datasets: A, B"):
         c.replace(datasets=("C",))
     with pytest.raises(ConfigError, match="seeds"):

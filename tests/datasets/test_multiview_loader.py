@@ -139,3 +139,19 @@ def test_checksum_mismatch_is_reported(tmp_path, monkeypatch):
     monkeypatch.setenv("REPROZOO_DATA", str(tmp_path))
     with pytest.raises(ChecksumError, match="tiny.mat"):
         load_multiview("tiny")
+
+
+@pytest.mark.parametrize("labels, match", [(np.array([1, 2, np.nan, 1.0]), "NaN"),
+                                           (np.array([1.5, 2.5, 1.5, 2.5]), "integer")])
+def test_bad_labels_are_rejected(tmp_path, labels, match):
+    p = tmp_path / "badlabels.mat"
+    scipy.io.savemat(p, {"X": _cell([np.ones((4, 2))], "row"), "y": labels})
+    with pytest.raises(ValueError, match=match):
+        load_multiview(p)
+
+
+def test_folder_and_shipped_name_hint(tmp_path):
+    with pytest.raises(ValueError, match="folder"):
+        load_multiview(tmp_path)
+    with pytest.raises(FileNotFoundError, match="pass the name 'HW'"):
+        load_multiview("HW.mat")

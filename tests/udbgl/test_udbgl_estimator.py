@@ -142,7 +142,8 @@ def test_lambda_search_path_is_recorded(msrc):
             model = UDBGL(n_clusters=7, random_state=seed).fit(msrc.views)
         assert np.unique(model.labels_).size == 7
         assert (model.label_path_ == "components") == (model.n_components_found_ == 7)
-        assert (model.label_path_ != "components") == any(
+        # the lambda search is a normal path: only the k-means fallback warns
+        assert (model.label_path_ == "kmeans_fallback") == any(
             issubclass(w.category, RankConstraintWarning) for w in rec)
         paths.append(model.label_path_)
     assert "lambda_search" in paths
@@ -221,3 +222,13 @@ def test_time_grows_about_linearly_in_n():
         times.append(best)
     slope = np.polyfit(np.log(sizes), np.log(times), 1)[0]
     assert slope < 1.5
+
+
+def test_constant_view_and_too_few_distinct_samples_are_rejected():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(30, 3))
+    with pytest.raises(ValueError, match=r"views\[0\] is constant"):
+        UDBGL(n_clusters=3).fit([np.ones((30, 4)), x])
+    two_points = np.repeat([[0.0, 0.0], [5.0, 5.0]], 15, axis=0)
+    with pytest.raises(ValueError, match="2 distinct samples"):
+        UDBGL(n_clusters=3).fit([two_points])

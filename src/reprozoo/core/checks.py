@@ -48,6 +48,8 @@ def check_array(
         raise ValueError(f"{name} could not be converted to an array: {exc}") from exc
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
         raise TypeError(f"{name} should hold numbers, got dtype {arr.dtype}")
+    if np.issubdtype(arr.dtype, np.complexfloating):
+        raise TypeError(f"{name} should hold real numbers, got complex dtype {arr.dtype}")
     if dtype is not None:
         arr = arr.astype(dtype, copy=False)
     if ndim is not None and arr.ndim != ndim:
@@ -70,7 +72,7 @@ def check_views(views: Any, name: str = "views", *, min_samples: int = 2) -> lis
     if isinstance(views, np.ndarray) and views.dtype != object:
         raise TypeError(
             f"{name} should be a list of 2-D arrays (one per view), got a single array of shape "
-            f"{views.shape}; wrap it as [X] for one view"
+            f"{views.shape}; pass [X] for one view, or list(X) for views stacked along the first axis"
         )
     if not isinstance(views, Sequence) and not isinstance(views, np.ndarray):
         raise TypeError(f"{name} should be a list of 2-D arrays (one per view), got {type(views).__name__}")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -89,9 +90,11 @@ class ExperimentConfig:
         items parsed like the first current item (or as strings when empty); ``None`` default:
         JSON when it parses, else the string.
         """
-        names = self.field_names()
+        names = [n for n in self.field_names() if n != "preset"]
         parsed = {}
         for key, text in pairs.items():
+            if key == "preset":
+                raise ConfigError("preset cannot be changed with --set; use --preset")
             if key not in names:
                 raise ConfigError(f"unknown --set key {key!r}; valid keys: {', '.join(sorted(names))}")
             parsed[key] = _parse_like(getattr(self, key), text, key)
@@ -132,10 +135,16 @@ def _parse_scalar(text: str, like: Any, key: str) -> Any:
         if isinstance(like, float):
             if "/" in text:
                 num, den = text.split("/", 1)
-                return float(num) / float(den)
-            return float(text)
-    except ValueError:
-        raise ConfigError(f"--set {key}={text!r}: expected a {type(like).__name__}") from None
+                value = float(num) / float(den)
+            else:
+                value = float(text)
+            if not math.isfinite(value):
+                raise ValueError
+            return value
+    except (ValueError, ZeroDivisionError):
+        kind = {"bool": "a bool (true/false)", "int": "an int", "float": "a finite float (e.g. 0.1, 1e-3, 16/255)"}
+        raise ConfigError(f"--set {key}={text!r}: expected {kind.get(type(like).__name__, type(like).__name__)}") \
+            from None
     if like is None:
         try:
             return json.loads(text)

@@ -38,12 +38,18 @@ def metric_by_dataset(result: Result, metric: str, path: str | Path, *, setting:
                     and metric in s and (setting is None or k[1] == setting)]
             means.append(vals[0][0] if vals else np.nan)
             stds.append(vals[0][1] if vals else 0.0)
-        ax.bar(x + (i - (len(methods) - 1) / 2) * width, means, width, yerr=stds, label=method, capsize=2)
+        multi_seed = any(s > 0 for s in stds)
+        ax.bar(x + (i - (len(methods) - 1) / 2) * width, means, width, yerr=stds if multi_seed else None,
+               label=method, capsize=2)
     ax.set_xticks(x, datasets, rotation=30, ha="right")
-    ax.set_ylabel(metric)
+    ax.set_ylabel(metric + (" (mean ± std over seeds)" if len(result.records) and _n_seeds(result) > 1 else ""))
     ax.set_title(f"{result.name}: {metric} by data set")
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     return atomic_savefig(fig, path)
+
+
+def _n_seeds(result: Result) -> int:
+    return len({r.seed for r in result.records})
 
 
 def line_plot(
@@ -55,8 +61,12 @@ def line_plot(
     title: str = "",
     logx: bool = False,
     logy: bool = False,
+    integer_x: bool = False,
 ) -> Path:
-    """One line per entry of ``series`` (``label: (x, y)``), markers on the points."""
+    """One line per entry of ``series`` (``label: (x, y)``), markers on the points.
+
+    ``integer_x`` puts ticks on integers only (iterations, rounds, depths).
+    """
     fig, ax = figure()
     for label, (xs, ys) in series.items():
         ax.plot(xs, ys, marker="o", markersize=3, label=label)
@@ -66,6 +76,10 @@ def line_plot(
         ax.set_xscale("log")
     if logy:
         ax.set_yscale("log")
+    if integer_x:
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if title:
         ax.set_title(title)
     if len(series) > 1:

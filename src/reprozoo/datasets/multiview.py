@@ -108,9 +108,12 @@ def load_multiview(name_or_path: str | os.PathLike) -> MultiViewDataset:
     if not isinstance(name_or_path, (str, os.PathLike)):
         raise TypeError(f"name_or_path should be a str or path, got {type(name_or_path).__name__}")
     p = Path(name_or_path)
+    if p.is_dir():
+        raise ValueError(f"name_or_path={str(p)!r} is a folder; pass a .mat file or a data set name")
     if p.suffix.lower() == ".mat" or p.is_file():
         if not p.is_file():
-            raise FileNotFoundError(f"name_or_path: no such file {str(p)!r}")
+            hint = f" (for the shipped set, pass the name {_name_of(p)!r})" if _name_of(p) in list_multiview() else ""
+            raise FileNotFoundError(f"name_or_path: no such file {str(p)!r}{hint}")
         path = p
     else:
         name = str(name_or_path)
@@ -206,6 +209,10 @@ def _finish(views: list[np.ndarray], labels: np.ndarray, path: Path) -> tuple[li
         raise ValueError(f"{path}: the label vector is empty")
     if not np.issubdtype(labels.dtype, np.number):
         raise ValueError(f"{path}: labels should be numeric, got dtype {labels.dtype}")
+    if np.issubdtype(labels.dtype, np.floating) and not np.isfinite(labels).all():
+        raise ValueError(f"{path}: labels contain NaN or infinite values")
+    if np.issubdtype(labels.dtype, np.complexfloating) or np.any(np.mod(labels, 1) != 0):
+        raise ValueError(f"{path}: labels should be integer class codes, got non-integer values")
     n = labels.size
     _, labels = np.unique(labels, return_inverse=True)
     out = []

@@ -543,7 +543,8 @@ class UDBGL(ClusterMixin, BaseEstimator):
     view_weights_ : ndarray, shape (n_views,)
         delta, on the simplex.
     anchors_ : list of ndarray, shape (m, d_v)
-        The anchors of each view (columns of the shared k-means centroids).
+        The anchors of each view (columns of the shared k-means centroids), in the per-view
+        min-max-scaled feature space the algorithm works in, not the input's units.
     bipartite_graph_ : scipy.sparse.csr_matrix, shape (n_samples, m)
         P, the final structured bipartite graph.
     anchor_graphs_ : list of ndarray, shape (n_samples, m)
@@ -568,13 +569,15 @@ class UDBGL(ClusterMixin, BaseEstimator):
     TypeError
         ``views`` not a list of numeric 2-D arrays; a parameter of the wrong type.
     ValueError
-        Views with different numbers of rows, NaN/inf, an empty or 1-D view, n_clusters < 2
+        Views with different numbers of rows, NaN/inf, an empty or 1-D view, a constant view
+        (every feature takes one value), fewer distinct samples than n_clusters, n_clusters < 2
         or > n_samples, n_anchors < n_clusters or > n_samples, a negative alpha/beta/tol.
 
     Warns
     -----
     RankConstraintWarning
-        When the final P-step needed the lambda search or the k-means fallback.
+        When the final P-step fell back to k-means on the spectral embedding (the lambda
+        search, which usually restores exactly c components, is silent; see ``label_path_``).
 
     Notes
     -----
@@ -624,6 +627,14 @@ class UDBGL(ClusterMixin, BaseEstimator):
         c = check_int(self.n_clusters, "n_clusters", low=2)
         if c > n:
             raise ValueError(f"n_clusters={c} should be <= n_samples={n}; lower n_clusters")
+        for i, x in enumerate(X):
+            if np.all(x.max(axis=0) == x.min(axis=0)):
+                raise ValueError(f"views[{i}] is constant (every feature takes a single value) and carries no "
+                                 "cluster information; remove it")
+        n_distinct = np.unique(np.hstack(X), axis=0).shape[0]
+        if n_distinct < c:
+            raise ValueError(f"views hold only {n_distinct} distinct samples, fewer than n_clusters={c}; "
+                             "lower n_clusters")
         if self.n_anchors is None:
             m = c
         else:
@@ -712,13 +723,13 @@ class UDBGL(ClusterMixin, BaseEstimator):
             km = KMeans(n_clusters=c, n_init=10, random_state=int(rng.integers(2**31 - 1)))
             labels = km.fit_predict(out["U"]).astype(np.int64)
             self.label_path_ = "kmeans_fallback"
-        if self.label_path_ != "components":
-            how = ("a further lambda search reached exactly c components" if self.label_path_ == "lambda_search"
-                   else f"the lambda search ended with {out['n_components']} components; labels come from "
-                        "k-means on the spectral embedding")
+        if self.label_path_ == "kmeans_fallback":
+            # The lambda search (port addition) is a normal path and stays silent; only the
+            # fallback, whose labels do not come from the rank-constrained graph, warns.
             warnings.warn(
-                f"UDBGL: the reference lambda schedule ended with {out['n_components_reference']} components "
-                f"instead of n_clusters={c}; {how} (label_path_={self.label_path_!r})",
+                f"UDBGL: the structured bipartite graph ended with {out['n_components']} components instead "
+                f"of n_clusters={c} even after the lambda search; labels come from k-means on the spectral "
+                "embedding (label_path_='kmeans_fallback')",
                 RankConstraintWarning,
                 stacklevel=2,
             )
