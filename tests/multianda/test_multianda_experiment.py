@@ -1,0 +1,112 @@
+"""End-to-end smoke run of the transfer experiment, its config checks and the baselines factory."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from reprozoo.core.experiment import ConfigError
+from reprozoo.multianda import BASELINES, make_baseline
+from reprozoo.multianda.experiment import ATTACKS, Config, eps_label, run
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    out = tmp_path_factory.mktemp("run")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("REPROZOO_CACHE", str(cache))
+    try:
+        cfg = Config.from_preset("smoke")
+        result = run(cfg, out)
+    finally:
+        mp.undo()
+    return cfg, result, out, cache
+
+
+def test_smoke_run_is_real(smoke):
+    cfg, result, out, _ = smoke
+    recs = [r for r in result.records if r.metric == "ASR"]
+    methods = {r.method for r in recs}
+    assert methods == set(ATTACKS)
+    assert {r.role for r in recs if r.method in ("ANDA", "MultiANDA")} == {"method"}
+    assert {r.role for r in recs if r.method in BASELINES} == {"baseline"}
+    assert all(0.0 <= r.value <= 100.0 for r in recs)
+    # every (attack, target) pair is recorded with the setting format of the issue
+    s = cfg.surrogates[0]
+    for target in cfg.zoo:
+        kind = "whitebox" if target == s else "blackbox"
+        setting = f"eps=16/255,surrogate={s},target={target},{kind}"
+        assert {r.method for r in recs if r.setting == setting} == set(ATTACKS)
+    # white-box iterative attacks on the surrogate succeed far more often than chance (0 %)
+    wb = {r.method: r.value for r in recs if r.setting.endswith("whitebox")}
+    assert wb["I-FGSM"] > 50.0 and wb["PGD"] > 50.0 and wb["ANDA"] > 30.0
+    # clean accuracies of the zoo are recorded and above chance (10 %)
+    top1 = [r.value for r in result.records if r.metric == "top1"]
+    assert len(top1) == len(cfg.zoo) and min(top1) > 12.0
+    # ASR vs number of samples is monotone in n (any-of-n success)
+    curve = sorted((int(r.setting.rsplit("n=", 1)[1]), r.value) for r in result.records
+                   if r.metric == "ASR_any_of_n" and r.method == "ANDA")
+    assert [n for n, _ in curve] == list(cfg.sample_counts)
+    assert all(a[1] <= b[1] for a, b in zip(curve, curve[1:], strict=False))
+    for fig in result.figures:
+        assert (out / fig).is_file()
+    assert any("heatmap" in f for f in result.figures) and any("samples" in f for f in result.figures)
+    json.dumps(result.to_dict(), allow_nan=False)
+
+
+def test_smoke_run_is_deterministic(smoke, tmp_path, monkeypatch):
+    cfg, result, _, cache = smoke
+    monkeypatch.setenv("REPROZOO_CACHE", str(cache))  # the models cached by the first run
+    again = run(cfg.replace(attacks=("I-FGSM", "MultiANDA")), tmp_path)
+    assert sum("loaded from" in n for n in again.notes) == len(cfg.zoo)
+    first = {(r.method, r.setting, r.metric): r.value for r in result.records if r.metric.startswith("ASR")}
+    checked = 0
+    for r in again.records:
+        if r.metric.startswith("ASR"):
+            assert r.value == first[(r.method, r.setting, r.metric)], (r.method, r.setting)
+            checked += 1
+    assert checked >= 2 * len(cfg.zoo)
+
+
+@pytest.mark.parametrize("changes,match", [
+    ({"zoo": ("VGG", "Foo")}, "unknown zoo model"),
+    ({"surrogates": ("ViT",), "zoo": ("VGG",)}, "not in zoo"),
+    ({"attacks": ("FGSM",)}, "unknown attack"),
+    ({"n_ens": 8}, "perfect square"),
+    ({"epsilons": (-0.1,)}, "epsilons"),
+    ({"steps": 0}, "steps"),
+    ({"max_rank": 1}, "max_rank"),
+    ({"sample_counts": (0,)}, "sample_counts"),
+])
+def test_bad_config(changes, match):
+    with pytest.raises(ConfigError, match=match):
+        Config.from_preset("quick", **changes)
+
+
+def test_set_strings_parse_fractions():
+    cfg = Config.from_preset("quick").with_strings({"epsilons": "4/255,16/255", "n_ens": "16"})
+    assert cfg.epsilons == pytest.approx((4 / 255, 16 / 255)) and cfg.n_ens == 16
+    assert eps_label(16 / 255) == "16/255" and eps_label(0.05) == "0.05"
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_baselines_keep_the_budget(name):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 4)).eval()
+    x, y = torch.rand(3, 3, 16, 16), torch.tensor([0, 1, 2])
+    atk = make_baseline(name, net, 8 / 255, 3)
+    assert atk.eps == pytest.approx(8 / 255) and atk.alpha == pytest.approx(8 / 255 / 3) and atk.steps == 3
+    adv = atk(x, y)
+    assert float((adv - x).abs().max()) <= 8 / 255 + 1e-6
+
+
+def test_bad_baseline():
+    net = nn.Linear(2, 2)
+    with pytest.raises(ValueError, match="unknown baseline"):
+        make_baseline("FGSM", net, 0.1, 2)
+    with pytest.raises(ValueError, match="ti_kernel"):
+        make_baseline("TI-FGSM", net, 0.1, 2, ti_kernel=4)
+    with pytest.raises(ValueError, match="eps"):
+        make_baseline("PGD", net, -0.1, 2)
