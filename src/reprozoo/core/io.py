@@ -18,7 +18,14 @@ from typing import Any
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
-__all__ = ["atomic_path", "atomic_write_text", "atomic_write_json", "atomic_savefig", "atomic_torch_save"]
+__all__ = ["cache_dir", "atomic_path", "atomic_write_text", "atomic_write_json", "atomic_savefig", "atomic_torch_save"]
+
+
+def cache_dir(*parts: str) -> Path:
+    """The folder for derived files (trained models, processed data): ``$REPROZOO_CACHE/<parts>``,
+    default ``~/.cache/reprozoo/<parts>``. Not created here."""
+    root = os.environ.get("REPROZOO_CACHE")
+    return (Path(root).expanduser() if root else Path.home() / ".cache" / "reprozoo").joinpath(*parts)
 
 
 @contextlib.contextmanager

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -26,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from reprozoo.core.io import atomic_torch_save
+from reprozoo.core.io import cache_dir as core_cache_dir
 from reprozoo.core.progress import log
 from reprozoo.models import mixer_tiny, resnet8, small_cnn, vgg_tiny, vit_tiny
 
@@ -112,8 +112,7 @@ def build_model(spec: ZooSpec, num_classes: int = 10) -> Normalized:
 
 def cache_dir() -> Path:
     """``$REPROZOO_CACHE/models`` if the variable is set, else ``~/.cache/reprozoo/models``."""
-    root = os.environ.get("REPROZOO_CACHE")
-    return (Path(root) if root else Path.home() / ".cache" / "reprozoo") / "models"
+    return core_cache_dir("models")
 
 
 def data_checksum(x: np.ndarray, y: np.ndarray) -> str:

@@ -1,0 +1,37 @@
+"""RSD4: recurrent softmax delayed deep double deterministic policy gradient for delay-constrained scheduling.
+
+Importing this package registers the Gymnasium environment ``reprozoo/DelayConstrainedScheduling-v0``.
+"""
+
+from gymnasium.envs.registration import register, registry
+
+from reprozoo.rsd4.env import (
+    ENV_ID,
+    DelayConstrainedSchedulingEnv,
+    LagrangianWrapper,
+    dual_update,
+    success_probability,
+)
+
+if ENV_ID not in registry:
+    register(id=ENV_ID, entry_point="reprozoo.rsd4.env:DelayConstrainedSchedulingEnv")
+
+from reprozoo.rsd4.agent import RSD4, UserLayout, softmax_operator  # noqa: E402
+from reprozoo.rsd4.baselines import EDF, MaxWeight, SB3Agent, Uniform, calibrate, evaluate  # noqa: E402
+
+__all__ = [
+    "EDF",
+    "MaxWeight",
+    "RSD4",
+    "SB3Agent",
+    "Uniform",
+    "UserLayout",
+    "calibrate",
+    "evaluate",
+    "softmax_operator",
+    "ENV_ID",
+    "DelayConstrainedSchedulingEnv",
+    "LagrangianWrapper",
+    "dual_update",
+    "success_probability",
+]

@@ -1,0 +1,283 @@
+"""Baselines of the RSD4 experiment: budget-matched heuristics and Stable-Baselines3 TD3 / SAC.
+
+Heuristics (the paper's non-DRL baselines were not retrieved; these are the spec's design choice, Sec. 5).
+Each has one scalar knob that sets how much resource it spends; :func:`calibrate` finds by bisection the
+knob whose average resource per slot on training episodes equals the budget ``E0``:
+
+* :class:`Uniform`: the same resource ``u`` on every queued packet.
+* :class:`EDF`: earliest deadline first with a per-slot resource cap ``C``: packets are served with full
+  resource in order of remaining lifetime (ties: larger weight first) until ``C`` is spent.
+* :class:`MaxWeight`: channel-aware max-weight greedy under a per-slot cap ``C``: each slot spends at most
+  ``C``, split across users to maximise the expected weighted deliveries ``sum_i beta_i n_i p_i(e_i)``
+  (water-filling on the success model). It reads the true channel state even under partial observation
+  (an advantage over the learning agents, stated in the card).
+
+Deep-RL baselines: SB3 TD3 and SAC with MLP policies on the flat observation/action, trained inside the
+same :class:`~reprozoo.rsd4.env.LagrangianWrapper` (same dual step size, initial price and warm-up) as RSD4.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from reprozoo.core.checks import check_float, check_int
+from reprozoo.rsd4.env import DelayConstrainedSchedulingEnv
+
+__all__ = [
+    "EDF",
+    "Heuristic",
+    "MaxWeight",
+    "SB3Agent",
+    "Uniform",
+    "EpisodeStats",
+    "calibrate",
+    "evaluate",
+]
+
+
+class Heuristic:
+    """A scheduling rule with a scalar resource knob ``level``; acts on the environment's true state.
+
+    ``resource(env) -> (N, tau_max+1)`` resource in ``[0, 1]`` per slot; ``__call__(env)`` gives the flat
+    action in ``[-1, 1]``. ``knob_range`` and ``log_knob`` describe the bisection domain and
+    ``increasing`` whether more ``level`` means more resource.
+    """
+
+    name = "heuristic"
+    knob_range: tuple[float, float] = (0.0, 1.0)
+    log_knob = False
+    increasing = True
+
+    def __init__(self, level: float) -> None:
+        self.level = check_float(level, "level", low=0.0)
+
+    def resource(self, env: DelayConstrainedSchedulingEnv) -> np.ndarray:
+        raise NotImplementedError
+
+    def __call__(self, env: DelayConstrainedSchedulingEnv) -> np.ndarray:
+        e = self.resource(env)
+        return (2.0 * e[env.valid] - 1.0).astype(np.float32)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(level={self.level:.4g})"
+
+
+class Uniform(Heuristic):
+    """Resource ``level`` in ``[0, 1]`` on every queued packet."""
+
+    name = "Uniform"
+
+    def resource(self, env: DelayConstrainedSchedulingEnv) -> np.ndarray:
+        return np.where(env.buffer > 0, min(self.level, 1.0), 0.0)
+
+
+class EDF(Heuristic):
+    """Earliest deadline first under a per-slot resource cap ``level`` (full resource per served packet)."""
+
+    name = "EDF"
+    knob_range = (0.0, 1000.0)
+
+    def resource(self, env: DelayConstrainedSchedulingEnv) -> np.ndarray:
+        buf = env.buffer
+        n_slots = buf.shape[1]
+        # order: remaining lifetime ascending, then weight descending
+        key = np.arange(n_slots)[None, :] * 1e3 - env.weights[:, None] + np.zeros(buf.shape)
+        order = np.argsort(key, axis=None, kind="stable")
+        counts = buf.reshape(-1)[order].astype(np.float64)
+        before = np.cumsum(counts) - counts
+        served = np.clip((self.level - before) / np.maximum(counts, 1.0), 0.0, 1.0)
+        e = np.zeros(buf.size)
+        e[order] = np.where(counts > 0, served, 0.0)
+        return e.reshape(buf.shape)
+
+
+class MaxWeight(Heuristic):
+    """Channel-aware greedy under a per-slot cap ``level``: water-filling of ``sum_i beta_i n_i p_i(e_i)``.
+
+    Each slot solves ``max sum_i beta_i n_i tanh(e_i / k_i)`` s.t. ``sum_i n_i e_i <= level``, ``0 <= e_i <= 1``
+    (``n_i`` queued packets of user ``i``, ``k_i = d_i^3 c_i``). The KKT solution for a price ``mu`` is
+    ``e_i = k_i atanh(sqrt(1 - mu k_i / beta_i))`` (0 when ``mu k_i >= beta_i``), clipped to ``[0, 1]``; the
+    price is found on a log grid, interpolating between the two grid points around the cap.
+    O(n_users * grid) per slot.
+    """
+
+    name = "MaxWeight"
+    knob_range = (0.0, 1000.0)
+    _prices = np.logspace(-5, 3, 161)
+
+    def resource(self, env: DelayConstrainedSchedulingEnv) -> np.ndarray:
+        k = env.distances ** 3 * env.channel_state  # p(e) = tanh(e / k)
+        n = env.buffer.sum(axis=1).astype(np.float64)
+        ratio = np.clip(self._prices[:, None] * k[None, :] / np.maximum(env.weights, 1e-12)[None, :], 0.0, 1.0)
+        e = np.clip(k * np.arctanh(np.sqrt(np.clip(1.0 - ratio, 0.0, 1.0 - 1e-12))), 0.0, 1.0)  # (grid, N)
+        spend = e @ n
+        fits = np.nonzero(spend <= self.level + 1e-9)[0]
+        if not fits.size:
+            e_user = np.zeros_like(k)
+        elif fits[0] == 0:
+            e_user = e[0]
+        else:  # interpolate between the two grid prices so that the spend equals the cap exactly
+            j = fits[0]
+            w = (self.level - spend[j]) / max(spend[j - 1] - spend[j], 1e-12)
+            e_user = e[j] + w * (e[j - 1] - e[j])
+        return np.where(env.buffer > 0, e_user[:, None], 0.0)
+
+
+def _episodes(
+    env: gym.Env, act: Callable[[np.ndarray, Any], Any], n_episodes: int, seed: int, reset_state: Callable[[], Any]
+) -> dict[str, float]:
+    base = env.unwrapped
+    thr = res = drop = arr = rew = 0.0
+    steps = 0
+    for ep in range(n_episodes):
+        obs, _ = env.reset(seed=seed + ep)
+        state = reset_state()
+        done = False
+        while not done:
+            action, state = act(obs, state)
+            obs, reward, terminated, truncated, info = env.step(action)
+            thr += info["throughput"]
+            res += info["resource"]
+            drop += info["dropped"]
+            arr += info["arrived"]
+            rew += reward
+            steps += 1
+            done = terminated or truncated
+    del base
+    return {"throughput": thr / steps, "resource": res / steps, "drop_rate": drop / max(arr, 1.0),
+            "reward": rew / steps}
+
+
+def evaluate(policy: Any, env: gym.Env, n_episodes: int = 10, seed: int = 10_000) -> dict[str, float]:
+    """Average per-slot metrics of ``policy`` over ``n_episodes`` episodes (reset seeds ``seed + k``).
+
+    ``policy`` is a :class:`Heuristic` (acts on the true state), an object with an SB3-style
+    ``predict(obs, state, episode_start, deterministic)`` (recurrent or not), or a callable ``obs -> action``.
+    Returns ``throughput`` (weighted packets delivered per slot), ``resource`` (per slot), ``drop_rate``
+    (expired / arrived) and ``reward`` (per slot, at the env's price).
+    """
+    check_int(n_episodes, "n_episodes", low=1)
+    base = env.unwrapped
+    if isinstance(policy, Heuristic):
+        return _episodes(env, lambda obs, st: (policy(base), None), n_episodes, seed, lambda: None)
+    if hasattr(policy, "predict"):
+        def act(obs: np.ndarray, st: Any) -> tuple[np.ndarray, Any]:
+            a, st2 = policy.predict(obs, state=st, deterministic=True)
+            return a, st2
+        return _episodes(env, act, n_episodes, seed, lambda: None)
+    if callable(policy):
+        return _episodes(env, lambda obs, st: (policy(obs), None), n_episodes, seed, lambda: None)
+    raise TypeError(f"policy should be a Heuristic, have predict(), or be callable; got {type(policy).__name__}")
+
+
+def calibrate(
+    kind: type[Heuristic], env: gym.Env, budget: float, *, n_episodes: int = 4, n_iter: int = 20, seed: int = 0
+) -> tuple[Heuristic, dict[str, float]]:
+    """Bisection on the knob of ``kind`` so that its average resource per slot equals ``budget``.
+
+    Uses the same ``n_episodes`` reset seeds for every candidate (common random numbers). If the budget is
+    above what the rule can spend, the knob saturates at its range end. Returns ``(policy, its metrics)``.
+    Cost: ``n_iter * n_episodes`` episodes.
+    """
+    budget = check_float(budget, "budget", low=0.0)
+    lo, hi = kind.knob_range
+    if kind.log_knob:
+        lo, hi = np.log(lo), np.log(hi)
+    best = None
+    for _ in range(check_int(n_iter, "n_iter", low=1)):
+        mid = 0.5 * (lo + hi)
+        pol = kind(float(np.exp(mid)) if kind.log_knob else mid)
+        m = evaluate(pol, env, n_episodes, seed)
+        if best is None or abs(m["resource"] - budget) < abs(best[1]["resource"] - budget):
+            best = (pol, m)
+        spend_more = m["resource"] < budget
+        if spend_more == kind.increasing:
+            lo = mid
+        else:
+            hi = mid
+    return best
+
+
+class EpisodeStats(gym.Wrapper):
+    """Records per-episode throughput and resource per slot (and the price, if any) for learning curves."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.log: list[dict[str, float]] = []
+        self.total_steps = 0
+        self._thr = self._res = 0.0
+        self._n = 0
+
+    def step(self, action: Any):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self._thr += info["throughput"]
+        self._res += info["resource"]
+        self._n += 1
+        self.total_steps += 1
+        if terminated or truncated:
+            self.log.append({"timesteps": self.total_steps, "throughput": self._thr / self._n,
+                             "resource": self._res / self._n, "lam": float(info.get("lam", 0.0))})
+            self._thr = self._res = 0.0
+            self._n = 0
+        return obs, reward, terminated, truncated, info
+
+
+class SB3Agent:
+    """Stable-Baselines3 TD3 or SAC on the flat problem (MLP policy; SB3 defaults otherwise).
+
+    Parameters
+    ----------
+    algo : {"TD3", "SAC"}
+    env : gymnasium.Env
+        The (Lagrangian-wrapped) scheduling environment.
+    learning_starts : int
+        Random warm-up steps (the same as RSD4's).
+    seed : int
+    **kwargs : passed to the SB3 constructor.
+
+    ``learn(total_timesteps)``, ``predict(obs, state, episode_start, deterministic)``, ``save``, ``episode_log``.
+    """
+
+    def __init__(self, algo: str, env: gym.Env, learning_starts: int = 10_000, seed: int | None = None,
+                 **kwargs: Any) -> None:
+        import stable_baselines3 as sb3
+        from stable_baselines3.common.noise import NormalActionNoise
+
+        if algo not in ("TD3", "SAC"):
+            raise ValueError(f"algo={algo!r} should be 'TD3' or 'SAC'")
+        self.algo = algo
+        self.env = EpisodeStats(env)
+        n_act = env.action_space.shape[0]
+        extra: dict[str, Any] = {}
+        if algo == "TD3":  # same behaviour-noise scale as RSD4 (0.1)
+            extra["action_noise"] = NormalActionNoise(np.zeros(n_act), 0.1 * np.ones(n_act))
+        extra.update(kwargs)
+        cls = getattr(sb3, algo)
+        self.model = cls("MlpPolicy", self.env, learning_starts=learning_starts, seed=seed, verbose=0,
+                         device="cpu", **extra)
+
+    @property
+    def episode_log(self) -> list[dict[str, float]]:
+        return self.env.log
+
+    def learn(self, total_timesteps: int) -> SB3Agent:
+        import torch
+
+        n_threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            self.model.learn(total_timesteps=total_timesteps, reset_num_timesteps=False)
+        finally:
+            torch.set_num_threads(n_threads)
+        return self
+
+    def predict(self, observation: np.ndarray, state: Any = None, episode_start: Any = None,
+                deterministic: bool = True) -> tuple[np.ndarray, Any]:
+        return self.model.predict(observation, state=state, episode_start=episode_start, deterministic=deterministic)
+
+    def save(self, path: str) -> None:
+        self.model.save(path)

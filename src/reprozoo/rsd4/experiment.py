@@ -1,0 +1,291 @@
+"""Default experiment of RSD4: throughput under an average resource budget, against heuristics and SB3 agents.
+
+For each data set (``trace``: channels from the real cellular traces; ``markov``: random Markov channels),
+each setting (number of users x arrival process) and each seed (which also draws the instance: deadlines,
+weights, distances, rates):
+
+1. the heuristics Uniform, EDF and MaxWeight are calibrated on training episodes to spend ``budget``
+   (``E0``) resource per slot (bisection on their knob), and on each of ``budget_grid`` for the
+   throughput-vs-budget figure;
+2. the dual price starts at ``lam_init`` (``< 0``: the slope of MaxWeight's throughput-vs-resource curve
+   around ``E0``, measured on training episodes, i.e. the marginal value of resource);
+3. RSD4, TD3 and SAC train for ``total_timesteps`` steps inside a :class:`LagrangianWrapper` with the same
+   budget, dual step ``dual_lr``, initial price and warm-up;
+4. every policy is evaluated on ``n_eval_episodes`` episodes of the held-out split (last 20 % of the
+   traces; other random seeds): throughput (weighted packets delivered per slot), resource per slot,
+   budget violation ``max(0, resource / E0 - 1)`` and drop rate (expired / arrived).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from reprozoo.core.experiment import ConfigError, ExperimentConfig
+from reprozoo.core.io import atomic_savefig
+from reprozoo.core.plots import figure
+from reprozoo.core.progress import log, track
+from reprozoo.core.results import Result
+from reprozoo.core.seed import seed_everything
+
+__all__ = ["RSD4Config", "Config", "run", "METHODS"]
+
+METHODS = ("RSD4", "Uniform", "EDF", "MaxWeight", "TD3", "SAC")
+HEURISTICS = ("Uniform", "EDF", "MaxWeight")
+RL = ("RSD4", "TD3", "SAC")
+
+
+@dataclass
+class RSD4Config(ExperimentConfig):
+    """Knobs of the RSD4 experiment (defaults = the ``quick`` preset)."""
+
+    datasets: tuple[str, ...] = ("trace",)
+    seeds: tuple[int, ...] = (0, 1)
+    methods: tuple[str, ...] = METHODS  # which of METHODS to run
+    n_users: tuple[int, ...] = (4,)  # settings: number of users
+    arrivals: tuple[str, ...] = ("poisson",)  # settings: arrival processes (bernoulli, poisson, periodic)
+    partial_obs: bool = True  # observe only the buffers
+    tau_max: int = 6  # largest deadline (spec: 6)
+    episode_length: int = 100  # slots per episode (spec: 100)
+    slot_ms: float = 100.0  # trace channels: slot width in ms used to bin the traces
+    n_channel_states: int = 4  # trace channels: quantisation levels (spec: 4)
+    budget: float = 10.0  # E0: average resource per slot allowed (for 4 users; scaled by n_users / 4)
+    dual_lr: float = 0.0005  # eta of lam <- [lam + eta (mean resource - E0)]^+ after each episode
+    lam_init: float = -1.0  # initial price; < 0: slope of MaxWeight's throughput-vs-resource curve at E0
+    total_timesteps: int = 10_000  # environment steps per RL agent
+    learning_starts: int = 2_000  # random warm-up steps (all RL agents; no dual update meanwhile)
+    # RSD4 (spec defaults in brackets)
+    learning_rate: float = 3e-3  # [3e-3]
+    batch_size: int = 32  # user-episode segments per update [50 whole episodes]
+    segment_length: int = 25  # BPTT window from stored hidden states; 0 = whole episodes [whole]
+    n_target_samples: int = 16  # noisy target actions of the softmax operator [50]
+    softmax_beta: float = 0.01  # [0.01]
+    gamma: float = 1.0  # [1]
+    train_freq: int = 100  # steps between training phases [100]
+    gradient_steps: int = 8  # iterations per phase; 0 = n_users [n_users]
+    # SB3 TD3 / SAC
+    sb3_net_arch: tuple[int, ...] = (64, 64)  # hidden layers of actor and critic MLPs
+    # evaluation
+    n_eval_episodes: int = 10  # held-out episodes per policy
+    calib_episodes: int = 4  # training episodes per bisection step of the heuristics
+    calib_iters: int = 16  # bisection steps
+    budget_grid: tuple[float, ...] = (5.0, 10.0, 15.0, 20.0)  # heuristics' throughput-vs-budget curve
+    rl_budget_grid: tuple[float, ...] = ()  # extra budgets at which the RL agents are retrained (standard)
+
+    PRESETS = {
+        "quick": {},
+        "smoke": {
+            "seeds": (0,),
+            "total_timesteps": 500,
+            "learning_starts": 300,
+            "n_eval_episodes": 2,
+            "calib_episodes": 1,
+            "calib_iters": 10,
+            "budget_grid": (10.0,),
+            "gradient_steps": 2,
+            "batch_size": 4,
+            "n_target_samples": 4,
+            "episode_length": 50,
+        },
+        "standard": {
+            "datasets": ("trace", "markov"),
+            "seeds": (0, 1, 2, 3, 4),
+            "n_users": (4, 10),
+            "arrivals": ("bernoulli", "poisson"),
+            "total_timesteps": 100_000,
+            "learning_starts": 10_000,
+            "batch_size": 50,
+            "segment_length": 0,
+            "n_target_samples": 50,
+            "gradient_steps": 0,
+            "rl_budget_grid": (5.0, 20.0),
+        },
+    }
+    KNOWN_DATASETS = ("trace", "markov")
+
+    def validate(self) -> None:
+        super().validate()
+        bad = [m for m in self.methods if m not in METHODS]
+        if bad or not self.methods:
+            raise ConfigError(f"methods {list(self.methods)} should be a non-empty subset of {list(METHODS)}")
+        if not self.datasets:
+            raise ConfigError(f"datasets is empty; choose from {list(self.KNOWN_DATASETS)}")
+        bad = [a for a in self.arrivals if a not in ("bernoulli", "poisson", "periodic")]
+        if bad or not self.arrivals:
+            raise ConfigError(f"arrivals {list(self.arrivals)} should be among bernoulli, poisson, periodic")
+        if not self.n_users or any(n < 1 for n in self.n_users):
+            raise ConfigError(f"n_users {list(self.n_users)} should be positive ints")
+        for name in ("budget", "slot_ms"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name}={getattr(self, name)} should be > 0")
+        if self.dual_lr < 0:
+            raise ConfigError(f"dual_lr={self.dual_lr} should be >= 0")
+        if any(b <= 0 for b in (*self.budget_grid, *self.rl_budget_grid)):
+            raise ConfigError("budget_grid and rl_budget_grid should hold positive budgets")
+        for name in ("total_timesteps", "episode_length", "n_eval_episodes", "calib_episodes", "calib_iters",
+                     "batch_size", "n_target_samples", "train_freq", "tau_max", "n_channel_states"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)} should be >= 1")
+        if self.learning_starts < 0 or self.learning_starts >= self.total_timesteps:
+            raise ConfigError(f"learning_starts={self.learning_starts} should be in [0, total_timesteps)")
+        if self.segment_length < 0 or self.segment_length > self.episode_length:
+            raise ConfigError(f"segment_length={self.segment_length} should be in 0..episode_length")
+
+
+Config = RSD4Config
+
+
+# ----------------------------------------------------------------------------------------------------------
+def _make_env(cfg: RSD4Config, dataset: str, n_users: int, arrival: str, seed: int, split: str):
+    from reprozoo.rsd4.env import DelayConstrainedSchedulingEnv
+
+    return DelayConstrainedSchedulingEnv(
+        n_users=n_users, tau_max=cfg.tau_max, arrival=arrival, channel="cellular" if dataset == "trace" else "markov",
+        partial_obs=cfg.partial_obs, seed=seed, episode_length=cfg.episode_length, split=split,
+        slot_ms=cfg.slot_ms, n_channel_states=cfg.n_channel_states if dataset == "trace" else None,
+    )
+
+
+def _metrics(m: dict[str, float], budget: float) -> dict[str, float]:
+    return {"throughput": m["throughput"], "resource": m["resource"],
+            "budget_violation": max(0.0, m["resource"] / budget - 1.0), "drop_rate": m["drop_rate"]}
+
+
+def _train_rl(name: str, cfg: RSD4Config, make, budget: float, lam0: float, seed: int):
+    from reprozoo.rsd4.agent import RSD4
+    from reprozoo.rsd4.baselines import SB3Agent
+    from reprozoo.rsd4.env import LagrangianWrapper
+
+    env = make("train")
+    warm = int(np.ceil(cfg.learning_starts / cfg.episode_length))
+    wenv = LagrangianWrapper(env, budget=budget, lr=cfg.dual_lr, lam=lam0, warmup_episodes=warm)
+    seed_everything(seed)
+    if name == "RSD4":
+        agent = RSD4(
+            wenv, learning_rate=cfg.learning_rate, batch_size=cfg.batch_size, softmax_beta=cfg.softmax_beta,
+            n_target_samples=cfg.n_target_samples, gamma=cfg.gamma, learning_starts=cfg.learning_starts,
+            train_freq=cfg.train_freq, gradient_steps=cfg.gradient_steps or None,
+            segment_length=cfg.segment_length or None, seed=seed,
+        )
+    else:
+        agent = SB3Agent(name, wenv, learning_starts=cfg.learning_starts, seed=seed,
+                         policy_kwargs={"net_arch": list(cfg.sb3_net_arch)})
+    t0 = time.process_time()
+    agent.learn(cfg.total_timesteps)
+    return agent, wenv, time.process_time() - t0
+
+
+def run(config: RSD4Config, out_dir: Path) -> Result:
+    """Run the experiment; returns the :class:`Result` (records, figures under ``out_dir/figures``)."""
+    from reprozoo.rsd4.baselines import EDF, MaxWeight, Uniform, calibrate, evaluate
+
+    cfg = config
+    cfg.validate()
+    out_dir = Path(out_dir)
+    result = Result(name="rsd4", preset=cfg.preset, config=cfg.to_dict())
+    heur = {"Uniform": Uniform, "EDF": EDF, "MaxWeight": MaxWeight}
+    curves: dict[tuple[str, str], list[list[dict[str, float]]]] = {}
+    budget_curve: dict[tuple[str, str], dict[float, list[float]]] = {}
+    jobs = [(d, n, a, s) for d in cfg.datasets for n in cfg.n_users for a in cfg.arrivals for s in cfg.seeds]
+    for dataset, n_users, arrival, seed in track(jobs, "rsd4 runs"):
+        setting = f"N{n_users}-{arrival}"
+        scale = n_users / 4.0
+        budget = cfg.budget * scale
+
+        def make(split: str, _d=dataset, _n=n_users, _a=arrival, _s=seed):
+            return _make_env(cfg, _d, _n, _a, _s, split)
+
+        train_env, eval_env = make("train"), make("eval")
+
+        def ev(policy: Any, b: float, _env=eval_env, _seed=seed) -> dict[str, float]:
+            return _metrics(evaluate(policy, _env, cfg.n_eval_episodes, seed=10_000 + 1000 * _seed), b)
+
+        # --- heuristics, budget-matched on training episodes -------------------------------------------------
+        grid = sorted({*(b * scale for b in cfg.budget_grid), budget})
+        for name in HEURISTICS:
+            if name not in cfg.methods:
+                continue
+            for b in grid:
+                pol, _ = calibrate(heur[name], train_env, b, n_episodes=cfg.calib_episodes, n_iter=cfg.calib_iters,
+                                   seed=seed * 1000)
+                m = ev(pol, b)
+                budget_curve.setdefault((setting, name), {}).setdefault(b, []).append(m["throughput"])
+                if b == budget:
+                    result.add_many(dataset, name, "baseline", m, seed=seed, setting=setting)
+        # --- initial price: marginal throughput of resource for the channel-aware greedy rule ---------------
+        lam0 = cfg.lam_init
+        if lam0 < 0:
+            lo = calibrate(MaxWeight, train_env, 0.75 * budget, n_episodes=cfg.calib_episodes,
+                           n_iter=cfg.calib_iters, seed=seed * 1000)[1]
+            hi = calibrate(MaxWeight, train_env, 1.25 * budget, n_episodes=cfg.calib_episodes,
+                           n_iter=cfg.calib_iters, seed=seed * 1000)[1]
+            lam0 = max(0.0, (hi["throughput"] - lo["throughput"]) / max(hi["resource"] - lo["resource"], 1e-9))
+        result.add(dataset, "MaxWeight", "reference", "lambda_init", lam0, seed=seed, setting=setting)
+        # --- RL agents ---------------------------------------------------------------------------------------
+        for name in RL:
+            if name not in cfg.methods:
+                continue
+            for b in sorted({budget, *(x * scale for x in cfg.rl_budget_grid)}):
+                log(f"rsd4: training {name} on {dataset}/{setting} seed {seed} budget {b:g}")
+                agent, wenv, cpu = _train_rl(name, cfg, make, b, lam0, seed)
+                m = ev(agent, b)
+                budget_curve.setdefault((setting, name), {}).setdefault(b, []).append(m["throughput"])
+                if b == budget:
+                    role = "method" if name == "RSD4" else "baseline"
+                    result.add_many(dataset, name, role, {**m, "lambda": wenv.lam, "train_cpu_seconds": cpu},
+                                    seed=seed, setting=setting)
+                    curves.setdefault((f"{dataset}/{setting}", name), []).append(agent.episode_log)
+    _figures(cfg, result, curves, budget_curve, out_dir)
+    result.notes.append(
+        "Heuristics act on the true state (MaxWeight reads the channel even under partial observation); "
+        "they are budget-matched by bisection on training episodes. RL agents meet the budget only through "
+        "the dual price learned during training; budget_violation shows how well they do on held-out episodes."
+    )
+    return result
+
+
+def _figures(cfg: RSD4Config, result: Result, curves: dict, budget_curve: dict, out_dir: Path) -> None:
+    fig_dir = out_dir / "figures"
+    if curves:
+        fig, axes = figure(11.0, 4.0)
+        fig.clf()
+        ax1, ax2 = fig.subplots(1, 2)
+        for (where, name), logs in sorted(curves.items()):
+            n = min(len(lg) for lg in logs)
+            if n == 0:
+                continue
+            x = np.array([lg[i]["timesteps"] for i in range(n) for lg in logs[:1]])
+            thr = np.mean([[lg[i]["throughput"] for i in range(n)] for lg in logs], axis=0)
+            res = np.mean([[lg[i]["resource"] for i in range(n)] for lg in logs], axis=0)
+            k = max(1, n // 20)
+            smooth = np.convolve(thr, np.ones(k) / k, mode="valid")
+            smooth_r = np.convolve(res, np.ones(k) / k, mode="valid")
+            ax1.plot(x[k - 1:], smooth, label=f"{name} ({where})")
+            ax2.plot(x[k - 1:], smooth_r, label=f"{name} ({where})")
+        ax2.axhline(cfg.budget, color="k", ls="--", lw=1, label="budget E0 (4 users)")
+        ax1.set_xlabel("environment steps")
+        ax1.set_ylabel("throughput per slot (training episodes)")
+        ax2.set_xlabel("environment steps")
+        ax2.set_ylabel("resource per slot")
+        ax1.legend(fontsize=7)
+        ax2.legend(fontsize=7)
+        ax1.grid(alpha=0.3)
+        ax2.grid(alpha=0.3)
+        atomic_savefig(fig, fig_dir / "learning_curves.png")
+        result.figures.append("figures/learning_curves.png")
+    if budget_curve:
+        fig, ax = figure()
+        for (setting, name), pts in sorted(budget_curve.items()):
+            bs = sorted(pts)
+            ax.plot(bs, [float(np.mean(pts[b])) for b in bs], marker="o", label=f"{name} ({setting})")
+        ax.set_xlabel("resource budget E0 per slot")
+        ax.set_ylabel("throughput per slot (held-out episodes)")
+        ax.set_title("rsd4: throughput vs budget")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+        atomic_savefig(fig, fig_dir / "throughput_vs_budget.png")
+        result.figures.append("figures/throughput_vs_budget.png")

@@ -1,0 +1,170 @@
+"""RSD4 agent: softmax operator, layout, episode replay with hidden states, learn/predict/save/load."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from reprozoo.rsd4 import DelayConstrainedSchedulingEnv, LagrangianWrapper
+from reprozoo.rsd4.agent import RSD4, UserLayout, softmax_operator
+from reprozoo.rsd4.buffer import EpisodeReplay
+from reprozoo.rsd4.networks import RecurrentActor, RecurrentCritic
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.floats(-50, 50), min_size=2, max_size=20))
+def test_softmax_operator_limits(values):
+    q = torch.tensor([values], dtype=torch.float64)
+    assert float(softmax_operator(q, 0.0)) == pytest.approx(float(q.mean()), abs=1e-9)
+    assert float(softmax_operator(q, 1e6)) == pytest.approx(float(q.max()), abs=1e-6)
+    mid = float(softmax_operator(q, 0.5))
+    assert float(q.mean()) - 1e-9 <= mid <= float(q.max()) + 1e-9
+
+
+def test_softmax_operator_stable_and_validated():
+    q = torch.tensor([[1e4, -1e4, 0.0]])
+    out = softmax_operator(q, 100.0)
+    assert torch.isfinite(out).all() and float(out) == pytest.approx(1e4)
+    with pytest.raises(ValueError, match="beta"):
+        softmax_operator(q, -1.0)
+
+
+def test_layout_mini_states_and_actions():
+    lay = UserLayout(n_users=2, tau_max=3, deadlines=[1, 3], partial_obs=False)
+    obs = np.array([[5, 6, 1, 2, 3, 4, 2, 3]], dtype=np.float32)  # buffers (2 + 4) then channels
+    ms = lay.mini_states(obs)
+    assert ms.shape == (1, 2, lay.state_dim) == (1, 2, 6)
+    np.testing.assert_array_equal(ms[0, 0], [0, 5, 6, 0, 0, 2])
+    np.testing.assert_array_equal(ms[0, 1], [1, 1, 2, 3, 4, 3])
+    flat = np.arange(6, dtype=np.float32)[None] / 10
+    per_user = lay.split_actions(flat)
+    np.testing.assert_array_equal(per_user[0, 0, 2:], [-1, -1])
+    np.testing.assert_array_equal(lay.join_actions(per_user), flat)
+
+
+def test_replay_stores_and_restores_hidden_states():
+    rep = EpisodeReplay(capacity=3, episode_length=5, state_dim=2, action_dim=1, hidden_dim=4, store_every_step=True)
+    m = 2
+    hidden = np.arange(m * 5 * 4 * 2 * 4, dtype=np.float32).reshape(m, 5, 4, 2, 4)
+    states = np.arange(m * 6 * 2, dtype=np.float32).reshape(m, 6, 2)
+    rep.push(states, np.zeros((m, 6, 1)), np.zeros((m, 5, 1)), np.zeros((m, 5)), np.zeros((m, 5)), hidden)
+    b = rep.sample(8, np.random.default_rng(0), segment_length=3)
+    assert b["states"].shape == (8, 4, 2) and b["actions"].shape == (8, 3, 1)
+    assert b["hidden"].shape == (4, 2, 1, 8, 4)
+    for j in range(8):
+        i, s = int(b["index"][j]), int(b["start"][j])
+        np.testing.assert_array_equal(b["hidden"][:, :, 0, j].numpy(), hidden[i, s])
+        np.testing.assert_array_equal(b["states"][j].numpy(), states[i, s:s + 4])
+    with pytest.raises(ValueError, match="shape"):
+        rep.push(states, np.zeros((m, 6, 1)), np.zeros((m, 5, 1)), np.zeros((m, 5)), np.zeros((m, 5)), hidden[:, :1])
+    rep2 = EpisodeReplay(3, 5, 2, 1, 4)
+    with pytest.raises(ValueError, match="empty"):
+        rep2.sample(2, np.random.default_rng(0))
+
+
+def test_networks_shapes_and_broadcast_head():
+    actor, critic = RecurrentActor(5, 3, 8), RecurrentCritic(5, 3, 8)
+    s, la = torch.randn(4, 7, 5), torch.rand(4, 7, 3) * 2 - 1
+    a, (h, c) = actor(s, la)
+    assert a.shape == (4, 7, 3) and a.abs().max() <= 1 and h.shape == (1, 4, 8)
+    q, _ = critic(s, a, la)
+    assert q.shape == (4, 7)
+    mem, _ = critic.memory(s, la)
+    many = critic.head(s[:, None], a[:, None].expand(4, 6, 7, 3), mem[:, None])
+    assert many.shape == (4, 6, 7)
+    torch.testing.assert_close(many[:, 2], q)
+    # step-by-step recurrence equals the whole-sequence pass
+    hid, outs = None, []
+    for t in range(7):
+        o, hid = actor(s[:, t:t + 1], la[:, t:t + 1], hid)
+        outs.append(o)
+    torch.testing.assert_close(torch.cat(outs, 1), a)
+
+
+def make_env(seed=0, partial=True):
+    return LagrangianWrapper(
+        DelayConstrainedSchedulingEnv(arrival="poisson", channel="cellular", partial_obs=partial, seed=seed,
+                                      episode_length=20),
+        budget=5.0, lr=0.01, lam=0.1)
+
+
+def tiny_agent(env, **kw):
+    params = dict(learning_starts=40, train_freq=20, gradient_steps=2, batch_size=4, n_target_samples=4,
+                  hidden_dim=8, seed=0)
+    params.update(kw)
+    return RSD4(env, **params)
+
+
+@pytest.mark.parametrize("segment", [None, 5])
+def test_tiny_learn_updates_networks(segment):
+    env = make_env()
+    agent = tiny_agent(env, segment_length=segment)
+    before = [p.clone() for p in agent.critics[0].parameters()]
+    agent.learn(100)
+    assert agent.num_timesteps == 100 and agent.n_updates > 0
+    assert len(agent.episode_log) == 5
+    assert any(not torch.equal(a, b) for a, b in zip(before, agent.critics[0].parameters(), strict=True))
+    assert np.isfinite(agent.last_critic_loss)
+    assert all(e["resource"] >= 0 for e in agent.episode_log)
+
+
+def test_learn_is_deterministic_per_seed():
+    logs = []
+    for _ in range(2):
+        agent = tiny_agent(make_env())
+        agent.learn(60)
+        weight = float(next(agent.actors[0].parameters()).detach().sum())
+        logs.append([e["throughput"] for e in agent.episode_log] + [weight])
+    assert logs[0] == logs[1]
+
+
+def test_predict_shapes_state_and_bad_input():
+    env = make_env(partial=False)
+    agent = tiny_agent(env)
+    obs, _ = env.reset(seed=0)
+    a, state = agent.predict(obs)
+    assert a.shape == env.action_space.shape and np.all(np.abs(a) <= 1)
+    a2, state2 = agent.predict(obs, state=state, episode_start=np.array([False]))
+    assert state2[0].shape == (4, 2, env.unwrapped.n_users, agent.hidden_dim)
+    batch = np.stack([obs, obs])
+    ab, _ = agent.predict(batch, episode_start=np.array([True, True]))
+    assert ab.shape == (2, env.action_space.shape[0])
+    np.testing.assert_allclose(ab[0], ab[1])
+    with pytest.raises(ValueError, match="observation"):
+        agent.predict(np.zeros(3))
+    with pytest.raises(ValueError, match="NaN"):
+        agent.predict(np.full_like(obs, np.nan))
+    with pytest.raises(ValueError, match="learning_rate"):
+        RSD4(env, learning_rate=-1.0)
+    with pytest.raises(TypeError, match="batch_size"):
+        RSD4(env, batch_size=2.5)
+
+
+def test_save_load_round_trip(tmp_path):
+    env = make_env()
+    agent = tiny_agent(env)
+    agent.learn(60)
+    path = agent.save(tmp_path / "rsd4.pt")
+    loaded = RSD4.load(path, env=env)
+    obs, _ = env.reset(seed=3)
+    a1, s1 = agent.predict(obs)
+    a2, s2 = loaded.predict(obs)
+    np.testing.assert_array_equal(a1, a2)
+    np.testing.assert_array_equal(s1[0], s2[0])
+    assert loaded.num_timesteps == 60 and loaded.batch_size == agent.batch_size
+    loaded.learn(20)  # can keep learning
+    with pytest.raises(FileNotFoundError):
+        RSD4.load(tmp_path / "missing.pt")
+    other = DelayConstrainedSchedulingEnv(n_users=3, seed=1)
+    with pytest.raises(ValueError, match="layout"):
+        RSD4.load(path, env=other)
+
+
+@pytest.mark.parametrize("kw", [{"softmax_beta": None}, {"recurrent": False}, {"importance_sampling": True}])
+def test_ablations_and_options_learn(kw):
+    agent = tiny_agent(make_env(), **kw)
+    agent.learn(60)
+    assert agent.n_updates > 0 and np.isfinite(agent.last_critic_loss)
+    a, _ = agent.predict(make_env().reset(seed=0)[0])
+    assert np.all(np.abs(a) <= 1)
