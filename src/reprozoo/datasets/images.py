@@ -59,7 +59,7 @@ class ImageDataset:
             raise ValueError(f"split={split!r} should be 'train' or 'test'")
         x = self.x_train if split == "train" else self.x_test
         y = self.y_train if split == "train" else self.y_test
-        xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).float().div_(255.0)
+        xt = torch.from_numpy(np.array(x.transpose(0, 3, 1, 2), order="C")).float().div_(255.0)  # writable copy
         return xt, torch.from_numpy(y.astype(np.int64))
 
     def __repr__(self) -> str:

@@ -1,0 +1,215 @@
+"""``reprozoo run fedtiny``: FedTiny against pruning baselines at the same density, on Flower.
+
+Every (dataset, density, seed, method) is one federated run (a server job); all of them run in ONE
+Flower simulation (``engine="flower"``: Ray starts once) or in process (``engine="local"``).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from reprozoo.core.experiment import ConfigError, ExperimentConfig
+from reprozoo.core.progress import log
+from reprozoo.core.results import Result
+
+__all__ = ["FedTinyConfig", "Config", "run"]
+
+_METHODS = ("FedTiny", "FedAvg-dense", "Random", "SNIP", "SynFlow", "FedDST")
+_CANDIDATES = ("erk-magnitude", "erk-random", "er-magnitude", "er-random", "uniform-magnitude")
+
+
+@dataclass
+class FedTinyConfig(ExperimentConfig):
+    """Knobs of the fedtiny experiment (same for the method and every baseline)."""
+
+    datasets: tuple[str, ...] = ("MNIST",)
+    seeds: tuple[int, ...] = (0, 1)
+    methods: tuple[str, ...] = _METHODS        # which of FedTiny, FedAvg-dense, Random, SNIP, SynFlow, FedDST
+    densities: tuple[float, ...] = (0.05,)     # target density d of the prunable weights, each in (0, 1]
+    alpha: float = 0.5                         # Dirichlet concentration of the non-IID label split (> 0)
+    n_clients: int = 10                        # Flower supernodes, one data partition each
+    fraction_train: float = 1.0                # fraction of clients sampled per round
+    n_train: int = 2000                        # training images spread over the clients (random subset)
+    n_test: int = 0                            # test images (0 = the whole test set)
+    arch: str = "cnn16"                        # cnn16 / cnn32 (SmallCNN with BN) or resnet8
+    rounds: int = 24                           # federated rounds
+    local_epochs: int = 1                      # local epochs per round
+    batch_size: int = 32                       # local batch size
+    lr: float = 0.05                           # local SGD learning rate
+    momentum: float = 0.9                      # local SGD momentum
+    weight_decay: float = 5e-4                 # local SGD weight decay
+    delta_t: int = 2                           # ΔT: rounds between mask adjustments (FedTiny, FedDST)
+    t_end: int = 16                            # T_end: no adjustment after this round
+    adjust_alpha: float = 0.2                  # α of the cosine schedule α_t = α/2 (1 + cos(π t / T_end))
+    layer_order: str = "output_to_input"       # order in which FedTiny cycles through layers
+    grad_batches: int = 1                      # batches of the clients' growth gradient
+    candidates: tuple[str, ...] = _CANDIDATES  # ABNS pool, "allocation-criterion"
+    abns_samples: int = 256                    # samples per client for the ABNS statistics and losses
+    synflow_iters: int = 100                   # SynFlow pruning iterations
+    eval_every: int = 4                        # rounds between test evaluations (accuracy-vs-round curve)
+    n_curve: int = 1000                        # test images behind each curve point (final top1: all n_test)
+    engine: str = "flower"                     # "flower" (Flower simulation engine, Ray) or "local" (in process)
+    num_cpus: int = 2                          # CPUs given to Ray (one client actor per CPU)
+    fail_client: int = -1                      # test hook: partition that fails in round fail_round (-1: none)
+    fail_round: int = -1
+
+    KNOWN_DATASETS: ClassVar[tuple[str, ...]] = ("MNIST", "CIFAR-10-subset")
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "quick": {},
+        "standard": {"datasets": ("MNIST", "CIFAR-10-subset"), "densities": (0.01, 0.05, 0.1), "seeds": (0, 1, 2),
+                     "rounds": 100, "delta_t": 5, "t_end": 70, "n_train": 20000, "arch": "cnn32", "local_epochs": 2,
+                     "eval_every": 10},
+        "full": {"datasets": ("CIFAR-10-subset",), "densities": (0.01, 0.02, 0.05), "seeds": (0, 1, 2),
+                 "n_clients": 100, "fraction_train": 0.1, "rounds": 500, "delta_t": 10, "t_end": 300,
+                 "local_epochs": 5, "batch_size": 64, "lr": 0.1, "arch": "resnet8", "n_train": 10000,
+                 "eval_every": 25},
+        "smoke": {"seeds": (0,), "n_clients": 3, "n_train": 300, "n_test": 500, "rounds": 2, "delta_t": 1,
+                  "t_end": 2, "candidates": ("erk-magnitude", "uniform-random"), "abns_samples": 64,
+                  "synflow_iters": 5, "eval_every": 1, "n_curve": 300, "engine": "local"},
+    }
+
+    def validate(self) -> None:
+        super().validate()
+        bad = [m for m in self.methods if m not in _METHODS]
+        if bad or not self.methods:
+            raise ConfigError(f"methods {list(self.methods)} should be a non-empty subset of {list(_METHODS)}")
+        if not self.densities or any(not (0.0 < float(d) <= 1.0) for d in self.densities):
+            raise ConfigError(f"densities={self.densities} should each lie in (0, 1]")
+        if not self.alpha > 0:
+            raise ConfigError(f"alpha={self.alpha} should be > 0 (Dirichlet concentration)")
+        if self.n_clients < 2:
+            raise ConfigError(f"n_clients={self.n_clients} should be >= 2")
+        if self.n_clients * 2 > self.n_train:
+            raise ConfigError(f"n_clients={self.n_clients} is more than n_train/2={self.n_train // 2}: every client "
+                              "needs >= 2 samples; raise n_train or lower n_clients")
+        if not 0.0 < self.fraction_train <= 1.0:
+            raise ConfigError(f"fraction_train={self.fraction_train} should lie in (0, 1]")
+        for key in ("rounds", "local_epochs", "batch_size", "grad_batches", "abns_samples", "synflow_iters",
+                    "eval_every", "n_curve", "num_cpus"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key}={getattr(self, key)} should be >= 1")
+        if self.delta_t < 0 or self.t_end < 1:
+            raise ConfigError(f"delta_t={self.delta_t} should be >= 0 and t_end={self.t_end} >= 1")
+        if not 0.0 < self.adjust_alpha <= 1.0:
+            raise ConfigError(f"adjust_alpha={self.adjust_alpha} should lie in (0, 1]")
+        if self.engine not in ("flower", "local"):
+            raise ConfigError(f"engine={self.engine!r} should be 'flower' or 'local'")
+        if self.layer_order not in ("output_to_input", "input_to_output"):
+            raise ConfigError(f"layer_order={self.layer_order!r} should be 'output_to_input' or 'input_to_output'")
+        if self.arch not in ("cnn16", "cnn32", "resnet8"):
+            raise ConfigError(f"arch={self.arch!r} should be one of cnn16, cnn32, resnet8")
+        if not self.candidates:
+            raise ConfigError("candidates is empty; e.g. erk-magnitude,uniform-random")
+        for c in self.candidates:
+            parts = str(c).split("-")
+            if len(parts) != 2 or parts[0] not in ("uniform", "er", "erk") or parts[1] not in ("magnitude", "random"):
+                raise ConfigError(f"candidate {c!r} should be 'allocation-criterion' with allocation in "
+                                  "uniform/er/erk and criterion in magnitude/random")
+
+
+Config = FedTinyConfig
+
+_METRICS = ("top1", "client_peak_memory_MB", "client_state_memory_MB", "train_FLOPs_per_round", "bytes_communicated",
+            "density")
+
+
+def _setting(density: float, alpha: float) -> str:
+    return f"density={density:g},alpha={alpha:g}"
+
+
+def run(config: FedTinyConfig, out_dir: Path) -> Result:
+    """Run every method on every (dataset, density, seed) through one federated simulation."""
+    import torch
+
+    from reprozoo.fedtiny.flower import run_federated
+    from reprozoo.fedtiny.server import ROLES, RunSpec, make_job
+
+    config.validate()
+    out_dir = Path(out_dir)
+    result = Result(name="fedtiny", preset=config.preset, config=config.to_dict())
+    keys = [(ds, float(d), int(s), m) for ds in config.datasets for d in config.densities for s in config.seeds
+            for m in config.methods]
+    jobs = []
+    for ds, d, s, m in keys:
+        spec = RunSpec(method=m, dataset=ds, density=d, alpha=config.alpha, seed=s, n_clients=config.n_clients,
+                       fraction_train=config.fraction_train, n_train=config.n_train, n_test=config.n_test,
+                       arch=config.arch, rounds=config.rounds, local_epochs=config.local_epochs,
+                       batch_size=config.batch_size, lr=config.lr, momentum=config.momentum,
+                       weight_decay=config.weight_decay, delta_t=config.delta_t, t_end=config.t_end,
+                       adjust_alpha=config.adjust_alpha, layer_order=config.layer_order,
+                       grad_batches=config.grad_batches, candidates=tuple(config.candidates),
+                       abns_samples=config.abns_samples, synflow_iters=config.synflow_iters,
+                       eval_every=config.eval_every, n_curve=config.n_curve, fail_client=config.fail_client,
+                       fail_round=config.fail_round)
+        job = make_job(spec)
+
+        def logged(grid, job=job, tag=f"{ds} d={d:g} seed={s} {m}"):
+            out = job(grid)
+            log(f"fedtiny: {tag}: top1={out['top1']:.4f} ({out['seconds']:.1f} s)")
+            return out
+
+        jobs.append(logged)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        outs, seconds = run_federated(jobs, config.n_clients, engine=config.engine, num_cpus=config.num_cpus)
+    finally:
+        torch.set_num_threads(threads)
+    curves: dict[tuple[str, float, str], list[list[tuple[int, float]]]] = defaultdict(list)
+    for (ds, d, s, m), out in zip(keys, outs, strict=True):
+        metrics = {"top1": out["top1"], "client_peak_memory_MB": out["peak_mem_mb"],
+                   "client_state_memory_MB": out["state_mem_mb"],
+                   "train_FLOPs_per_round": out["flops_per_round"], "bytes_communicated": float(out["bytes"]),
+                   "density": out["density"]}
+        result.add_many(ds, m, ROLES[m], metrics, seed=s, setting=_setting(d, config.alpha))
+        curves[(ds, d, m)].append(out["curve"])
+        if out["abns"]:
+            losses = {n: round(float(v), 4) for n, v in zip(out["abns"]["names"], out["abns"]["losses"], strict=True)}
+            result.notes.append(f"{ds} d={d:g} seed={s}: ABNS mean losses {losses} -> chose {out['abns']['chosen']}")
+        for rnd, nodes in out["failed_rounds"]:
+            result.notes.append(f"{ds} d={d:g} seed={s} {m}: round {rnd} completed without failed node(s) {nodes}")
+    result.notes.append(f"engine={config.engine}: {len(jobs)} federated runs in {seconds:.1f} s wall")
+    _figures(result, config, curves, out_dir)
+    return result
+
+
+def _figures(result: Result, config: FedTinyConfig, curves, out_dir: Path) -> None:
+    from reprozoo.core.plots import line_plot
+
+    fig_dir = out_dir / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    for ds in config.datasets:
+        for d in config.densities:
+            series = {}
+            for m in config.methods:
+                runs = curves.get((ds, float(d), m), [])
+                if not runs:
+                    continue
+                rounds = [r for r, _ in runs[0]]
+                ys = np.mean([[a for _, a in c] for c in runs if len(c) == len(rounds)], axis=0)
+                series[m] = (rounds, ys.tolist())
+            path = fig_dir / f"accuracy_vs_round_{ds}_d{d:g}.png"
+            line_plot(series, path, xlabel="round", ylabel="test top1",
+                      title=f"fedtiny: {ds}, density {d:g}, Dirichlet α={config.alpha:g}")
+            result.figures.append(str(path.relative_to(out_dir)))
+        summary = result.summary()
+        series = {}
+        for m in config.methods:
+            xs, ys = [], []
+            for d in config.densities:
+                key = (ds, _setting(float(d), config.alpha), m, "reference" if m == "FedAvg-dense" else
+                       ("method" if m == "FedTiny" else "baseline"))
+                if key in summary and "top1" in summary[key]:
+                    xs.append(float(d))
+                    ys.append(summary[key]["top1"][0])
+            if xs:
+                series[m] = (xs, ys)
+        path = fig_dir / f"accuracy_vs_density_{ds}.png"
+        line_plot(series, path, xlabel="density", ylabel="test top1", logx=True,
+                  title=f"fedtiny: {ds}, accuracy vs density (mean over seeds)")
+        result.figures.append(str(path.relative_to(out_dir)))

@@ -1,0 +1,150 @@
+"""The Flower layer: the strategy + ClientApp protocol in process (LocalGrid) and on Flower's simulation
+engine, client failures, the experiment runner and its config checks."""
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("flwr")
+
+from reprozoo.core.experiment import ConfigError  # noqa: E402
+from reprozoo.fedtiny.experiment import Config, run  # noqa: E402
+from reprozoo.fedtiny.flower import FedTinyStrategy, run_federated  # noqa: E402
+from reprozoo.fedtiny.server import RunSpec, make_job  # noqa: E402
+from reprozoo.fedtiny.sparse import Mask  # noqa: E402
+
+TINY = dict(n_clients=3, n_train=240, rounds=2, delta_t=1, t_end=3, abns_samples=48, synflow_iters=3,
+            eval_every=1, n_curve=200, n_test=300, candidates=("erk-magnitude", "uniform-random", "er-magnitude"))
+
+
+def test_fedtiny_protocol_in_process_keeps_density_and_zeros():
+    # prepare / execute
+    (out,), _ = run_federated([make_job(RunSpec(method="FedTiny", **TINY))], 3, engine="local")
+    # assert: ABNS ran over the pool and picked its argmin; masks exact after every grow/drop
+    assert out["abns"]["chosen"] in TINY["candidates"]
+    losses = out["abns"]["losses"]
+    assert out["abns"]["chosen"] == TINY["candidates"][int(np.argmin(losses))]
+    assert out["density"] == pytest.approx(0.05, abs=1e-3)
+    adjusted = [e for e in out["history"] if e.get("adjusted")]
+    assert len(adjusted) == 2 and all(len(e["adjusted"]) == 1 for e in adjusted)
+    assert adjusted[0]["adjusted"] == ["fc.weight"]  # output layer first
+    assert 0.0 <= out["top1"] <= 1.0 and out["bytes"] > 0 and out["flops_per_round"] > 0
+
+
+def test_failing_client_does_not_stop_the_round():
+    spec = RunSpec(method="FedDST", fail_client=1, fail_round=2, **TINY)
+    (out,), _ = run_federated([make_job(spec)], 3, engine="local")
+    assert [e["n_failed"] for e in out["history"]] == [0, 1]
+    assert [e["n_ok"] for e in out["history"]] == [3, 2]
+    assert out["failed_rounds"] and out["failed_rounds"][0][0] == 2
+    assert out["density"] == pytest.approx(0.05, abs=1e-3)
+
+
+def test_strategy_rejects_mask_shape_mismatch():
+    import torch
+
+    with pytest.raises(ValueError, match="does not match"):
+        FedTinyStrategy(shapes={"fc.weight": (10, 64)}, base_config={},
+                        mask=Mask({"fc.weight": torch.ones(10, 32, dtype=torch.bool)}))
+    with pytest.raises(ValueError, match="dense FedAvg"):
+        FedTinyStrategy(shapes={"fc.weight": (10, 64)}, base_config={}, delta_t=2, t_end=5)
+
+
+def test_flower_simulation_engine_three_clients_two_rounds():
+    """One real round trip through Flower's simulation engine (Ray): ABNS + 2 rounds + a failing client."""
+    spec = RunSpec(method="FedTiny", fail_client=2, fail_round=1, **TINY)
+    (out,), seconds = run_federated([make_job(spec)], 3, engine="flower", num_cpus=2)
+    assert out["history"][0]["n_failed"] == 1 and out["history"][1]["n_failed"] == 0
+    assert out["density"] == pytest.approx(0.05, abs=1e-3)
+    assert 0.0 <= out["top1"] <= 1.0
+
+
+def test_smoke_experiment_is_real_and_deterministic(tmp_path):
+    cfg = Config.from_preset("smoke", methods=("FedTiny", "FedAvg-dense", "Random"))
+    a = run(cfg, tmp_path / "a")
+    b = run(cfg, tmp_path / "b")
+    va = [(r.method, r.metric, r.value) for r in a.records]
+    vb = [(r.method, r.metric, r.value) for r in b.records]
+    assert va == vb
+    rec = {(r.method, r.metric): r.value for r in a.records}
+    for m in ("FedTiny", "Random"):
+        assert rec[(m, "density")] == pytest.approx(0.05, abs=1e-3)
+        assert rec[(m, "bytes_communicated")] < rec[("FedAvg-dense", "bytes_communicated")]
+        assert rec[(m, "train_FLOPs_per_round")] < rec[("FedAvg-dense", "train_FLOPs_per_round")]
+    assert rec[("FedAvg-dense", "top1")] > 0.15  # above chance after two rounds
+    assert all((tmp_path / "a" / f).is_file() for f in a.figures)
+    json.dumps(a.config)
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"densities": (0.0,)}, "densities"),
+    ({"densities": (1.5,)}, "densities"),
+    ({"alpha": 0.0}, "alpha"),
+    ({"alpha": -1.0}, "alpha"),
+    ({"n_clients": 400, "n_train": 300}, "n_clients"),
+    ({"methods": ("FedMagic",)}, "methods"),
+    ({"engine": "spark"}, "engine"),
+    ({"candidates": ("erk-best",)}, "candidate"),
+])
+def test_config_bad_input(change, match):
+    with pytest.raises(ConfigError, match=match):
+        Config.from_preset("smoke", **change)
+
+
+def test_abns_picks_the_deliberately_good_candidate():
+    """Toy pool: two masked random initialisations and one masked model trained on the clients' data;
+    ABNS's merged-statistics losses must single out the trained one."""
+    import torch
+
+    from reprozoo.fedtiny.client import Keys, build_model, federated_data, local_train, state_of
+    from reprozoo.fedtiny.flower import LocalGrid, _local_identity, client_app
+    from reprozoo.fedtiny.sparse import make_mask
+
+    spec = RunSpec(method="FedTiny", **TINY)
+    data = federated_data(spec.dataset, spec.n_train, spec.n_clients, spec.alpha, spec.seed)
+    x = torch.cat([c[0] for c in data.clients])
+    y = torch.cat([c[1] for c in data.clients])
+    cands = []
+    for i, name in enumerate(["init-a", "trained", "init-b"]):
+        model = build_model("cnn16", 10, 1, seed=10 + i)
+        mask = make_mask(model, 0.5, "erk", "magnitude")
+        mask.apply(model)
+        if name == "trained":
+            local_train(model, mask, x, y, epochs=3, batch_size=16, lr=0.05, momentum=0.9, weight_decay=0.0,
+                        gen=torch.Generator().manual_seed(0))
+        cands.append((name, mask, state_of(model)))
+    shapes = {k: v.shape for k, v in cands[0][2].items()}
+    strategy = FedTinyStrategy(shapes=shapes, base_config=spec.base_config(), candidates=cands,
+                               min_available_nodes=3)
+    with _local_identity():
+        mask, state = strategy.run_abns(LocalGrid(client_app, 3))
+    assert strategy.abns["chosen"] == "trained"
+    assert int(np.argmin(strategy.abns["losses"])) == 1
+    assert Keys.N_CAND == "n-candidates"
+    # the chosen state carries the merged BN statistics, not the candidate's initial ones
+    assert not np.allclose(state["features.1.running_mean"], cands[1][2]["features.1.running_mean"])
+
+
+def test_public_entry_points_reject_bad_input():
+    from reprozoo.fedtiny.client import build_model, federated_data
+    from reprozoo.fedtiny.flower import LocalGrid, client_app, spec_from_run_config
+
+    with pytest.raises(ValueError, match="engine"):
+        run_federated([], 3, engine="spark")
+    with pytest.raises(ValueError, match="num_nodes"):
+        LocalGrid(client_app, 0)
+    with pytest.raises(ValueError, match="unknown run-config key"):
+        spec_from_run_config({"method": "FedTiny", "densty": 0.1})
+    assert spec_from_run_config({"method": "FedTiny", "n-clients": 4, "candidates": "erk-random,er-magnitude"}
+                                ).candidates == ("erk-random", "er-magnitude")
+    with pytest.raises(ValueError, match="arch"):
+        build_model("vgg99", 10, 1, 0)
+    with pytest.raises(ValueError, match="dataset"):
+        federated_data("ImageNet", 100, 2, 0.5, 0)
+    with pytest.raises(ValueError, match="method"):
+        make_job(RunSpec(method="FedMagic"))
+    with pytest.raises(ValueError, match="density"):
+        make_job(RunSpec(method="FedTiny", density=0.0))
+    with pytest.raises(ValueError, match="n_clients"):
+        make_job(RunSpec(method="FedTiny", n_clients=50, n_train=20))
