@@ -1,0 +1,392 @@
+"""Default experiment of compound BN: BN vs CBN under long-tail losses on CIFAR-10-LT / MNIST-LT.
+
+For every data set × imbalance ratio × loss × seed the same CIFAR ResNet is trained twice with the same
+recipe, seed and data order: once with ``nn.BatchNorm2d`` (baseline ``BN+<loss>``) and once with
+:class:`CompoundBatchNorm2d` and dual-path learning (method ``CBN+<loss>``). Metrics: top-1 on the balanced
+test set and many / medium / few-shot accuracy (%). Recipe: the LDAM-DRW protocol (SGD 0.1, momentum 0.9,
+linear warm-up, step decay ×0.01 at 80 % / 90 % of the epochs, DRW from 80 %), scaled to the epoch budget.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from reprozoo.compound_bn.dual_path import CONSISTENCY, DualPathLoss
+from reprozoo.compound_bn.layers import CompoundBatchNorm2d, compound_layers
+from reprozoo.compound_bn.losses import LOSSES, LongTailLoss, NormedLinear
+from reprozoo.core.experiment import ConfigError, ExperimentConfig
+from reprozoo.core.progress import log, track
+from reprozoo.core.results import Result
+from reprozoo.core.seed import seed_everything
+from reprozoo.datasets.longtail import make_longtail, shot_accuracies, shot_split
+from reprozoo.models import CifarResNet
+
+__all__ = ["Config", "CompoundBNConfig", "run", "train_and_evaluate", "build_model", "load_longtail"]
+
+ABLATIONS = ("no-dual", "no-consistency", "K=1", "K=3")
+
+
+@dataclass
+class CompoundBNConfig(ExperimentConfig):
+    """Knobs of the BN-vs-CBN long-tail experiment (defaults = the ``quick`` preset)."""
+
+    datasets: tuple[str, ...] = ("CIFAR-10-LT",)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    imbalance_ratios: tuple[float, ...] = (100.0,)  # ρ = n_max / n_min of the training set
+    losses: tuple[str, ...] = ("CE",)  # long-tail losses (CE, CE-DRW, LDAM-DRW), each run with BN and CBN
+    ablations: tuple[str, ...] = ()  # extra CBN variants: no-dual, no-consistency, K=1, K=3 (with the first loss)
+    n_max: int = 1000  # head-class size (the shipped CIFAR subset holds 1,000 per class)
+    data_seed: int = 0  # which images form the long-tailed subset (fixed across training seeds)
+    depth: int = 8  # CIFAR ResNet depth 6n+2 (32 in the paper)
+    width: int = 8  # first-stage channels (16 in the paper)
+    epochs: int = 20  # training epochs (200 in the paper)
+    batch_size: int = 64  # 128 in the LDAM protocol; 64 gives more steps on the small subset
+    lr: float = 0.05  # SGD learning rate (0.1 at batch 128 in the LDAM protocol; scaled linearly)
+    momentum: float = 0.9
+    weight_decay: float = 2e-4
+    warmup_epochs: int = 1  # linear warm-up (5 of 200 in the LDAM protocol)
+    decay_at: tuple[float, ...] = (0.8, 0.9)  # lr ×0.1 at these fractions of the epochs (160, 180 of 200)
+    drw_at: float = 0.8  # DRW starts at this fraction of the epochs (160 of 200)
+    augment: bool = True  # random crop (pad 4) + horizontal flip (flip for CIFAR only)
+    n_components: int = 2  # K of every compound BN layer
+    cbn_momentum: float = 0.1  # moving-average EM momentum (unverified; BN convention)
+    detach_responsibilities: bool = False  # stop the gradient through r (unverified)
+    per_component_affine: bool = False  # γ_k, β_k per component (unverified)
+    min_weight: float = 1e-3  # collapse floor on the batch weight of a component (port addition)
+    dual_path: bool = True  # train CBN with the auxiliary hard path (spec step 7)
+    group_by: str = "classes"  # split of frequency-sorted classes into K groups: classes | samples
+    aux_weight: float = 1.0  # weight of the auxiliary path's classification loss
+    consistency: str = "kl"  # main/aux consistency: kl | mse | none (unverified)
+    consistency_weight: float = 1.0  # λ_c (unverified)
+    many_threshold: int = 100  # many-shot: > this many training images
+    few_threshold: int = 20  # few-shot: < this many
+    eval_batch_size: int = 1000
+    num_threads: int = 0  # torch threads (0 = leave torch's default)
+    figures: bool = True  # per-class accuracy and per-class responsibility figures
+
+    PRESETS = {
+        "smoke": {"seeds": (0,), "losses": ("CE",), "n_max": 200, "epochs": 3, "depth": 8, "width": 4,
+                  "imbalance_ratios": (10.0,), "many_threshold": 60, "few_threshold": 30},
+        "quick": {},
+        "standard": {"depth": 32, "width": 16, "epochs": 60, "seeds": (0, 1, 2, 3, 4), "batch_size": 128, "lr": 0.1,
+                     "imbalance_ratios": (100.0, 50.0, 10.0), "losses": ("CE", "CE-DRW", "LDAM-DRW"),
+                     "datasets": ("CIFAR-10-LT", "MNIST-LT"), "warmup_epochs": 2,
+                     "ablations": ("no-dual", "no-consistency", "K=1", "K=3")},
+        "full": {"datasets": ("CIFAR-10-LT-full", "CIFAR-100-LT-full"), "depth": 32, "width": 16, "epochs": 200,
+                 "batch_size": 128, "lr": 0.1,
+                 "warmup_epochs": 5, "n_max": 0, "seeds": (0, 1, 2), "imbalance_ratios": (100.0, 50.0, 10.0),
+                 "losses": ("CE", "CE-DRW", "LDAM-DRW")},
+    }
+    KNOWN_DATASETS = ("CIFAR-10-LT", "MNIST-LT", "CIFAR-10-LT-full", "CIFAR-100-LT-full")
+
+    def validate(self) -> None:
+        super().validate()
+        for loss in self.losses:
+            if loss not in LOSSES:
+                raise ConfigError(f"unknown loss {loss!r}; valid losses: {', '.join(LOSSES)}")
+        if not self.losses:
+            raise ConfigError("losses is empty; give at least one of " + ", ".join(LOSSES))
+        for a in self.ablations:
+            if a not in ABLATIONS:
+                raise ConfigError(f"unknown ablation {a!r}; valid ablations: {', '.join(ABLATIONS)}")
+        for r in self.imbalance_ratios:
+            if not r >= 1:
+                raise ConfigError(f"imbalance_ratios should be >= 1, got {r}")
+        if (self.depth - 2) % 6 or self.depth < 8:
+            raise ConfigError(f"depth={self.depth} should be 6n+2 (8, 20, 32, ...)")
+        checks = {"width": self.width >= 1, "epochs": self.epochs >= 1, "batch_size": self.batch_size >= 2,
+                  "n_components": self.n_components >= 1, "n_max": self.n_max >= 0,
+                  "lr": self.lr > 0, "warmup_epochs": 0 <= self.warmup_epochs,
+                  "drw_at": 0 <= self.drw_at <= 1, "cbn_momentum": 0 <= self.cbn_momentum <= 1,
+                  "few_threshold": 1 <= self.few_threshold <= self.many_threshold,
+                  "consistency_weight": self.consistency_weight >= 0, "aux_weight": self.aux_weight >= 0,
+                  "num_threads": self.num_threads >= 0}
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise ConfigError(f"invalid value(s) for {bad}: see the field comments in CompoundBNConfig")
+        if self.consistency not in CONSISTENCY:
+            raise ConfigError(f"consistency={self.consistency!r}; valid: {', '.join(CONSISTENCY)}")
+        if self.group_by not in ("classes", "samples"):
+            raise ConfigError(f"group_by={self.group_by!r}; valid: classes, samples")
+
+
+Config = CompoundBNConfig
+
+
+# -- data ---------------------------------------------------------------------------------
+@dataclass
+class LongTailData:
+    """A long-tailed training set and its balanced test set (float32 NCHW, normalised)."""
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    class_counts: np.ndarray
+    flip: bool
+
+
+def load_longtail(dataset: str, imbalance_ratio: float, n_max: int = 1000, data_seed: int = 0) -> LongTailData:
+    """Build ``dataset`` (CIFAR-10-LT from the shipped subset, MNIST-LT, or the full CIFAR-LT sets when
+    the user supplies CIFAR) at imbalance ``imbalance_ratio``; n_max = 0 means the largest possible."""
+    if dataset == "CIFAR-10-LT":
+        from reprozoo.datasets import load_cifar10_subset
+
+        ds, flip = load_cifar10_subset(), True
+    elif dataset == "MNIST-LT":
+        from reprozoo.datasets import load_mnist
+
+        ds, flip = load_mnist(), False
+    elif dataset in ("CIFAR-10-LT-full", "CIFAR-100-LT-full"):
+        from reprozoo.datasets.cifar import load_cifar10, load_cifar100
+
+        ds, flip = (load_cifar10() if dataset.startswith("CIFAR-10-") else load_cifar100()), True
+    else:
+        raise ConfigError(f"unknown dataset {dataset!r}; valid datasets: {', '.join(Config.KNOWN_DATASETS)}")
+    idx = make_longtail(ds.y_train, imbalance_ratio, n_max=n_max or None, seed=data_seed)
+    x_train, y_train = ds.tensors("train")
+    x_test, y_test = ds.tensors("test")
+    x_train, y_train = x_train[torch.from_numpy(idx)], y_train[torch.from_numpy(idx)]
+    mean = x_train.mean(dim=(0, 2, 3), keepdim=True)
+    std = x_train.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+    counts = np.bincount(y_train.numpy(), minlength=ds.n_classes)
+    return LongTailData(f"{dataset}", (x_train - mean) / std, y_train, (x_test - mean) / std, y_test, counts, flip)
+
+
+def augment_batch(x: torch.Tensor, gen: torch.Generator, flip: bool, pad: int = 4) -> torch.Tensor:
+    """Random crop with zero padding ``pad`` and (optionally) horizontal flip, vectorised over the batch."""
+    n, _, h, w = x.shape
+    xp = F.pad(x, (pad, pad, pad, pad))
+    oy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    ox = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    rows = (oy[:, None] + torch.arange(h))[:, None, :, None]
+    cols = (ox[:, None] + torch.arange(w))[:, None, None, :]
+    out = xp[torch.arange(n)[:, None, None, None], torch.arange(x.shape[1])[None, :, None, None], rows, cols]
+    if flip:
+        mask = torch.rand(n, generator=gen) < 0.5
+        out = torch.where(mask[:, None, None, None], out.flip(3), out)
+    return out
+
+
+# -- models and training -------------------------------------------------------------------
+def build_model(cfg: Config, n_classes: int, in_chans: int, norm: str, loss: str,
+                n_components: int | None = None) -> nn.Module:
+    """The CIFAR ResNet with BN or compound BN layers; LDAM gets the cosine head of its reference setup."""
+    k = cfg.n_components if n_components is None else n_components
+    if norm == "BN":
+        norm_layer: Any = nn.BatchNorm2d
+    else:
+        norm_layer = functools.partial(CompoundBatchNorm2d, num_components=k, momentum=cfg.cbn_momentum,
+                                       detach_responsibilities=cfg.detach_responsibilities,
+                                       per_component_affine=cfg.per_component_affine, min_weight=cfg.min_weight,
+                                       check_finite=False)
+    model = CifarResNet(cfg.depth, n_classes, width=cfg.width, in_chans=in_chans, norm_layer=norm_layer)
+    if loss == "LDAM-DRW":
+        model.fc = NormedLinear(model.num_features, n_classes)
+    return model
+
+
+def _lr_at(cfg: Config, epoch: float) -> float:
+    if cfg.warmup_epochs and epoch < cfg.warmup_epochs:
+        return cfg.lr * (epoch + 1e-3) / cfg.warmup_epochs
+    return cfg.lr * 0.1 ** sum(epoch >= f * cfg.epochs for f in cfg.decay_at)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Class predictions (N,) of the model in eval mode (main path)."""
+    model.eval()
+    return torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
+
+
+def train_and_evaluate(cfg: Config, data: LongTailData, norm: str, loss_name: str, seed: int, *,
+                       dual_path: bool | None = None, consistency_weight: float | None = None,
+                       n_components: int | None = None, desc: str = "") -> tuple[nn.Module, dict[str, Any]]:
+    """Train one model with the LDAM-DRW recipe scaled to ``cfg.epochs``; return it and its metrics."""
+    seed_everything(seed)
+    n_classes, in_chans = len(data.class_counts), data.x_train.shape[1]
+    model = build_model(cfg, n_classes, in_chans, norm, loss_name, n_components)
+    criterion = LongTailLoss(loss_name, data.class_counts, drw_epoch=int(round(cfg.drw_at * cfg.epochs)))
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    dual = cfg.dual_path if dual_path is None else dual_path
+    k = cfg.n_components if n_components is None else n_components
+    use_dual = norm == "CBN" and dual and k > 1
+    if use_dual:
+        dual_loss = DualPathLoss(data.class_counts, k, criterion, group_by=cfg.group_by, aux_weight=cfg.aux_weight,
+                                 consistency=cfg.consistency,
+                                 consistency_weight=cfg.consistency_weight if consistency_weight is None
+                                 else consistency_weight, logit_scale=criterion.logit_scale)
+    gen = torch.Generator().manual_seed(seed)
+    n = len(data.y_train)
+    steps = (n + cfg.batch_size - 1) // cfg.batch_size
+    t0 = time.process_time()
+    for epoch in track(range(cfg.epochs), desc or f"{norm}+{loss_name} seed {seed}"):
+        criterion.set_epoch(epoch)
+        model.train()
+        perm = torch.randperm(n, generator=gen)
+        for it in range(steps):
+            for g in opt.param_groups:
+                g["lr"] = _lr_at(cfg, epoch + it / steps)
+            idx = perm[it * cfg.batch_size:(it + 1) * cfg.batch_size]
+            if len(idx) < 2:
+                continue
+            xb, yb = data.x_train[idx], data.y_train[idx]
+            if cfg.augment:
+                xb = augment_batch(xb, gen, data.flip)
+            loss = dual_loss(model, xb, yb).loss if use_dual else criterion(model(xb), yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    cpu_seconds = time.process_time() - t0
+    pred = predict(model, data.x_test, cfg.eval_batch_size)
+    acc = shot_accuracies(data.y_test.numpy(), pred.numpy(), data.class_counts, cfg.many_threshold,
+                          cfg.few_threshold)
+    acc["train_cpu_seconds"] = cpu_seconds
+    return model, acc
+
+
+@torch.no_grad()
+def class_responsibilities(model: nn.Module, x: torch.Tensor, y: torch.Tensor, n_classes: int,
+                           batch_size: int = 500) -> np.ndarray:
+    """Mean responsibility of each component per true class, averaged over every compound BN layer,
+    channel and position of the test images (running mixture, eval mode): array (n_classes, K)."""
+    layers = compound_layers(model)
+    if not layers:
+        raise ValueError("model has no compound BN layer")
+    k = layers[0].num_components
+    sums = torch.zeros(n_classes, k, dtype=torch.float64)
+    store: list[torch.Tensor] = []
+    hooks = [m.register_forward_pre_hook(lambda mod, inp: store.append(
+        mod.responsibilities(inp[0]).mean(dim=(2, 3)).t())) for m in layers]  # (N, K) per layer
+    model.eval()
+    try:
+        for i in range(0, len(x), batch_size):
+            store.clear()
+            model(x[i:i + batch_size])
+            r = torch.stack(store).mean(0).double()  # (N, K)
+            sums.index_add_(0, y[i:i + batch_size], r)
+    finally:
+        for h in hooks:
+            h.remove()
+    counts = torch.bincount(y, minlength=n_classes).clamp_min(1).double()
+    return (sums / counts[:, None]).numpy()
+
+
+# -- the run ---------------------------------------------------------------------------------
+def _variants(cfg: Config) -> list[dict[str, Any]]:
+    out = []
+    for li, loss in enumerate(cfg.losses):
+        out.append({"method": f"BN+{loss}", "role": "baseline", "norm": "BN", "loss": loss, "kw": {}})
+        out.append({"method": f"CBN+{loss}", "role": "method", "norm": "CBN", "loss": loss, "kw": {}})
+        if li == 0:
+            for a in cfg.ablations:
+                kw = {"no-dual": {"dual_path": False}, "no-consistency": {"consistency_weight": 0.0},
+                      "K=1": {"n_components": 1}, "K=3": {"n_components": 3}}[a]
+                out.append({"method": f"CBN({a})+{loss}", "role": "method", "norm": "CBN", "loss": loss, "kw": kw})
+    return out
+
+
+def run(config: Config, out_dir: Path) -> Result:
+    """Train BN and CBN models for every data set × imbalance × loss × seed; return the tidy result."""
+    cfg = config
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    result = Result(name="compound_bn", preset=cfg.preset, config=cfg.to_dict())
+    out_dir = Path(out_dir)
+    fig_dir = out_dir / "figures"
+    variants = _variants(cfg)
+    for dataset in cfg.datasets:
+        for rho in cfg.imbalance_ratios:
+            data = load_longtail(dataset, rho, cfg.n_max, cfg.data_seed)
+            groups = shot_split(data.class_counts, cfg.many_threshold, cfg.few_threshold)
+            setting = f"rho={rho:g}"
+            log(f"{dataset} {setting}: {len(data.y_train)} train images, counts {data.class_counts.tolist()}")
+            result.notes.append(
+                f"{dataset} {setting}: class counts {data.class_counts.tolist()}; many/medium/few classes "
+                f"{groups['many'].tolist()}/{groups['medium'].tolist()}/{groups['few'].tolist()} "
+                f"(many > {cfg.many_threshold}, few < {cfg.few_threshold} training images)")
+            per_class: dict[str, list[np.ndarray]] = {}
+            resp: dict[str, np.ndarray] = {}
+            for seed in cfg.seeds:
+                for v in variants:
+                    t0 = time.perf_counter()
+                    model, acc = train_and_evaluate(cfg, data, v["norm"], v["loss"], seed, **v["kw"],
+                                                    desc=f"{dataset} {setting} {v['method']} seed {seed}")
+                    metrics = {m: acc[m] for m in ("top1", "many", "medium", "few") if np.isfinite(acc[m])}
+                    metrics["seconds"] = time.perf_counter() - t0
+                    metrics["train_cpu_seconds"] = acc["train_cpu_seconds"]
+                    result.add_many(dataset, v["method"], v["role"], metrics, seed=seed, setting=setting)
+                    per_class.setdefault(v["method"], []).append(acc["per_class"])
+                    if (cfg.figures and v["norm"] == "CBN" and not v["kw"] and seed == cfg.seeds[0]
+                            and cfg.n_components > 1):
+                        resp[v["method"]] = class_responsibilities(model, data.x_test, data.y_test,
+                                                                   len(data.class_counts))
+                    log(f"{v['method']} seed {seed}: top1 {acc['top1']:.2f} few {acc['few']:.2f} "
+                        f"({metrics['seconds']:.0f} s)")
+            for name, groups_ in (("many", groups["many"]), ("medium", groups["medium"]), ("few", groups["few"])):
+                if groups_.size == 0:
+                    result.notes.append(f"{dataset} {setting}: no {name}-shot class; metric {name} not recorded")
+            if cfg.figures:
+                tag = f"{dataset}_{setting}".replace("=", "").replace(".", "p")
+                result.figures.append(_plot_per_class(per_class, data.class_counts, fig_dir / f"per_class_{tag}.png",
+                                                      out_dir, f"{dataset} {setting}"))
+                if resp:
+                    result.figures.append(_plot_responsibility(resp, data.class_counts,
+                                                               fig_dir / f"responsibility_{tag}.png", out_dir,
+                                                               f"{dataset} {setting}"))
+    return result
+
+
+def _plot_per_class(per_class: dict[str, list[np.ndarray]], counts: np.ndarray, path: Path, out_dir: Path,
+                    title: str) -> str:
+    from reprozoo.core.io import atomic_savefig
+    from reprozoo.core.plots import figure
+
+    fig, ax = figure(8.0, 4.0)
+    methods = list(per_class)
+    x = np.arange(len(counts))
+    width = 0.8 / len(methods)
+    for i, m in enumerate(methods):
+        vals = np.stack(per_class[m])
+        ax.bar(x + (i - (len(methods) - 1) / 2) * width, vals.mean(0), width,
+               yerr=vals.std(0, ddof=1) if len(vals) > 1 else None, label=m, capsize=1.5)
+    ax.set_xticks(x, [f"{c}\n(n={n})" for c, n in enumerate(counts)], fontsize=7)
+    ax.set_xlabel("class (training images), head → tail")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"Per-class accuracy, BN vs CBN: {title} (mean ± sd over seeds)")
+    ax.legend(fontsize=7, ncol=2)
+    atomic_savefig(fig, path)
+    return str(path.relative_to(out_dir))
+
+
+def _plot_responsibility(resp: dict[str, np.ndarray], counts: np.ndarray, path: Path, out_dir: Path,
+                         title: str) -> str:
+    import matplotlib.pyplot as plt
+
+    from reprozoo.core.io import atomic_savefig
+
+    fig, axes = plt.subplots(1, len(resp), figsize=(4.5 * len(resp), 3.6), squeeze=False)
+    for ax, (m, r) in zip(axes[0], resp.items(), strict=True):
+        bottom = np.zeros(len(counts))
+        for k in range(r.shape[1]):
+            ax.bar(np.arange(len(counts)), r[:, k], bottom=bottom, label=f"component {k}")
+            bottom += r[:, k]
+        ax.set_xticks(np.arange(len(counts)), [str(n) for n in counts], fontsize=7)
+        ax.set_xlabel("class (training images), head → tail")
+        ax.set_ylabel("mean responsibility")
+        ax.set_ylim(0, 1)
+        ax.set_title(m, fontsize=9)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"Which component each class uses (all CBN layers, test images): {title}", fontsize=9)
+    atomic_savefig(fig, path)
+    return str(path.relative_to(out_dir))
