@@ -66,7 +66,7 @@ register(
         paper="Huang et al., 'You Can Have Better Graph Neural Networks by Not Training Weights at All: "
         "Finding Untrained GNNs Tickets', LoG 2022, arXiv:2211.15335",
         datasets=("Cora", "CiteSeer", "PubMed"),
-        presets=("quick", "full", "deep", "robust"),
+        presets=("quick", "full", "deep", "robust", "smoke"),
         primary_metric="top1",
         extra="graph",
     )
@@ -78,7 +78,7 @@ register(
         field="vision",
         paper="Cheng et al., 'Compound Batch Normalization for Long-tailed Image Classification', ACM MM 2022, "
         "arXiv:2212.01007",
-        datasets=("CIFAR-10-LT", "MNIST-LT"),
+        datasets=("CIFAR-10-LT", "MNIST-LT", "CIFAR-10-LT-full", "CIFAR-100-LT-full"),
         presets=("quick", "standard", "full"),
         primary_metric="top1",
     )
@@ -91,7 +91,7 @@ register(
         paper="Fang et al., 'Strong Transferable Adversarial Attacks via Ensembles of Asymptotically Normal "
         "Distribution Learning', CVPR 2024, arXiv:2209.11964",
         datasets=("CIFAR-10-subset",),
-        presets=("quick", "full"),
+        presets=("quick", "full", "smoke"),
         primary_metric="ASR",
         extra="attacks",
     )
@@ -117,7 +117,7 @@ register(
         paper="Hu et al., 'Effective Multi-User Delay-Constrained Scheduling with Deep Recurrent Reinforcement "
         "Learning', MobiHoc 2022, arXiv:2208.14074",
         datasets=("trace", "markov"),
-        presets=("quick", "standard"),
+        presets=("quick", "standard", "smoke"),
         primary_metric="throughput",
         extra="rl",
     )

@@ -1,0 +1,235 @@
+"""Planetoid citation graphs (Cora, CiteSeer, PubMed) read from local raw files through PyG.
+
+The raw ``ind.<name>.{x,tx,allx,y,ty,ally,graph,test.index}`` files (Yang et al., ICML 2016,
+github.com/kimiyoung/planetoid) are looked up like every other data file (explicit folder,
+``$REPROZOO_DATA``, the repository's ``data/planetoid/``, ``~/.cache/reprozoo/planetoid/``) and
+checked against ``SHA256SUMS``. They are then linked into a private cache folder laid out as
+:class:`torch_geometric.datasets.Planetoid` expects (``<root>/<Name>/raw/``), so PyG parses
+them (public split, ``NormalizeFeatures``) and writes its ``processed/`` files there, never
+into ``data/``. All eight raw files must be present, so PyG never tries to download: a
+missing file raises :class:`~reprozoo.datasets.DataNotFoundError` naming it and its source.
+
+``torch_geometric`` is imported only when a loader is called (it is the ``graph`` extra).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reprozoo.datasets._paths import DataNotFoundError, find_data_file
+
+__all__ = ["PLANETOID_NAMES", "PlanetoidGraph", "load_planetoid", "planetoid_raw_files"]
+
+#: Canonical names (as PyG spells them) -> the lower-case stem of the raw files.
+PLANETOID_NAMES = {"Cora": "cora", "CiteSeer": "citeseer", "PubMed": "pubmed"}
+_RAW_KEYS = ("x", "tx", "allx", "y", "ty", "ally", "graph", "test.index")
+_SOURCE = (
+    "https://github.com/kimiyoung/planetoid/tree/master/data (file {file}; the same blob is in "
+    "TianjinYellow/UGTs-LoG under UGTs_GNN/models/data/<Name>/<Name>/raw/); put it in "
+    "data/planetoid/ or in $REPROZOO_DATA/planetoid/ beside the other ind.{stem}.* files"
+)
+
+
+@dataclass(frozen=True)
+class PlanetoidGraph:
+    """One transductive citation graph with its public split.
+
+    Attributes
+    ----------
+    name : str
+        ``"Cora"``, ``"CiteSeer"`` or ``"PubMed"``.
+    x : torch.Tensor, float32, shape (N, F)
+        Bag-of-words features, rows L1-normalised (``NormalizeFeatures``; all-zero rows stay 0).
+    edge_index : torch.Tensor, int64, shape (2, E)
+        Undirected graph as directed pairs (both directions present), no self-loops.
+    y : torch.Tensor, int64, shape (N,)
+        Class of each node in ``[0, num_classes)``.
+    train_mask, val_mask, test_mask : torch.Tensor, bool, shape (N,)
+        Public Planetoid split (Cora: 140 / 500 / 1000 nodes).
+    num_classes : int
+    """
+
+    name: str
+    x: Any
+    edge_index: Any
+    y: Any
+    train_mask: Any
+    val_mask: Any
+    test_mask: Any
+    num_classes: int
+
+    @property
+    def num_nodes(self) -> int:
+        return int(self.x.shape[0])
+
+    @property
+    def num_features(self) -> int:
+        return int(self.x.shape[1])
+
+    def to_data(self):
+        """The graph as a :class:`torch_geometric.data.Data` (same tensors, not copied)."""
+        from torch_geometric.data import Data
+
+        return Data(
+            x=self.x, edge_index=self.edge_index, y=self.y, train_mask=self.train_mask,
+            val_mask=self.val_mask, test_mask=self.test_mask,
+        )
+
+
+def _canonical(name: str) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"name should be a str, got {type(name).__name__}")
+    for canon in PLANETOID_NAMES:
+        if name.lower() == canon.lower():
+            return canon
+    raise ValueError(f"name={name!r} is not a Planetoid data set; choose one of {list(PLANETOID_NAMES)}")
+
+
+def planetoid_raw_files(name: str, root: str | os.PathLike | None = None) -> dict[str, Path]:
+    """Locate (and checksum) the eight raw files of ``name``; ``{key: path}``.
+
+    ``root`` (optional) is a folder holding the ``ind.<name>.*`` files directly; otherwise the
+    standard data roots are searched under ``planetoid/``. Raises
+    :class:`~reprozoo.datasets.DataNotFoundError` naming the first missing file and where to get it.
+    """
+    canon = _canonical(name)
+    stem = PLANETOID_NAMES[canon]
+    out: dict[str, Path] = {}
+    for key in _RAW_KEYS:
+        fname = f"ind.{stem}.{key}"
+        source = _SOURCE.format(file=fname, stem=stem)
+        if root is not None:
+            p = Path(root).expanduser() / fname
+            if not p.is_file():
+                raise DataNotFoundError(
+                    f"{canon} needs the raw file {fname!r}, which is not in root={str(root)!r}. "
+                    f"Obtain it from: {source}"
+                )
+            from reprozoo.datasets._paths import verify_checksum
+
+            verify_checksum(p)
+            out[key] = p
+        else:
+            try:
+                out[key] = find_data_file([f"planetoid/{fname}"], source=source)
+            except DataNotFoundError as exc:
+                raise DataNotFoundError(f"{canon} needs the raw file {fname!r}: {exc}") from None
+    return out
+
+
+def _default_cache() -> Path:
+    return Path(os.environ.get("REPROZOO_CACHE", "~/.cache/reprozoo")).expanduser() / "planetoid_pyg"
+
+
+def _prepared_root(canon: str, files: dict[str, Path], cache_dir: Path) -> Path:
+    """A PyG root ``<cache>/<digest>/`` holding ``<Name>/raw/`` (links) and ``<Name>/processed/``.
+
+    The digest covers the raw files' paths, sizes and mtimes, so edited data gets a fresh folder.
+    The folder is built (and processed by PyG) under a temporary name and renamed into place, so
+    concurrent callers never see a half-written cache.
+    """
+    from torch_geometric.datasets import Planetoid
+
+    h = hashlib.sha256(canon.encode())
+    for key in _RAW_KEYS:
+        st = files[key].stat()
+        h.update(f"{files[key].resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+    root = cache_dir / h.hexdigest()[:16]
+    if (root / canon / "processed").is_dir():
+        return root
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=cache_dir))
+    try:
+        raw = tmp / canon / "raw"
+        raw.mkdir(parents=True)
+        for p in files.values():
+            try:
+                (raw / p.name).symlink_to(p.resolve())
+            except OSError:  # file systems without symlinks
+                shutil.copy2(p, raw / p.name)
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            Planetoid(str(tmp), canon, split="public")  # parses raw/ and writes processed/ (quietly)
+        try:
+            os.replace(tmp, root)
+        except OSError:  # another process won the race: use its folder
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return root
+
+
+def load_planetoid(
+    name: str,
+    root: str | os.PathLike | None = None,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    normalize_features: bool = True,
+) -> PlanetoidGraph:
+    """Load a Planetoid citation graph with its public split, offline.
+
+    Parameters
+    ----------
+    name : {"Cora", "CiteSeer", "PubMed"}
+        Case-insensitive.
+    root : path, optional
+        Folder holding the raw ``ind.<name>.*`` files; default: the data roots' ``planetoid/``.
+    cache_dir : path, optional
+        Where PyG's ``<Name>/raw`` + ``<Name>/processed`` layout is built (default
+        ``$REPROZOO_CACHE/planetoid_pyg`` or ``~/.cache/reprozoo/planetoid_pyg``); falls back
+        to a temporary folder when it cannot be written.
+    normalize_features : bool, default True
+        Apply ``torch_geometric.transforms.NormalizeFeatures`` (row sums to one), as the paper does.
+
+    Returns
+    -------
+    PlanetoidGraph
+
+    Raises
+    ------
+    DataNotFoundError
+        A raw file is missing (e.g. ``ind.pubmed.allx``, which the repository does not ship);
+        the message names the file, where it was looked for and where to obtain it.
+    ValueError, TypeError
+        Unknown ``name``.
+
+    Notes
+    -----
+    Cora: 2708 nodes, 1433 features, 7 classes; CiteSeer: 3327 nodes (15 isolated test nodes
+    are padded with zero features by PyG), 3703 features, 6 classes. First call parses the
+    pickles (about 1 s), later calls read PyG's processed file.
+    """
+    canon = _canonical(name)
+    files = planetoid_raw_files(canon, root)
+    import torch_geometric.transforms as T
+    from torch_geometric.datasets import Planetoid
+
+    transform = T.NormalizeFeatures() if normalize_features else None
+    cache = Path(cache_dir).expanduser() if cache_dir is not None else _default_cache()
+    try:
+        pyg_root = _prepared_root(canon, files, cache)
+        ds = Planetoid(str(pyg_root), canon, split="public", transform=transform)
+        data = ds[0]
+    except PermissionError:
+        with tempfile.TemporaryDirectory(prefix="reprozoo-planetoid-") as tmp:
+            pyg_root = _prepared_root(canon, files, Path(tmp))
+            ds = Planetoid(str(pyg_root), canon, split="public", transform=transform)
+            data = ds[0]
+    return PlanetoidGraph(
+        name=canon,
+        x=data.x.float().contiguous(),
+        edge_index=data.edge_index.long().contiguous(),
+        y=data.y.long().contiguous(),
+        train_mask=data.train_mask.bool(),
+        val_mask=data.val_mask.bool(),
+        test_mask=data.test_mask.bool(),
+        num_classes=int(ds.num_classes),
+    )

@@ -1,0 +1,392 @@
+"""Default experiments of ``reprozoo run ugt``: UGT vs trained dense GNNs and Edge-Popup on Planetoid.
+
+Presets (``PRESETS``):
+
+* ``smoke``: Cora, 2-layer GCN, 30 epochs, one seed (end-to-end check, seconds);
+* ``quick``: Cora and CiteSeer, 2-layer GCN (hidden 256), UGT and Edge-Popup at sparsity 0.9,
+  the dense GCN once per seed, 5 seeds, 400 epochs (a few minutes on two CPU cores);
+* ``full``: GCN, GAT and GIN, sparsity 0.1..0.99, 10 seeds (hours on CPU);
+* ``deep``: GCN at depths 2..32 on Cora, UGT vs dense: accuracy and MAD (over-smoothing);
+* ``robust``: OOD detection with held-out classes and accuracy under feature / edge noise.
+
+Records: method ``UGT-<arch>`` (role ``method``), ``Dense-<arch>`` and ``EdgePopup-<arch>``
+(role ``baseline``); setting ``s=<sparsity>,L=<depth>`` (dense: trained once per seed and depth,
+its records repeated under each sparsity of that depth so that every block holds the comparison);
+metrics ``top1`` (test accuracy at the best-validation epoch), ``val_top1``, ``sparsity`` (reached),
+``best_epoch``, ``MAD`` (of the final-layer node representations), ``ECE`` (test nodes, 15 bins),
+``seconds`` (training wall time).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from reprozoo.core.experiment import ConfigError, ExperimentConfig
+from reprozoo.core.io import atomic_savefig
+from reprozoo.core.plots import figure, metric_by_dataset
+from reprozoo.core.progress import log, track
+from reprozoo.core.results import Result
+from reprozoo.core.seed import seed_everything
+
+__all__ = ["UGTConfig", "Config", "run", "setting_name"]
+
+
+@dataclass
+class UGTConfig(ExperimentConfig):
+    """Knobs of the UGT experiments (defaults = the ``quick`` preset; reference values in brackets)."""
+
+    datasets: tuple[str, ...] = ("Cora", "CiteSeer")
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    protocol: str = "standard"  # "standard" (accuracy, sparsity, MAD) or "robust" (OOD AUROC, perturbations)
+    archs: tuple[str, ...] = ("GCN",)  # any of GCN, GAT, GIN
+    sparsities: tuple[float, ...] = (0.9,)  # final sparsities (fraction of weights removed) [0.9 for GCN]
+    depths: tuple[int, ...] = (2,)  # numbers of layers [2]
+    hidden: int = 256  # hidden channels [256; 448 for 16/32 layers]
+    gat_heads: int = 1  # GAT heads in hidden layers [1]
+    epochs: int = 400  # full-batch epochs [400]
+    lr: float = 0.01  # AdamW learning rate of the scores [0.01]
+    lr_deep: float = 0.005  # score learning rate for depth >= 32 [0.005]
+    weight_l1: float = 0.0  # weight of the sum of mean(sigmoid(scores)) penalty [0]
+    weight_init: str = "kaiming_uniform"  # frozen weight init: kaiming_uniform | kaiming_normal | signed_constant
+    ramp: str = "linear"  # sparsity ramp: linear (reference code) | polynomial (cubic) | constant
+    ramp_fraction: float = 0.5  # fraction of the epochs spent ramping [0.5]
+    edge_popup: bool = True  # also run the Edge-Popup baseline
+    dense: bool = True  # also run the trained dense baseline
+    dense_lr: float = 0.01  # dense baseline: Adam learning rate
+    dense_weight_decay: float = 5e-4  # dense baseline: weight decay
+    dense_dropout: float = 0.5  # dense baseline: dropout between layers
+    ood_frac: float = 0.4  # robust: fraction of classes held out as OOD [0.4]
+    feature_noise: tuple[float, ...] = (0.0, 0.1, 0.3, 0.5)  # robust: fractions of nodes with noised features
+    # (0.0 = the clean graph, also the zero point of the edge-noise curve)
+    edge_noise: tuple[float, ...] = (0.2, 0.5, 1.0)  # robust: random edges added, relative to |E|
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "quick": {},
+        "smoke": {"datasets": ("Cora",), "seeds": (0,), "epochs": 30, "hidden": 64},
+        "full": {
+            "archs": ("GCN", "GAT", "GIN"),
+            "sparsities": (0.1, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99),
+            "seeds": tuple(range(10)),
+        },
+        "deep": {
+            "datasets": ("Cora",), "depths": (2, 4, 8, 16, 32), "sparsities": (0.04,), "edge_popup": False,
+            "hidden": 256, "seeds": (0, 1, 2),
+        },
+        "robust": {
+            "protocol": "robust", "datasets": ("Cora",), "seeds": (0, 1, 2), "edge_popup": False,
+        },
+    }
+    KNOWN_DATASETS: ClassVar[tuple[str, ...]] = ("Cora", "CiteSeer", "PubMed")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.protocol not in ("standard", "robust"):
+            raise ConfigError(f"protocol={self.protocol!r} is not valid; choose 'standard' or 'robust'")
+        for a in self.archs:
+            if a not in ("GCN", "GAT", "GIN"):
+                raise ConfigError(f"archs holds {a!r}; valid architectures: GCN, GAT, GIN")
+        if not self.archs or not self.sparsities or not self.depths:
+            raise ConfigError("archs, sparsities and depths should each hold at least one value")
+        for s in self.sparsities:
+            if not 0.0 <= float(s) < 1.0:
+                raise ConfigError(f"sparsities holds {s!r}; each sparsity should be in [0, 1)")
+        for d in self.depths:
+            if isinstance(d, bool) or not isinstance(d, int) or d < 1:
+                raise ConfigError(f"depths holds {d!r}; each depth should be an int >= 1")
+        for name in ("hidden", "epochs", "gat_heads"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"{name}={v!r} should be an int >= 1")
+        for name in ("lr", "lr_deep", "dense_lr"):
+            if not float(getattr(self, name)) > 0:
+                raise ConfigError(f"{name}={getattr(self, name)!r} should be > 0")
+        if not 0.0 <= self.dense_dropout < 1.0:
+            raise ConfigError(f"dense_dropout={self.dense_dropout!r} should be in [0, 1)")
+        if self.weight_init not in ("kaiming_uniform", "kaiming_normal", "signed_constant"):
+            raise ConfigError(
+                f"weight_init={self.weight_init!r}; valid: kaiming_uniform, kaiming_normal, signed_constant")
+        if self.ramp not in ("linear", "polynomial", "constant"):
+            raise ConfigError(f"ramp={self.ramp!r}; valid: linear, polynomial, constant")
+        if not 0.0 < self.ramp_fraction <= 1.0:
+            raise ConfigError(f"ramp_fraction={self.ramp_fraction!r} should be in (0, 1]")
+        if not 0.0 < self.ood_frac < 1.0:
+            raise ConfigError(f"ood_frac={self.ood_frac!r} should be in (0, 1)")
+        if any(not 0.0 <= f <= 1.0 for f in self.feature_noise) or any(b < 0 for b in self.edge_noise):
+            raise ConfigError("feature_noise should hold fractions in [0, 1] and edge_noise budgets >= 0")
+
+
+Config = UGTConfig
+
+
+def setting_name(sparsity: float, depth: int) -> str:
+    """The ``setting`` field of a record: ``"s=0.9,L=2"``."""
+    return f"s={sparsity:g},L={depth}"
+
+
+# -- one fit --------------------------------------------------------------------------------------
+def _fit(kind: str, arch: str, graph, depth: int, sparsity: float, cfg: UGTConfig, seed: int,
+         x=None, edge_index=None, y=None, masks=None, num_classes=None):
+    """Build and train one model (``kind`` in ugt | edgepopup | dense); returns (model, FitResult)."""
+    from reprozoo.ugt.baselines import dense_baseline, edge_popup_baseline, ugt_method
+    from reprozoo.ugt.train import fit_node_classifier
+
+    x = graph.x if x is None else x
+    edge_index = graph.edge_index if edge_index is None else edge_index
+    y = graph.y if y is None else y
+    masks = (graph.train_mask, graph.val_mask, graph.test_mask) if masks is None else masks
+    c = graph.num_classes if num_classes is None else num_classes
+    seed_everything(seed)
+    common = dict(heads=cfg.gat_heads, cached=True)
+    if kind == "dense":
+        model, sched = dense_baseline(arch, x.shape[1], cfg.hidden, c, depth, dropout=cfg.dense_dropout, **common)
+        lr, wd = cfg.dense_lr, cfg.dense_weight_decay
+    elif kind == "edgepopup":
+        model, sched = edge_popup_baseline(arch, x.shape[1], cfg.hidden, c, depth, sparsity=sparsity,
+                                           epochs=cfg.epochs, weight_init=cfg.weight_init, **common)
+        lr, wd = (cfg.lr_deep if depth >= 32 else cfg.lr), 0.0
+    else:
+        model, sched = ugt_method(arch, x.shape[1], cfg.hidden, c, depth, sparsity=sparsity, epochs=cfg.epochs,
+                                  ramp=cfg.ramp, ramp_fraction=cfg.ramp_fraction, weight_init=cfg.weight_init,
+                                  **common)
+        lr, wd = (cfg.lr_deep if depth >= 32 else cfg.lr), 0.0
+    fit = fit_node_classifier(model, x, edge_index, y, *masks, epochs=cfg.epochs, lr=lr, weight_decay=wd,
+                              schedule=sched, weight_l1=cfg.weight_l1 if kind != "dense" else 0.0)
+    return model, fit
+
+
+@torch.no_grad()
+def _logits(model, x, edge_index):
+    from reprozoo.ugt.train import prepare_inputs
+
+    model.eval()
+    xs, adj = prepare_inputs(x, edge_index)
+    return model(xs, adj)
+
+
+def _load(name: str):
+    from reprozoo.datasets import load_planetoid
+
+    return load_planetoid(name)
+
+
+# -- standard protocol: accuracy / sparsity / MAD -------------------------------------------------
+def _run_standard(cfg: UGTConfig, result: Result) -> None:
+    from reprozoo.ugt.analysis import expected_calibration_error, mean_average_distance
+
+    for dname in cfg.datasets:
+        graph = _load(dname)
+        jobs = []
+        for seed in cfg.seeds:
+            for arch in cfg.archs:
+                for depth in cfg.depths:
+                    if cfg.dense:
+                        jobs.append((seed, arch, depth, "dense", None))
+                    for s in cfg.sparsities:
+                        jobs.append((seed, arch, depth, "ugt", s))
+                        if cfg.edge_popup:
+                            jobs.append((seed, arch, depth, "edgepopup", s))
+        for seed, arch, depth, kind, s in track(jobs, f"ugt {dname}"):
+            model, fit = _fit(kind, arch, graph, depth, s if s is not None else 0.0, cfg, seed)
+            logits = _logits(model, graph.x, graph.edge_index)
+            mad = mean_average_distance(logits)
+            ece = expected_calibration_error(logits[graph.test_mask], graph.y[graph.test_mask])
+            metrics = {"top1": fit.test_acc, "val_top1": fit.val_acc, "sparsity": fit.sparsity,
+                       "best_epoch": fit.best_epoch, "MAD": mad, "ECE": ece, "seconds": fit.seconds}
+            name = {"ugt": "UGT", "edgepopup": "EdgePopup", "dense": "Dense"}[kind] + f"-{arch}"
+            role = "method" if kind == "ugt" else "baseline"
+            for s_rec in (cfg.sparsities if kind == "dense" else [s]):
+                result.add_many(dname, name, role, metrics, seed=seed, setting=setting_name(s_rec, depth))
+            log(f"{dname} seed={seed} {name} L={depth} s={s}: top1={fit.test_acc:.3f} "
+                f"(best epoch {fit.best_epoch}, sparsity {fit.sparsity:.3f}, {fit.seconds:.1f} s)")
+    summary = result.summary()
+    for (dname, setting, method, role), stats in summary.items():
+        if role != "method":
+            continue
+        arch = method.split("-", 1)[1]
+        for base in (f"Dense-{arch}", f"EdgePopup-{arch}"):
+            other = summary.get((dname, setting, base, "baseline"))
+            if other:
+                (m, _, n), (b, _, _) = stats["top1"], other["top1"]
+                result.notes.append(f"{dname} {setting}: {method} - {base} = {100 * (m - b):+.1f} points of test "
+                                    f"accuracy (means over {n} seeds: {100 * m:.1f} vs {100 * b:.1f})")
+    if cfg.dense:
+        result.notes.append(
+            "Dense-* is trained once per seed and depth; its records are repeated under each sparsity setting of "
+            "that depth so that every (dataset, setting) block compares UGT with the dense model."
+        )
+
+
+# -- robust protocol: OOD detection and perturbations ---------------------------------------------
+def _run_robust(cfg: UGTConfig, result: Result) -> None:
+    from reprozoo.ugt.analysis import ood_auroc, ood_split, perturb_edges, perturb_features
+
+    s = cfg.sparsities[0]
+    depth = cfg.depths[0]
+    kinds = (["dense"] if cfg.dense else []) + ["ugt"] + (["edgepopup"] if cfg.edge_popup else [])
+    for dname in cfg.datasets:
+        graph = _load(dname)
+        split = ood_split(graph.y, graph.train_mask, graph.val_mask, graph.test_mask, frac_left_out=cfg.ood_frac)
+        y_fit = split.y.clamp_min(0)  # OOD nodes are in no training/validation mask; their label is unused
+        jobs = [(seed, arch, kind, "ood", 0.0) for seed in cfg.seeds for arch in cfg.archs for kind in kinds]
+        jobs += [(seed, arch, kind, "features", f) for seed in cfg.seeds for arch in cfg.archs for kind in kinds
+                 for f in cfg.feature_noise]
+        jobs += [(seed, arch, kind, "edges", b) for seed in cfg.seeds for arch in cfg.archs for kind in kinds
+                 for b in cfg.edge_noise]
+        for seed, arch, kind, what, level in track(jobs, f"ugt robust {dname}"):
+            name = {"ugt": "UGT", "edgepopup": "EdgePopup", "dense": "Dense"}[kind] + f"-{arch}"
+            role = "method" if kind == "ugt" else "baseline"
+            if what == "ood":
+                model, fit = _fit(kind, arch, graph, depth, s, cfg, seed, y=y_fit,
+                                  masks=(split.train_mask, split.val_mask, split.id_test_mask),
+                                  num_classes=split.num_id_classes)
+                logits = _logits(model, graph.x, graph.edge_index)
+                auroc = ood_auroc(logits, split.id_test_mask, split.ood_test_mask)
+                result.add_many(dname, name, role, {"AUROC": auroc, "top1": fit.test_acc}, seed=seed,
+                                setting=f"ood,{setting_name(s, depth)}")
+                log(f"{dname} seed={seed} {name} OOD: AUROC={auroc:.3f}, ID top1={fit.test_acc:.3f}")
+                continue
+            gen = torch.Generator().manual_seed(10_000 + seed)
+            x, ei = graph.x, graph.edge_index
+            if what == "features":
+                x = perturb_features(graph.x, level, gen)
+            else:
+                ei = perturb_edges(graph.edge_index, graph.num_nodes, level, gen)
+            _, fit = _fit(kind, arch, graph, depth, s, cfg, seed, x=x, edge_index=ei)
+            result.add(dname, name, role, "top1", fit.test_acc, seed=seed,
+                       setting=f"{what}={level:g},{setting_name(s, depth)}")
+            log(f"{dname} seed={seed} {name} {what}={level:g}: top1={fit.test_acc:.3f}")
+    result.notes.append(
+        f"robust: OOD = the last round({cfg.ood_frac}·C) classes held out of training (AUROC of -max softmax on "
+        "test nodes); perturbations are applied before training (poisoning): features of a fraction of nodes "
+        "replaced by Bernoulli noise, random edges added with a budget relative to |E|."
+    )
+
+
+# -- figures --------------------------------------------------------------------------------------
+def _mean_std(vals: list[float]) -> tuple[float, float]:
+    a = np.asarray(vals, dtype=float)
+    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
+
+
+def _errorbar_figure(series: dict[str, tuple[list[float], list[float], list[float]]], path: Path, *,
+                     xlabel: str, ylabel: str, title: str, logx: bool = False,
+                     hlines: tuple[str, ...] = ()) -> Path:
+    """Mean ± std per x for each series; labels in ``hlines`` (one value) drawn as a horizontal band."""
+    fig, ax = figure()
+    for label, (xs, ms, ss) in series.items():
+        if label in hlines:
+            ax.axhline(ms[0], linestyle="--", color="0.3", label=f"{label} (dense)")
+            ax.axhspan(ms[0] - ss[0], ms[0] + ss[0], color="0.3", alpha=0.15)
+            continue
+        ax.errorbar(xs, ms, yerr=ss, marker="o", markersize=3, capsize=2, label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if logx:
+        ax.set_xscale("log", base=2)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return atomic_savefig(fig, path)
+
+
+def _figures(cfg: UGTConfig, result: Result, out_dir: Path) -> None:
+    fig_dir = out_dir / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.protocol == "standard":
+        metric_by_dataset(result, "top1", fig_dir / "top1_by_dataset.png")
+        result.figures.append("figures/top1_by_dataset.png")
+        # values[(dataset, method, depth, sparsity, metric)] -> list over seeds
+        vals: dict[tuple, list[float]] = defaultdict(list)
+        for r in result.records:
+            s_txt, l_txt = r.setting.split(",")
+            vals[(r.dataset, r.method, int(l_txt[2:]), float(s_txt[2:]), r.metric)].append(r.value)
+        methods = list(dict.fromkeys(r.method for r in result.records))
+        for dname in result.datasets():
+            for depth in cfg.depths:  # accuracy vs sparsity
+                series = {}
+                for m in methods:
+                    ss = sorted(s for (d, mm, L, s, met) in vals if d == dname and mm == m and L == depth
+                                and met == "top1")
+                    if m.startswith("Dense-"):
+                        ss = ss[:1]  # trained once: one value, drawn as a horizontal band
+                    if ss:
+                        stats = [_mean_std(vals[(dname, m, depth, s, "top1")]) for s in ss]
+                        series[m] = ([s for s in ss], [a for a, _ in stats], [b for _, b in stats])
+                if series:
+                    p = f"figures/top1_vs_sparsity_{dname}_L{depth}.png"
+                    _errorbar_figure(series, out_dir / p, xlabel="sparsity (fraction of weights removed)",
+                                     ylabel="test accuracy", title=f"{dname}, {depth} layers",
+                                     hlines=tuple(m for m in series if m.startswith("Dense-")))
+                    result.figures.append(p)
+            if len(cfg.depths) > 1:  # accuracy and MAD vs depth
+                for metric in ("top1", "MAD"):
+                    s0 = cfg.sparsities[0]
+                    series = {}
+                    for m in methods:
+                        ds = [L for L in cfg.depths if (dname, m, L, s0, metric) in vals]
+                        if ds:
+                            stats = [_mean_std(vals[(dname, m, L, s0, metric)]) for L in ds]
+                            series[m] = (ds, [a for a, _ in stats], [b for _, b in stats])
+                    p = f"figures/{metric}_vs_depth_{dname}.png"
+                    _errorbar_figure(series, out_dir / p, xlabel="number of layers", ylabel=metric,
+                                     title=f"{dname}: {metric} vs depth (UGT at s={s0:g})", logx=True)
+                    result.figures.append(p)
+    else:
+        vals = defaultdict(list)
+        for r in result.records:
+            what = r.setting.split(",")[0]
+            vals[(r.dataset, r.method, what, r.metric)].append(r.value)
+        methods = list(dict.fromkeys(r.method for r in result.records))
+        for dname in result.datasets():
+            for what, levels, xlabel in (("features", cfg.feature_noise, "fraction of nodes with noisy features"),
+                                          ("edges", cfg.edge_noise, "random edges added / |E|")):
+                series = {}
+                if what == "edges" and 0.0 not in levels and 0.0 in cfg.feature_noise:
+                    levels = (0.0, *levels)  # the clean run (features=0) is the zero budget of both curves
+                for m in methods:
+                    keys = [(dname, m, f"{'features' if lv == 0 else what}={lv:g}", "top1") for lv in levels]
+                    if not all(k in vals for k in keys):
+                        continue
+                    stats = [_mean_std(vals[k]) for k in keys]
+                    xs, ms, ss = list(levels), [a for a, _ in stats], [b for _, b in stats]
+                    series[m] = (xs, ms, ss)
+                if series:
+                    p = f"figures/top1_vs_{what}_noise_{dname}.png"
+                    _errorbar_figure(series, out_dir / p, xlabel=xlabel, ylabel="test accuracy",
+                                     title=f"{dname}: accuracy under {what} perturbation")
+                    result.figures.append(p)
+            series = {}
+            for i, m in enumerate(methods):
+                if (dname, m, "ood", "AUROC") in vals:
+                    a, b = _mean_std(vals[(dname, m, "ood", "AUROC")])
+                    series[m] = ([i], [a], [b])
+            if series:
+                p = f"figures/ood_auroc_{dname}.png"
+                fig, ax = figure()
+                names = list(series)
+                ax.bar(range(len(names)), [series[n][1][0] for n in names], yerr=[series[n][2][0] for n in names],
+                       capsize=3)
+                ax.set_xticks(range(len(names)), names)
+                ax.set_ylabel("OOD AUROC (max softmax)")
+                ax.set_ylim(0.5, 1.0)
+                ax.set_title(f"{dname}: held-out-class detection")
+                atomic_savefig(fig, out_dir / p)
+                result.figures.append(p)
+
+
+def run(config: UGTConfig, out_dir: Path) -> Result:
+    """Run the experiment described by ``config``; figures go to ``out_dir / "figures"``."""
+    config.validate()
+    result = Result(name="ugt", preset=config.preset, config=config.to_dict())
+    if config.protocol == "robust":
+        _run_robust(config, result)
+    else:
+        _run_standard(config, result)
+    _figures(config, result, Path(out_dir))
+    return result

@@ -1,0 +1,448 @@
+"""Score-masked layers with frozen random weights (UGT, Huang et al., LoG 2022, Sec. 3).
+
+A masked weight is ``W ⊙ m`` where ``W`` is frozen at its random initialisation and the binary
+mask ``m = 1[S > τ]`` comes from a learnable score tensor ``S`` of the same shape. ``τ`` is
+either one **global** threshold over the scores of every masked tensor of the model (UGT) or one
+threshold per tensor (Edge-Popup, Ramanujan et al., CVPR 2020). The forward pass uses ``W ⊙ m``;
+the backward pass treats the mask as the identity (straight-through estimator), so
+``∂L/∂S = ∂L/∂(W ⊙ m) ⊙ W`` (paper Sec. 3.1; reference ``GetSubnet`` in ``sparse_modules.py``).
+
+Sparsity ``s`` is the fraction of weights **removed** (``s = 0`` keeps all, ``s = 0.9`` keeps 10 %).
+Exactly ``round(s · n)`` of the ``n`` scored entries are removed; ties at the threshold are broken
+deterministically (the tied entries with the lowest flat index are removed first). The reference
+code removes ``round(s · (n − 1))`` via ``kthvalue``: at most one weight of difference.
+
+The model-level entry point is :func:`sparsify_`, which turns a PyTorch / PyG model into a
+UGT model in place: every ``Linear`` (``torch.nn.Linear`` or ``torch_geometric.nn.Linear``)
+becomes a :class:`SparseLinear`, bare attention vectors of ``GATConv`` get a :class:`ScoreMask`
+parametrisation, every other parameter is frozen, and a forward pre-hook recomputes the masks
+whenever the scores or the target sparsity changed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+__all__ = [
+    "MASK_MODES",
+    "WEIGHT_INITS",
+    "ScoreMask",
+    "SparseLinear",
+    "current_sparsity",
+    "global_threshold",
+    "init_weight_",
+    "layer_sparsities",
+    "linear_forward",
+    "masked_modules",
+    "refresh_masks",
+    "score_parameters",
+    "set_sparsity",
+    "sparsify_",
+]
+
+MASK_MODES = ("global", "layerwise")
+WEIGHT_INITS = ("kaiming_uniform", "kaiming_normal", "signed_constant")
+
+
+# -- initialisation ------------------------------------------------------------------------------
+def init_weight_(tensor: Tensor, mode: str = "kaiming_uniform", *, generator: torch.Generator | None = None) -> Tensor:
+    """Fill ``tensor`` in place with the reference code's random init (``SparseModule.init_param_``).
+
+    ``kaiming_uniform``: U(-b, b), ``b = sqrt(6 / fan_in)`` (ReLU gain, ``mode="fan_in"``);
+    ``kaiming_normal``: N(0, 2 / fan_in); ``signed_constant``: ``±sqrt(2 / fan_in)`` with random
+    signs (Ramanujan et al. 2020). ``fan_in`` is ``tensor.shape[1] * prod(shape[2:])`` (torch's rule).
+    Raises ``ValueError`` for an unknown ``mode`` or a tensor with fewer than 2 dimensions.
+    """
+    if mode not in WEIGHT_INITS:
+        raise ValueError(f"mode={mode!r} is not a known init; choose one of {list(WEIGHT_INITS)}")
+    if tensor.dim() < 2:
+        raise ValueError(f"tensor should have at least 2 dimensions to define fan_in, got shape {tuple(tensor.shape)}")
+    fan_in = nn.init._calculate_correct_fan(tensor, "fan_in")
+    std = math.sqrt(2.0 / fan_in)  # ReLU gain sqrt(2) / sqrt(fan_in)
+    with torch.no_grad():
+        if mode == "kaiming_uniform":
+            bound = math.sqrt(3.0) * std
+            tensor.uniform_(-bound, bound, generator=generator)
+        elif mode == "kaiming_normal":
+            tensor.normal_(0.0, std, generator=generator)
+        else:  # signed_constant
+            tensor.normal_(0.0, 1.0, generator=generator)
+            tensor.copy_(torch.where(tensor >= 0, std, -std))
+    return tensor
+
+
+# -- straight-through mask -----------------------------------------------------------------------
+class _StraightThrough(torch.autograd.Function):
+    """Forward: the precomputed binary mask; backward: the incoming gradient, unchanged, to the scores."""
+
+    @staticmethod
+    def forward(ctx, scores: Tensor, mask: Tensor) -> Tensor:  # noqa: ARG004 - scores only carry the gradient
+        return mask
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        return grad, None
+
+
+class ScoreMask(nn.Module):
+    """A learnable score tensor and its binary mask; ``forward(w) = w ⊙ m`` with a straight-through gradient.
+
+    Used directly as a :mod:`torch.nn.utils.parametrize` parametrisation for bare weight tensors
+    (e.g. ``GATConv.att_src``) and as the base of :class:`SparseLinear`.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Shape of the masked weight (at least 2-D).
+    score_init : str, default "kaiming_uniform"
+        Init of the scores (see :func:`init_weight_`); the reference uses Kaiming-uniform.
+
+    Attributes
+    ----------
+    score : nn.Parameter, shape ``shape``
+        The only trainable tensor.
+    mask : Tensor (buffer, not saved), float, shape ``shape``
+        Current 0/1 mask, set by :func:`refresh_masks` (all ones until then).
+    """
+
+    def __init__(self, shape: tuple[int, ...], score_init: str = "kaiming_uniform") -> None:
+        super().__init__()
+        self.score_init = score_init
+        self.score = nn.Parameter(torch.empty(shape))
+        self.register_buffer("mask", torch.ones(shape), persistent=False)
+        self.reset_scores()
+
+    def reset_scores(self) -> None:
+        init_weight_(self.score.data, self.score_init)
+        self.mask.fill_(1.0)
+
+    def masked(self, weight: Tensor) -> Tensor:
+        """``weight ⊙ m``; gradient to ``score`` is ``grad ⊙ weight`` (straight-through)."""
+        return weight * _StraightThrough.apply(self.score, self.mask)
+
+    def forward(self, weight: Tensor) -> Tensor:
+        return self.masked(weight)
+
+    def extra_repr(self) -> str:
+        return f"shape={tuple(self.score.shape)}"
+
+
+def linear_forward(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """``x @ weight.T + bias`` for a dense or a sparse (CSR/COO) 2-D ``x``.
+
+    Sparse ``x`` (e.g. bag-of-words features, ~1 % non-zero) uses ``torch.sparse.mm``: the cost
+    is O(nnz · out) instead of O(N · in · out), with the same result and gradient to ``weight``.
+    """
+    if x.layout in (torch.sparse_csr, torch.sparse_coo):
+        out = torch.sparse.mm(x, weight.t())
+        return out if bias is None else out + bias
+    return F.linear(x, weight, bias)
+
+
+class SparseLinear(ScoreMask):
+    """Drop-in ``Linear`` whose weight is frozen at random init and masked by learned scores.
+
+    ``y = x (W ⊙ m)^T + b`` with ``m = 1[S > τ]`` (UGT Sec. 3.1); ``W`` (and ``b``) never change.
+
+    Parameters
+    ----------
+    in_features, out_features : int
+    bias : bool, default False
+        The reference convolutions have no bias; when True it is frozen at zero.
+    weight_init : {"kaiming_uniform", "kaiming_normal", "signed_constant"}
+    score_init : str, default "kaiming_uniform"
+
+    Shapes
+    ------
+    input (*, in_features), dense or sparse 2-D; output (*, out_features).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = False,
+        *,
+        weight_init: str = "kaiming_uniform",
+        score_init: str = "kaiming_uniform",
+    ) -> None:
+        for name, v in (("in_features", in_features), ("out_features", out_features)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} should be a positive int, got {v!r}")
+        if weight_init not in WEIGHT_INITS:
+            raise ValueError(f"weight_init={weight_init!r} is not valid; choose one of {list(WEIGHT_INITS)}")
+        self.in_features, self.out_features, self.weight_init = in_features, out_features, weight_init
+        super().__init__((out_features, in_features), score_init)
+        self.weight = nn.Parameter(torch.empty(out_features, in_features), requires_grad=False)
+        if bias:
+            self.bias = nn.Parameter(torch.zeros(out_features), requires_grad=False)
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Re-draw the frozen weight and the scores; zero the bias; masks back to all ones."""
+        init_weight_(self.weight.data, self.weight_init)
+        if self.bias is not None:
+            self.bias.data.zero_()
+        self.reset_scores()
+
+    @classmethod
+    def from_linear(cls, linear: nn.Module, *, weight_init: str | None = None, score_init: str = "kaiming_uniform"):
+        """A :class:`SparseLinear` holding a copy of ``linear``'s weight and bias (or a fresh init).
+
+        ``linear`` is a ``torch.nn.Linear`` or ``torch_geometric.nn.Linear`` (initialised, not lazy).
+        ``weight_init=None`` keeps the original weights, so at sparsity 0 the outputs are identical.
+        """
+        w = getattr(linear, "weight", None)
+        if not isinstance(w, Tensor) or isinstance(w, nn.parameter.UninitializedParameter) or w.dim() != 2:
+            raise ValueError(
+                f"linear should be an initialised Linear with a 2-D weight, got {type(linear).__name__}; "
+                "run one forward pass on a lazy model before converting it"
+            )
+        out_f, in_f = w.shape
+        b = getattr(linear, "bias", None)
+        new = cls(int(in_f), int(out_f), bias=b is not None, weight_init=weight_init or "kaiming_uniform",
+                  score_init=score_init)
+        new.to(device=w.device, dtype=w.dtype)
+        if weight_init is None:
+            new.weight.data.copy_(w.detach())
+            if b is not None:
+                new.bias.data.copy_(b.detach())
+        return new
+
+    def forward(self, x: Tensor) -> Tensor:
+        return linear_forward(x, self.masked(self.weight), self.bias)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}, weight_init={self.weight_init}"
+
+
+# -- model-level masking -------------------------------------------------------------------------
+@dataclass
+class _MaskState:
+    sparsity: float
+    mode: str
+    key: tuple | None = None  # (sparsity, mode, score versions) of the masks now in place
+
+
+def _check_sparsity(sparsity: float, name: str = "sparsity") -> float:
+    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)):
+        raise TypeError(f"{name} should be a float in [0, 1), got {type(sparsity).__name__} ({sparsity!r})")
+    s = float(sparsity)
+    if not (0.0 <= s < 1.0):  # also rejects NaN
+        raise ValueError(f"{name}={sparsity!r} should be in [0, 1) (the fraction of weights removed)")
+    return s
+
+
+def _check_mode(mode: str) -> str:
+    if mode not in MASK_MODES:
+        raise ValueError(f"mode={mode!r} is not valid; choose one of {list(MASK_MODES)}")
+    return mode
+
+
+def masked_modules(model: nn.Module) -> list[tuple[str, ScoreMask]]:
+    """``(name, module)`` of every :class:`ScoreMask` / :class:`SparseLinear` in ``model``, in module order."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, ScoreMask)]
+
+
+def score_parameters(model: nn.Module) -> Iterator[nn.Parameter]:
+    """The score tensors of ``model`` (what the UGT optimiser updates)."""
+    for _, m in masked_modules(model):
+        yield m.score
+
+
+def _keep_mask_flat(flat: Tensor, n_remove: int) -> tuple[Tensor, float]:
+    """Boolean keep-mask with exactly ``n_remove`` False entries and the threshold τ.
+
+    τ is the ``n_remove``-th smallest score; entries ``> τ`` are kept; if more than ``n_remove``
+    entries are ``<= τ`` (ties at τ), the tied entries with the highest flat index are kept.
+    O(n) (``kthvalue``) plus O(#ties). Assumes ``0 <= n_remove < flat.numel()``.
+    """
+    if n_remove == 0:
+        return torch.ones_like(flat, dtype=torch.bool), float("-inf")
+    tau = flat.kthvalue(n_remove).values
+    keep = flat > tau
+    excess = flat.numel() - n_remove - int(keep.sum())  # tied entries that must be kept after all
+    if excess > 0:
+        tied = torch.nonzero(flat == tau).flatten()
+        keep[tied[tied.numel() - excess:]] = True
+    return keep, float(tau)
+
+
+def _masks(modules: list[ScoreMask], sparsity: float, mode: str) -> tuple[list[Tensor], list[float]]:
+    """New 0/1 masks (and thresholds) for ``modules`` at ``sparsity`` (assumes validated input)."""
+    scores = [m.score.detach() for m in modules]
+    if mode == "global":
+        flat = torch.cat([s.reshape(-1) for s in scores])
+        keep, tau = _keep_mask_flat(flat, round(sparsity * flat.numel()))
+        parts = torch.split(keep, [s.numel() for s in scores])
+        return [p.view_as(s).to(s.dtype) for p, s in zip(parts, scores, strict=True)], [tau] * len(scores)
+    out, taus = [], []
+    for s in scores:  # Edge-Popup: top-k per tensor
+        keep, tau = _keep_mask_flat(s.reshape(-1), round(sparsity * s.numel()))
+        out.append(keep.view_as(s).to(s.dtype))
+        taus.append(tau)
+    return out, taus
+
+
+def global_threshold(model: nn.Module, sparsity: float) -> float:
+    """τ: the ``round(s·n)``-th smallest of all ``n`` scores of ``model`` (``-inf`` when nothing is removed).
+
+    Weights whose score is above τ are kept (plus deterministic tie-breaking at τ). O(n).
+    Raises ``ValueError`` if ``sparsity`` is outside [0, 1) or ``model`` has no scores.
+    """
+    s = _check_sparsity(sparsity)
+    mods = [m for _, m in masked_modules(model)]
+    if not mods:
+        raise ValueError("model has no score-masked layers; convert it with sparsify_(model, sparsity) first")
+    return _masks(mods, s, "global")[1][0]
+
+
+def refresh_masks(
+    model: nn.Module, sparsity: float | None = None, mode: str | None = None, *, force: bool = False
+) -> bool:
+    """Recompute every mask of ``model`` from its scores (no gradient). Returns True if masks changed.
+
+    ``sparsity`` / ``mode`` default to those set by :func:`sparsify_` / :func:`set_sparsity`.
+    The masks are recomputed only when the scores (their version counters), the sparsity or the
+    mode changed since the last call, unless ``force``. Cost O(n) in the number of scores.
+    """
+    state: _MaskState | None = getattr(model, "_ugt_state", None)
+    s = _check_sparsity(sparsity if sparsity is not None else (state.sparsity if state else 0.0))
+    mode = _check_mode(mode if mode is not None else (state.mode if state else "global"))
+    mods = [m for _, m in masked_modules(model)]
+    if not mods:
+        return False
+    key = (s, mode, tuple(m.score._version for m in mods), tuple(m.score.data_ptr() for m in mods))
+    if state is not None and state.key == key and not force:
+        return False
+    with torch.no_grad():
+        masks, _ = _masks(mods, s, mode)
+        for m, mask in zip(mods, masks, strict=True):
+            m.mask.copy_(mask)
+    if state is not None:
+        state.key = key
+    return True
+
+
+def set_sparsity(model: nn.Module, sparsity: float, mode: str | None = None) -> None:
+    """Set the target sparsity (and optionally the mode) of ``model`` and refresh its masks now."""
+    state: _MaskState | None = getattr(model, "_ugt_state", None)
+    if state is None:
+        raise ValueError("model was not converted; call sparsify_(model, sparsity) first")
+    state.sparsity = _check_sparsity(sparsity)
+    if mode is not None:
+        state.mode = _check_mode(mode)
+    refresh_masks(model)  # the next forward finds them up to date
+
+
+def _refresh_hook(module: nn.Module, args) -> None:  # forward pre-hook installed by sparsify_
+    refresh_masks(module)
+
+
+def current_sparsity(model: nn.Module) -> float:
+    """Fraction of scored weights whose mask is 0 right now (over all masked tensors of ``model``)."""
+    mods = [m for _, m in masked_modules(model)]
+    if not mods:
+        raise ValueError("model has no score-masked layers")
+    removed = sum(float((m.mask == 0).sum()) for m in mods)
+    return removed / sum(m.mask.numel() for m in mods)
+
+
+def layer_sparsities(model: nn.Module) -> dict[str, float]:
+    """``{module name: fraction of its weights masked out}`` for every masked tensor of ``model``."""
+    return {n: float((m.mask == 0).float().mean()) for n, m in masked_modules(model)}
+
+
+def _is_linear(m: nn.Module) -> bool:
+    if isinstance(m, SparseLinear):
+        return False
+    if isinstance(m, nn.Linear):
+        return True
+    try:
+        from torch_geometric.nn.dense.linear import Linear as PygLinear
+    except ImportError:  # PyG is optional
+        return False
+    return isinstance(m, PygLinear)
+
+
+def sparsify_(
+    model: nn.Module,
+    sparsity: float,
+    *,
+    mode: str = "global",
+    weight_init: str | None = None,
+    score_init: str = "kaiming_uniform",
+    mask_attention: bool = True,
+    freeze_others: bool = True,
+) -> nn.Module:
+    """Turn ``model`` into an untrained-ticket model **in place** and return it.
+
+    Every ``torch.nn.Linear`` and ``torch_geometric.nn.Linear`` inside ``model`` (e.g. ``GCNConv.lin``,
+    ``GATConv.lin``, the MLP of ``GINConv``) is replaced by a :class:`SparseLinear` holding the same
+    weights (or fresh ones, ``weight_init``); with ``mask_attention`` the attention vectors
+    ``att_src`` / ``att_dst`` / ``att`` of GAT-style convolutions are masked too (reference
+    ``SparseParameter``). Every other parameter is frozen when ``freeze_others``. A forward
+    pre-hook refreshes the masks, so ``model(x, edge_index)`` always runs at the current target.
+
+    Parameters
+    ----------
+    model : nn.Module
+    sparsity : float in [0, 1)
+        Fraction of all scored weights removed.
+    mode : {"global", "layerwise"}, default "global"
+        One threshold over all scores (UGT) or per tensor (Edge-Popup).
+    weight_init : {None, "kaiming_uniform", "kaiming_normal", "signed_constant"}
+        None keeps the model's current weights (at sparsity 0 the outputs are unchanged).
+    score_init : str, default "kaiming_uniform"
+    mask_attention : bool, default True
+    freeze_others : bool, default True
+
+    Raises
+    ------
+    TypeError if ``model`` is not an ``nn.Module``; ValueError for a bad ``sparsity``/``mode``/init,
+    if ``model`` was already converted, or if it holds no ``Linear`` layer.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model should be a torch.nn.Module, got {type(model).__name__}")
+    s = _check_sparsity(sparsity)
+    _check_mode(mode)
+    if weight_init is not None and weight_init not in WEIGHT_INITS:
+        raise ValueError(f"weight_init={weight_init!r} is not valid; choose None or one of {list(WEIGHT_INITS)}")
+    if getattr(model, "_ugt_state", None) is not None:
+        raise ValueError("model is already sparsified; use set_sparsity(model, s) to change its sparsity")
+    targets = [(n, m) for n, m in model.named_modules() if _is_linear(m)]
+    if not targets and not masked_modules(model):
+        raise ValueError(f"model ({type(model).__name__}) holds no Linear layer to convert")
+    for name, lin in targets:
+        parent_name, _, attr = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        new = SparseLinear.from_linear(lin, weight_init=weight_init, score_init=score_init)
+        if name == "":
+            raise ValueError("model is itself a Linear; wrap it or use SparseLinear.from_linear")
+        setattr(parent, attr, new)
+    if mask_attention:
+        for _, mod in list(model.named_modules()):
+            for attr in ("att_src", "att_dst", "att"):
+                p = mod._parameters.get(attr) if hasattr(mod, "_parameters") else None
+                if isinstance(p, nn.Parameter) and p.dim() >= 2 and not parametrize.is_parametrized(mod, attr):
+                    if weight_init is not None:
+                        init_weight_(p.data, weight_init)
+                    parametrize.register_parametrization(mod, attr, ScoreMask(tuple(p.shape), score_init))
+    if freeze_others:
+        score_ids = {id(p) for p in score_parameters(model)}
+        for p in model.parameters():
+            if id(p) not in score_ids:
+                p.requires_grad_(False)
+    model._ugt_state = _MaskState(sparsity=s, mode=mode)
+    model.register_forward_pre_hook(_refresh_hook)
+    refresh_masks(model)
+    return model

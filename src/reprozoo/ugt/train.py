@@ -1,0 +1,229 @@
+"""Full-batch transductive training of dense and untrained-ticket node classifiers.
+
+One loop serves the three methods of the paper's comparison (reference
+``models/supervised_learning.py``):
+
+* **UGT**: only the scores are optimised (AdamW, lr 0.01, weight decay 0), the masks follow a
+  sparsity schedule (linear ramp over the first half by default), validation and test are read
+  at the final sparsity;
+* **Edge-Popup**: the same with per-layer thresholds and no ramp (``ConstantSparsitySchedule``);
+* **dense**: every weight is trained (Adam with weight decay, dropout in the model).
+
+In all three the epoch with the best validation accuracy is kept (its parameters are restored)
+and only then is test accuracy read.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from reprozoo.core.checks import check_float, check_int
+from reprozoo.ugt.models import check_graph
+from reprozoo.ugt.schedule import ConstantSparsitySchedule, LinearSparsitySchedule, _Schedule
+from reprozoo.ugt.sparse import current_sparsity, layer_sparsities, score_parameters, set_sparsity
+
+__all__ = ["FitResult", "prepare_inputs", "fit_node_classifier", "evaluate_accuracy", "is_ugt_model"]
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit_node_classifier` returns (the model itself is left at its best epoch).
+
+    Attributes: ``best_epoch`` (0-based), ``train_acc``/``val_acc``/``test_acc`` in [0, 1] at that
+    epoch, ``epochs`` run, ``seconds`` of wall time, ``sparsity`` actually reached (fraction of
+    scored weights removed; 0 for dense models), ``layer_sparsity`` per masked tensor, and
+    ``history`` (per epoch: ``loss``, ``val_acc``, ``sparsity`` used for the training step).
+    """
+
+    best_epoch: int
+    train_acc: float
+    val_acc: float
+    test_acc: float
+    epochs: int
+    seconds: float
+    sparsity: float = 0.0
+    layer_sparsity: dict[str, float] = field(default_factory=dict)
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+
+def is_ugt_model(model: nn.Module) -> bool:
+    """True if ``model`` was converted by :func:`~reprozoo.ugt.sparse.sparsify_`."""
+    return getattr(model, "_ugt_state", None) is not None
+
+
+def prepare_inputs(x: Tensor, edge_index: Tensor, *, sparse_features: bool | None = None) -> tuple[Tensor, Tensor]:
+    """Validate ``(x, edge_index)`` and return the fast forms used in training: ``(x', adj_t)``.
+
+    ``x'`` is ``x`` as a CSR tensor when ``sparse_features`` (default: when under 10 % of the
+    entries are non-zero, as for bag-of-words features), else ``x``; ``adj_t`` is the (N, N) CSR
+    adjacency with rows = targets (PyG's ``adj_t``), equivalent to ``edge_index`` in every conv.
+    """
+    check_graph(x, edge_index)
+    from torch_geometric.utils import to_torch_csr_tensor
+
+    n = int(x.shape[0])
+    if sparse_features is None:
+        sparse_features = x.layout == torch.strided and float((x != 0).float().mean()) < 0.1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
+        if sparse_features and x.layout == torch.strided:
+            x = x.to_sparse_csr()
+        if edge_index.layout == torch.strided:
+            edge_index = to_torch_csr_tensor(edge_index.flip(0), size=(n, n))
+    return x, edge_index
+
+
+@torch.no_grad()
+def evaluate_accuracy(model: nn.Module, x: Tensor, adj: Tensor, y: Tensor, masks: list[Tensor]) -> list[float]:
+    """Accuracy of ``model`` (eval mode, current sparsity target) on each boolean node mask."""
+    model.eval()
+    pred = model(x, adj).argmax(dim=1)
+    return [float((pred[m] == y[m]).float().mean()) for m in masks]
+
+
+def _snapshot(model: nn.Module) -> dict[str, Tensor]:
+    """Copies of the trainable parameters (the frozen ones never change, so they are not copied)."""
+    return {k: p.detach().clone() for k, p in model.named_parameters() if p.requires_grad}
+
+
+@torch.no_grad()
+def _restore(model: nn.Module, snap: dict[str, Tensor]) -> None:
+    params = dict(model.named_parameters())
+    for k, v in snap.items():
+        params[k].copy_(v)
+
+
+def fit_node_classifier(
+    model: nn.Module,
+    x: Tensor,
+    edge_index: Tensor,
+    y: Tensor,
+    train_mask: Tensor,
+    val_mask: Tensor,
+    test_mask: Tensor,
+    *,
+    epochs: int = 400,
+    lr: float = 0.01,
+    weight_decay: float | None = None,
+    schedule: _Schedule | None = None,
+    weight_l1: float = 0.0,
+) -> FitResult:
+    """Train ``model`` full-batch on ``train_mask``, keep the best-validation epoch, then read test accuracy.
+
+    Parameters
+    ----------
+    model : nn.Module
+        A dense model (all trainable parameters are optimised with Adam) or a UGT model from
+        :func:`~reprozoo.ugt.sparse.sparsify_` (only scores, AdamW with weight decay 0, as the
+        reference ``score_only`` mode).
+    x : Tensor (N, F) float; edge_index : Tensor (2, E) int64 or sparse (N, N) adj_t
+    y : Tensor (N,) int64 in [0, C)
+    train_mask, val_mask, test_mask : Tensor (N,) bool, each non-empty
+    epochs : int, default 400
+    lr : float, default 0.01
+    weight_decay : float, optional
+        Default 0 for UGT models (reference), 5e-4 for dense ones (Kipf & Welling).
+    schedule : callable epoch -> sparsity, optional (UGT models only)
+        Default :class:`LinearSparsitySchedule` to the model's current target over ``epochs``.
+        Validation/test use ``schedule.final``.
+    weight_l1 : float, default 0
+        Weight of the reference's optional ``Σ_l mean(sigmoid(S_l))`` penalty (UGT only).
+
+    Returns
+    -------
+    FitResult (``model`` is left holding its best-validation state)
+
+    Raises
+    ------
+    ValueError / TypeError for inconsistent shapes, empty masks, labels out of range, bad numbers.
+
+    Notes
+    -----
+    Cost per epoch: one forward + backward at the training sparsity and one forward at the
+    final sparsity; mask refresh O(#scores) (``kthvalue``).
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model should be a torch.nn.Module, got {type(model).__name__}")
+    epochs = check_int(epochs, "epochs", low=1)
+    lr = check_float(lr, "lr", low=0.0, low_inclusive=False)
+    weight_l1 = check_float(weight_l1, "weight_l1", low=0.0)
+    x, adj = prepare_inputs(x, edge_index)
+    n = int(x.shape[0])
+    if not isinstance(y, Tensor) or y.dim() != 1 or y.shape[0] != n or y.dtype != torch.int64:
+        raise ValueError(f"y should be an int64 tensor of shape ({n},), got "
+                         f"{tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__}")
+    n_out = getattr(model, "out_channels", None)
+    if int(y.min()) < 0 or (n_out is not None and int(y.max()) >= n_out):
+        raise ValueError(f"y holds labels in [{int(y.min())}, {int(y.max())}] but the model has {n_out} outputs")
+    for name, m in (("train_mask", train_mask), ("val_mask", val_mask), ("test_mask", test_mask)):
+        if not isinstance(m, Tensor) or m.dtype != torch.bool or tuple(m.shape) != (n,):
+            raise ValueError(f"{name} should be a bool tensor of shape ({n},)")
+        if not bool(m.any()):
+            raise ValueError(f"{name} selects no node")
+
+    ugt = is_ugt_model(model)
+    if ugt:
+        final = model._ugt_state.sparsity
+        if schedule is None:
+            schedule = LinearSparsitySchedule(final, epochs)
+        final = schedule.final
+        params = list(score_parameters(model))
+        wd = 0.0 if weight_decay is None else check_float(weight_decay, "weight_decay", low=0.0)
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+    else:
+        if schedule is not None and not isinstance(schedule, ConstantSparsitySchedule):
+            raise ValueError("schedule is only meaningful for a UGT model (converted with sparsify_)")
+        params = [p for p in model.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("model has no trainable parameter")
+        wd = 5e-4 if weight_decay is None else check_float(weight_decay, "weight_decay", low=0.0)
+        opt = torch.optim.Adam(params, lr=lr, weight_decay=wd)
+
+    y_train = y[train_mask]
+    best = (-1.0, -1)
+    best_state = _snapshot(model)
+    hist: dict[str, list[float]] = {"loss": [], "val_acc": [], "sparsity": []}
+    t0 = time.perf_counter()
+    for epoch in range(epochs):
+        # -- one full-batch step at the scheduled sparsity s_t (UGT Sec. 3.2) ------------------
+        model.train()
+        s_t = schedule(epoch) if ugt else 0.0
+        if ugt:
+            set_sparsity(model, s_t)
+        out = model(x, adj)
+        loss = F.cross_entropy(out[train_mask], y_train)
+        if ugt and weight_l1 > 0:
+            loss = loss + weight_l1 * sum(torch.sigmoid(s).mean() for s in params)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        # -- validation at the final sparsity; keep the best epoch --------------------------
+        if ugt:
+            set_sparsity(model, final)
+        (val_acc,) = evaluate_accuracy(model, x, adj, y, [val_mask])
+        hist["loss"].append(float(loss.detach()))
+        hist["val_acc"].append(val_acc)
+        hist["sparsity"].append(s_t)
+        if val_acc > best[0]:
+            best = (val_acc, epoch)
+            best_state = _snapshot(model)
+    seconds = time.perf_counter() - t0
+    _restore(model, best_state)
+    train_acc, val_acc, test_acc = evaluate_accuracy(model, x, adj, y, [train_mask, val_mask, test_mask])
+    return FitResult(
+        best_epoch=best[1], train_acc=train_acc, val_acc=val_acc, test_acc=test_acc, epochs=epochs,
+        seconds=seconds, sparsity=current_sparsity(model) if ugt else 0.0,
+        layer_sparsity=layer_sparsities(model) if ugt else {}, history=hist,
+    )
+
+
+def clone_model(model: nn.Module) -> nn.Module:
+    """A deep copy (UGT state and hooks included)."""
+    return copy.deepcopy(model)

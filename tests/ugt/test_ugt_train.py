@@ -1,0 +1,108 @@
+"""Training loop: frozen weights, scores only, ramp per epoch, best-validation epoch, determinism."""
+
+import pytest
+import torch
+
+pytest.importorskip("torch_geometric")
+
+from reprozoo.core.seed import seed_everything  # noqa: E402
+from reprozoo.ugt import (  # noqa: E402
+    GCN,
+    UGTGCN,
+    ConstantSparsitySchedule,
+    LinearSparsitySchedule,
+    current_sparsity,
+    fit_node_classifier,
+    score_parameters,
+)
+
+
+def _toy(n=60, f=10, c=3, seed=0):
+    """Two-community-per-class toy graph whose features carry the class (learnable in a few epochs)."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % c
+    x = torch.rand(n, f, generator=g) * 0.5
+    x[torch.arange(n), y] += 1.0
+    src = torch.randint(0, n, (3 * n,), generator=g)
+    dst = (src + c * torch.randint(1, 4, (3 * n,), generator=g)) % n  # same-class neighbours
+    ei = torch.cat([torch.stack([src, dst]), torch.stack([dst, src])], dim=1)
+    idx = torch.randperm(n, generator=g)
+    tr, va, te = (torch.zeros(n, dtype=torch.bool) for _ in range(3))
+    tr[idx[:20]], va[idx[20:40]], te[idx[40:]] = True, True, True
+    return x, ei, y, tr, va, te
+
+
+def test_weights_bit_identical_and_only_scores_change():
+    x, ei, y, tr, va, te = _toy()
+    seed_everything(0)
+    model = UGTGCN(10, 16, 3, 2, sparsity=0.5)
+    frozen = {k: v.clone() for k, v in model.state_dict().items() if not k.endswith("score")}
+    scores = [p.clone() for p in score_parameters(model)]
+    fit = fit_node_classifier(model, x, ei, y, tr, va, te, epochs=20)
+    for k, v in model.state_dict().items():
+        if not k.endswith("score"):
+            assert torch.equal(v, frozen[k]), k
+    assert any(not torch.equal(a, b) for a, b in zip(scores, score_parameters(model), strict=True))
+    assert fit.sparsity == pytest.approx(0.5, abs=1e-3)
+    assert 0 <= fit.best_epoch < 20 and 0.0 <= fit.test_acc <= 1.0
+
+
+def test_mask_density_follows_ramp_each_epoch():
+    x, ei, y, tr, va, te = _toy()
+    seed_everything(0)
+    model = UGTGCN(10, 16, 3, 2, sparsity=0.8)
+    seen = []
+
+    def record(mod, args, out):
+        if mod.training:
+            seen.append(current_sparsity(mod))
+
+    model.register_forward_hook(record)
+    sched = LinearSparsitySchedule(0.8, 10)
+    fit_node_classifier(model, x, ei, y, tr, va, te, epochs=10, schedule=sched)
+    n = sum(p.numel() for p in score_parameters(model))
+    assert seen == pytest.approx([round(sched(t) * n) / n for t in range(10)])
+
+
+def test_best_validation_epoch_is_kept():
+    x, ei, y, tr, va, te = _toy()
+    seed_everything(1)
+    model = GCN(10, 16, 3, 2, dropout=0.5)
+    fit = fit_node_classifier(model, x, ei, y, tr, va, te, epochs=30)
+    assert fit.val_acc == pytest.approx(max(fit.history["val_acc"]))
+    assert fit.history["val_acc"][fit.best_epoch] == pytest.approx(fit.val_acc)
+    assert fit.history["val_acc"].index(fit.val_acc) == fit.best_epoch  # first best epoch
+
+
+def test_determinism_per_seed():
+    x, ei, y, tr, va, te = _toy()
+
+    def once(seed):
+        seed_everything(seed)
+        m = UGTGCN(10, 16, 3, 2, sparsity=0.7, mode="layerwise")
+        return fit_node_classifier(m, x, ei, y, tr, va, te, epochs=8, schedule=ConstantSparsitySchedule(0.7, 8))
+
+    a, b, c = once(3), once(3), once(4)
+    assert a.history == b.history and a.test_acc == b.test_acc
+    assert a.history != c.history
+
+
+def test_bad_training_input():
+    x, ei, y, tr, va, te = _toy()
+    model = UGTGCN(10, 16, 3, 2, sparsity=0.5)
+    with pytest.raises(ValueError, match="y"):
+        fit_node_classifier(model, x, ei, y[:-1], tr, va, te, epochs=1)
+    with pytest.raises(ValueError, match="labels"):
+        fit_node_classifier(model, x, ei, y + 5, tr, va, te, epochs=1)
+    with pytest.raises(ValueError, match="selects no node"):
+        fit_node_classifier(model, x, ei, y, tr, torch.zeros_like(va), te, epochs=1)
+    with pytest.raises(ValueError, match="train_mask"):
+        fit_node_classifier(model, x, ei, y, tr.long(), va, te, epochs=1)
+    with pytest.raises(ValueError, match="epochs"):
+        fit_node_classifier(model, x, ei, y, tr, va, te, epochs=0)
+    with pytest.raises(ValueError, match="no edges"):
+        fit_node_classifier(model, x, torch.empty(2, 0, dtype=torch.long), y, tr, va, te, epochs=1)
+    with pytest.raises(ValueError, match="schedule"):
+        fit_node_classifier(GCN(10, 8, 3), x, ei, y, tr, va, te, epochs=1, schedule=LinearSparsitySchedule(0.5, 1))
+    with pytest.raises(TypeError, match="model"):
+        fit_node_classifier(None, x, ei, y, tr, va, te)
