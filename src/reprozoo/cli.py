@@ -19,6 +19,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from reprozoo.core import registry
@@ -63,7 +64,8 @@ def info(name: Annotated[str, typer.Argument(help="method name, see `reprozoo li
         raise _usage_error(exc.args[0]) from None
     console.print(f"[bold]{spec.name}[/]: {spec.title}\npaper: {spec.paper}\nfield: {spec.field}")
     console.print(f"data sets: {', '.join(spec.datasets)}\npresets: {', '.join(spec.presets)}")
-    console.print(f"primary metric: {spec.primary_metric}" + (f"\nextra: reprozoo[{spec.extra}]" if spec.extra else ""))
+    extra = escape(f"\nextra: reprozoo[{spec.extra}]") if spec.extra else ""
+    console.print(f"primary metric: {spec.primary_metric}{extra}")
     try:
         module = registry.load(name)
     except ModuleNotFoundError as exc:

@@ -26,6 +26,8 @@ class ExperimentSpec:
     datasets: tuple[str, ...]
     presets: tuple[str, ...]
     primary_metric: str
+    # presets: "quick" (shipped data, minutes), "full"/"standard" (paper-scale, long), "smoke"
+    # (seconds: checks the whole pipeline, used by the tests; numbers not meaningful)
     extra: str = ""  # pip extra that holds its heavy dependencies
     higher_is_better: bool = True
 
@@ -52,7 +54,7 @@ register(
             "MSRC-v1", "HW", "3Sources", "BBCSport", "ORL_4views", "Texas", "Cornell",
             "Washington", "WebKB-Texas", "synthetic3d",
         ),
-        presets=("quick", "full"),
+        presets=("quick", "full", "smoke"),
         primary_metric="NMImax",
     )
 )
@@ -79,7 +81,7 @@ register(
         paper="Cheng et al., 'Compound Batch Normalization for Long-tailed Image Classification', ACM MM 2022, "
         "arXiv:2212.01007",
         datasets=("CIFAR-10-LT", "MNIST-LT", "CIFAR-10-LT-full", "CIFAR-100-LT-full"),
-        presets=("quick", "standard", "full"),
+        presets=("quick", "standard", "full", "smoke"),
         primary_metric="top1",
     )
 )
@@ -104,7 +106,7 @@ register(
         paper="Huang et al., 'Distributed Pruning Towards Tiny Neural Networks in Federated Learning', ICDCS 2023, "
         "arXiv:2212.01977",
         datasets=("MNIST", "CIFAR-10-subset"),
-        presets=("quick", "standard"),
+        presets=("quick", "standard", "smoke"),
         primary_metric="top1",
         extra="fl",
     )

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from reprozoo.core.io import cache_dir as _cache_root
 from reprozoo.datasets._paths import DataNotFoundError, find_data_file
 
 __all__ = ["PLANETOID_NAMES", "PlanetoidGraph", "load_planetoid", "planetoid_raw_files"]
@@ -126,7 +127,7 @@ def planetoid_raw_files(name: str, root: str | os.PathLike | None = None) -> dic
 
 
 def _default_cache() -> Path:
-    return Path(os.environ.get("REPROZOO_CACHE", "~/.cache/reprozoo")).expanduser() / "planetoid_pyg"
+    return _cache_root("planetoid_pyg")
 
 
 def _prepared_root(canon: str, files: dict[str, Path], cache_dir: Path) -> Path:
