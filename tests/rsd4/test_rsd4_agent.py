@@ -168,3 +168,45 @@ def test_ablations_and_options_learn(kw):
     assert agent.n_updates > 0 and np.isfinite(agent.last_critic_loss)
     a, _ = agent.predict(make_env().reset(seed=0)[0])
     assert np.all(np.abs(a) <= 1)
+
+
+def test_replay_keeps_costs_and_defaults_them_to_zero():
+    rep = EpisodeReplay(capacity=4, episode_length=5, state_dim=2, action_dim=1, hidden_dim=4)
+    m = 2
+    costs = np.arange(m * 5, dtype=np.float32).reshape(m, 5)
+    args = (np.zeros((m, 6, 2)), np.zeros((m, 6, 1)), np.zeros((m, 5, 1)), np.zeros((m, 5)), np.zeros((m, 5)),
+            np.zeros((m, 1, 4, 2, 4)))
+    rep.push(*args, costs)
+    b = rep.sample(6, np.random.default_rng(0))
+    for j in range(6):
+        np.testing.assert_array_equal(b["costs"][j].numpy(), costs[int(b["index"][j])])
+    rep.push(*args)  # no costs: zeros
+    np.testing.assert_array_equal(rep.costs[2:4], 0.0)
+    with pytest.raises(ValueError, match="costs"):
+        rep.push(*args, costs[:, :3])
+
+
+def test_critic_rewards_use_the_current_dual_price():
+    # regression: rewards stored with the price of their time made the critic's action gradient lag the dual
+    # price by the whole replay (10k user-episodes), so actors kept starving users worth serving at the new price
+    env = make_env()
+    agent = tiny_agent(env)
+    agent.learn(60)
+    stored = agent.replay.rewards[: len(agent.replay)]
+    # price-free part: weighted deliveries, integers >= 0 here (integer weights; a priced reward is not)
+    assert np.array_equal(env.unwrapped.weights, np.round(env.unwrapped.weights))
+    assert (stored >= 0).all() and np.array_equal(stored, np.round(stored)) and stored.max() > 0
+    assert (agent.replay.costs[: len(agent.replay)] > 0).any()
+    batch = agent.replay.sample(8, np.random.default_rng(1))
+    env.lam = 0.1
+    r1 = agent.batch_rewards(batch)
+    env.lam = 1.3
+    r2 = agent.batch_rewards(batch)
+    torch.testing.assert_close(r1 - r2, 1.2 * batch["costs"])
+    torch.testing.assert_close(r2, batch["rewards"] - 1.3 * batch["costs"])
+    # the ablation keeps the reward priced when the step was taken
+    frozen = tiny_agent(make_env(), relabel_rewards=False)
+    frozen.learn(60)
+    assert (frozen.replay.costs[: len(frozen.replay)] == 0).all()
+    b = frozen.replay.sample(4, np.random.default_rng(1))
+    assert torch.equal(frozen.batch_rewards(b), b["rewards"])

@@ -20,7 +20,10 @@ Algorithm (paper Alg. 1; reference ``alg/RSD4_OUT_XIN.py`` and ``main_tb_pair.py
    ``train_freq`` environment steps, then ``gradient_steps`` iterations (reference: every 100 steps,
    ``n_users`` iterations, each updating both critics).
 5. The Lagrangian price ``lam`` is owned by :class:`~reprozoo.rsd4.env.LagrangianWrapper` (dual update after
-   each episode); the agent reads the per-user rewards it computes.
+   each episode). The replay keeps each step's weighted deliveries and resource apart, and the critic's reward
+   is ``beta_i delivered_i - lam * resource_i`` with the price current at sampling time (``relabel_rewards``),
+   so that the critic estimates the Lagrangian of the current dual iterate (paper Sec. 3, Lagrangian
+   relaxation; the reference keeps lam fixed, where both readings coincide).
 """
 
 from __future__ import annotations
@@ -171,6 +174,9 @@ class RSD4:
         on windows of that length starting from the stored behaviour hidden states.
     recurrent : bool, default True
         ``False``: no LSTM (SD3 ablation).
+    relabel_rewards : bool, default True
+        Recompute stored rewards with the current price ``lam`` when sampling (see the module notes);
+        ``False`` keeps the reward computed with the price in force when the step was taken.
     seed : int, optional
     verbose : int, default 0
 
@@ -208,6 +214,7 @@ class RSD4:
         buffer_size: int = 10_000,
         segment_length: int | None = None,
         recurrent: bool = True,
+        relabel_rewards: bool = True,
         seed: int | None = None,
         verbose: int = 0,
     ) -> None:
@@ -230,6 +237,7 @@ class RSD4:
         self.buffer_size = buffer_size
         self.segment_length = segment_length
         self.recurrent = recurrent
+        self.relabel_rewards = bool(relabel_rewards)
         self.seed = seed
         self.verbose = verbose
         self._check_params()
@@ -240,8 +248,8 @@ class RSD4:
     _PARAMS = (
         "learning_rate", "batch_size", "softmax_beta", "n_target_samples", "policy_delay", "tau", "gamma",
         "hidden_dim", "weight_decay", "exploration_noise", "target_noise", "importance_sampling",
-        "learning_starts", "train_freq", "gradient_steps", "buffer_size", "segment_length", "recurrent", "seed",
-        "verbose",
+        "learning_starts", "train_freq", "gradient_steps", "buffer_size", "segment_length", "recurrent",
+        "relabel_rewards", "seed", "verbose",
     )
 
     def _check_params(self) -> None:
@@ -413,6 +421,7 @@ class RSD4:
         lasts = np.full((n, t_len + 1, lay.action_dim), -1.0, np.float32)
         acts = np.zeros((n, t_len, lay.action_dim), np.float32)
         rews = np.zeros((n, t_len), np.float32)
+        costs = np.zeros((n, t_len), np.float32)
         dones = np.zeros((n, t_len), np.float32)
         hid = np.zeros((n, t_len if self.segment_length is not None else 1, 4, 2, self.hidden_dim), np.float32)
         thr = res = rew = 0.0
@@ -436,7 +445,11 @@ class RSD4:
             states[:, t] = ms[0]
             acts[:, t] = per_user[0]
             obs, reward, terminated, truncated, info = self.env.step(lay.join_actions(per_user)[0])
-            rews[:, t] = info["per_user_reward"]
+            if self.relabel_rewards:  # price-free part and resource; the price is applied when sampling
+                rews[:, t] = info["per_user_reward"] + info["lam"] * info["per_user_resource"]
+                costs[:, t] = info["per_user_resource"]
+            else:
+                rews[:, t] = info["per_user_reward"]
             thr += info["throughput"]
             res += info["resource"]
             rew += reward
@@ -453,11 +466,32 @@ class RSD4:
                 break
         states[:, t_len] = lay.mini_states(np.asarray(obs, np.float32)[None])[0]
         lasts[:, t_len] = state[1][0]
-        self.replay.push(states, lasts, acts, rews, dones, hid)
+        self.replay.push(states, lasts, acts, rews, dones, hid, costs)
         self.episode_log.append({"timesteps": self.num_timesteps, "throughput": thr / t_len, "resource": res / t_len,
-                                 "reward": rew / t_len, "lam": float(getattr(self.env, "lam", 0.0))})
+                                 "reward": rew / t_len, "lam": self.price()})
         if progress is not None:
             progress(self.num_timesteps, end)
+
+    def price(self) -> float:
+        """The current resource price ``lam`` of the environment (its outermost wrapper that has one; 0 if none)."""
+        if self.env is None:
+            return 0.0
+        try:
+            return float(self.env.get_wrapper_attr("lam"))
+        except AttributeError:
+            return 0.0
+
+    def batch_rewards(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Per-user rewards ``(B, L)`` of a replay batch for the critic target.
+
+        With ``relabel_rewards`` the stored price-free part minus the *current* price times the stored resource,
+        ``beta_i delivered_i - lam_now * resource_i`` (the Lagrangian of paper Sec. 3 at the current dual
+        iterate); otherwise the rewards as stored. Without this, a replay that spans the whole run mixes rewards
+        priced at every past ``lam`` and the critic's action gradient lags the dual price.
+        """
+        if not self.relabel_rewards:
+            return batch["rewards"]
+        return batch["rewards"] - self.price() * batch["costs"]
 
     def train_step(self) -> None:
         """One iteration: update critic/actor 1 then 2 (reference ``train``), each on its own batch."""
@@ -468,7 +502,7 @@ class RSD4:
     def _update(self, k: int) -> None:
         batch = self.replay.sample(self.batch_size, self.rng, self.segment_length)
         s, la, a = batch["states"], batch["last_actions"], batch["actions"]
-        r, d, h = batch["rewards"], batch["dones"], batch["hidden"]  # h: (4, 2, 1, B, H)
+        r, d, h = self.batch_rewards(batch), batch["dones"], batch["hidden"]  # h: (4, 2, 1, B, H)
         hx = [(h[j, 0], h[j, 1]) for j in range(4)]
         valid = self._valid
         user = s[:, 0, 0].long()  # user id of each sampled episode

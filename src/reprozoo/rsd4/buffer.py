@@ -31,7 +31,9 @@ class EpisodeReplay:
         Keep the hidden states of every step (needed for segments) instead of the initial one only.
 
     Storage per entry: states ``(T+1, S)``, last actions ``(T+1, A)`` (``last[t]`` = action before state ``t``),
-    actions ``(T, A)``, rewards ``(T,)``, dones ``(T,)`` and hidden ``(T or 1, n_nets, 2, H)``.
+    actions ``(T, A)``, rewards ``(T,)``, dones ``(T,)``, hidden ``(T or 1, n_nets, 2, H)`` and costs ``(T,)``
+    (the resource used at each step; lets a Lagrangian agent recompute ``reward - lam * cost`` with the current
+    price at sampling time).
     """
 
     def __init__(
@@ -48,6 +50,7 @@ class EpisodeReplay:
         self.actions = np.zeros((c, t, action_dim), np.float32)
         self.rewards = np.zeros((c, t), np.float32)
         self.dones = np.zeros((c, t), np.float32)
+        self.costs = np.zeros((c, t), np.float32)
         self.hidden = np.zeros((c, t if self.store_every_step else 1, n_nets, 2, hidden_dim), np.float32)
         self.pos = 0
         self.size = 0
@@ -57,12 +60,15 @@ class EpisodeReplay:
 
     def push(
         self, states: np.ndarray, last_actions: np.ndarray, actions: np.ndarray, rewards: np.ndarray,
-        dones: np.ndarray, hidden: np.ndarray,
+        dones: np.ndarray, hidden: np.ndarray, costs: np.ndarray | None = None,
     ) -> None:
         """Add ``M`` user-episodes: states ``(M,T+1,S)``, last_actions ``(M,T+1,A)``, actions ``(M,T,A)``,
-        rewards/dones ``(M,T)``, hidden ``(M, T or 1, n_nets, 2, H)``. Raises ``ValueError`` on a shape mismatch."""
+        rewards/dones ``(M,T)``, hidden ``(M, T or 1, n_nets, 2, H)``, optional costs ``(M,T)`` (zeros if omitted).
+        Raises ``ValueError`` on a shape mismatch."""
         m = states.shape[0]
         t = self.episode_length
+        if costs is None:
+            costs = np.zeros((m, t), np.float32)
         expect = {
             "states": (states, (m, t + 1, self.states.shape[2])),
             "last_actions": (last_actions, (m, t + 1, self.last_actions.shape[2])),
@@ -70,6 +76,7 @@ class EpisodeReplay:
             "rewards": (rewards, (m, t)),
             "dones": (dones, (m, t)),
             "hidden": (hidden, (m, *self.hidden.shape[1:])),
+            "costs": (costs, (m, t)),
         }
         for name, (arr, shape) in expect.items():
             if tuple(arr.shape) != shape:
@@ -77,6 +84,7 @@ class EpisodeReplay:
         idx = (self.pos + np.arange(m)) % self.capacity
         self.states[idx], self.last_actions[idx], self.actions[idx] = states, last_actions, actions
         self.rewards[idx], self.dones[idx], self.hidden[idx] = rewards, dones, hidden
+        self.costs[idx] = costs
         self.pos = int((self.pos + m) % self.capacity)
         self.size = min(self.size + m, self.capacity)
 
@@ -86,7 +94,8 @@ class EpisodeReplay:
         """A batch of ``batch_size`` episodes (or windows of ``segment_length`` steps).
 
         Returns tensors: ``states (B,L+1,S)``, ``last_actions (B,L+1,A)``, ``actions (B,L,A)``, ``rewards (B,L)``,
-        ``dones (B,L)``, ``hidden (n_nets, 2, 1, B, H)`` (ready for ``nn.LSTM``), ``index (B,)``, ``start (B,)``.
+        ``dones (B,L)``, ``costs (B,L)``, ``hidden (n_nets, 2, 1, B, H)`` (ready for ``nn.LSTM``), ``index (B,)``,
+        ``start (B,)``.
         """
         if self.size == 0:
             raise ValueError("the replay buffer is empty; collect episodes before sampling")
@@ -107,6 +116,7 @@ class EpisodeReplay:
             "actions": torch.from_numpy(self.actions[rows, steps[:, :-1]]),
             "rewards": torch.from_numpy(self.rewards[rows, steps[:, :-1]]),
             "dones": torch.from_numpy(self.dones[rows, steps[:, :-1]]),
+            "costs": torch.from_numpy(self.costs[rows, steps[:, :-1]]),
             "hidden": torch.from_numpy(np.ascontiguousarray(h.transpose(1, 2, 0, 3))[:, :, None]),
             "index": torch.from_numpy(idx),
             "start": torch.from_numpy(start),
