@@ -2,7 +2,8 @@
 
 1. Forward + backward time of one normalisation layer at the three ResNet-32 feature shapes
    (batch 128: 16×32×32, 32×16×16, 64×8×8), for CompoundBatchNorm2d with K = 2 and K = 4, as a ratio to
-   nn.BatchNorm2d (goal of the issue: ≤ 2× at K = 2); also evaluation-mode forward.
+   nn.BatchNorm2d (goal of the issue: ≤ 2× at K = 2); also evaluation-mode forward. The three layers are
+   timed in turn within each repeat (best of the repeats), so that load from other jobs affects all alike.
 2. Epoch time of the quick preset's model (ResNet-8, width 8) on CIFAR-10-LT (ρ = 100, 2,478 images):
    BN, CBN (soft path only) and CBN with dual-path learning, as ratios to BN.
 
@@ -35,6 +36,21 @@ def _time(fn, repeats: int) -> tuple[float, float]:
     return best_cpu, best_wall
 
 
+def _time_interleaved(fns: dict, repeats: int) -> dict[str, tuple[float, float]]:
+    """Best-of-``repeats`` (CPU, wall) seconds of each function, the functions run in turn within each
+    repeat so that a burst of load from other jobs hits all of them alike (fairer ratios)."""
+    for fn in fns.values():
+        fn()  # warm-up
+    best = {name: (float("inf"), float("inf")) for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            c, w = time.process_time(), time.perf_counter()
+            fn()
+            dc, dw = time.process_time() - c, time.perf_counter() - w
+            best[name] = (min(best[name][0], dc), min(best[name][1], dw))
+    return best
+
+
 def layer_benchmark(repeats: int, batch: int) -> None:
     print(f"\n1. one layer, batch {batch}: best of {repeats}, ms (CPU / wall), ratio to nn.BatchNorm2d (CPU)")
     print(f"{'shape':>12} {'layer':>10} {'train f+b':>16} {'ratio':>6} {'eval fwd':>14} {'ratio':>6}")
@@ -42,7 +58,7 @@ def layer_benchmark(repeats: int, batch: int) -> None:
         x = torch.randn(batch, c, hw, hw)
         layers = {"BN": nn.BatchNorm2d(c), "CBN K=2": CompoundBatchNorm2d(c, 2),
                   "CBN K=4": CompoundBatchNorm2d(c, 4)}
-        base = {}
+        train, evals = {}, {}
         for name, layer in layers.items():
             xx = x.clone().requires_grad_()
 
@@ -56,9 +72,11 @@ def layer_benchmark(repeats: int, batch: int) -> None:
                 layer.eval()
                 layer(x)
 
-            tr, ev = _time(train_step, repeats), _time(eval_step, repeats)
-            if name == "BN":
-                base = {"tr": tr[0], "ev": ev[0]}
+            train[name], evals[name] = train_step, eval_step
+        tr_all, ev_all = _time_interleaved(train, repeats), _time_interleaved(evals, repeats)
+        base = {"tr": tr_all["BN"][0], "ev": ev_all["BN"][0]}
+        for name in layers:
+            tr, ev = tr_all[name], ev_all[name]
             print(f"{c}x{hw}x{hw:>3} {name:>10} {1e3 * tr[0]:7.2f} / {1e3 * tr[1]:6.2f} {tr[0] / base['tr']:6.2f}"
                   f" {1e3 * ev[0]:6.2f} / {1e3 * ev[1]:5.2f} {ev[0] / base['ev']:6.2f}")
 

@@ -370,14 +370,15 @@ class _CompoundBatchNorm(nn.Module):
         xs = x - shift[None, :, None]
         if self.num_components == 2:  # r_1 = sigmoid(ℓ_1 − ℓ_0)
             da, db, dc = ((t[1] - t[0])[None, :, None] for t in (a, b, c))
-            r = torch.addcmul(db, da, xs).mul_(xs).add_(dc).sigmoid_()
+            # (in-place per-channel terms: addcmul with a broadcast `input` takes a slow path on CPU)
+            r = torch.mul(xs, da).add_(db).mul_(xs).add_(dc).sigmoid_()
             tmp = torch.mul(xs, (pc[1] - pc[0])[None, :, None]).sub_((qc[1] - qc[0])[None, :, None])
             return xs.mul_(pc[0][None, :, None]).sub_(qc[0][None, :, None]).addcmul_(tmp, r)
         xk = xs.unsqueeze(0)
-        r = torch.addcmul(b[:, None, :, None], a[:, None, :, None], xk).mul_(xk).add_(c[:, None, :, None])
+        r = torch.mul(xk, a[:, None, :, None]).add_(b[:, None, :, None]).mul_(xk).add_(c[:, None, :, None])
         r.sub_(r.amax(dim=0, keepdim=True)).exp_()
         r.div_(r.sum(dim=0, keepdim=True))
-        return r.mul_(torch.addcmul(-qc[:, None, :, None], pc[:, None, :, None], xk)).sum(0)
+        return r.mul_(torch.mul(xk, pc[:, None, :, None]).sub_(qc[:, None, :, None])).sum(0)
 
     def _forward_hard(self, x: torch.Tensor, group_ids: torch.Tensor, update: bool) -> torch.Tensor:
         """Auxiliary path (spec step 7): per-group batch statistics; sample b uses component g_b only."""
@@ -406,10 +407,10 @@ class _CompoundBatchNorm(nn.Module):
             out, nk, mu_hat, var_hat = compound_batch_norm(x, pi, mu, var, self.eps, w, b,
                                                            self.detach_responsibilities)
         else:
+            # the shared affine is folded into the fused function (same y = γ·ŷ + β, fewer passes)
             out, nk, mu_hat, var_hat = soft_compound_bn(x, pi.to(x.dtype), mu.to(x.dtype), var.to(x.dtype),
-                                                        self.eps, self.detach_responsibilities)
-            if self.affine:
-                out = out * self.weight[None, :, None] + self.bias[None, :, None]
+                                                        self.eps, self.detach_responsibilities,
+                                                        weight=self.weight, bias=self.bias)
         self._check_stats(mu_hat, var_hat)
         if update:
             with torch.no_grad():
@@ -465,6 +466,9 @@ class _CompoundBatchNorm(nn.Module):
         ``num_reinit`` (and logged at DEBUG level)."""
         bad = (pi_hat < self.min_weight) | ~torch.isfinite(self.running_mean) | ~(self.running_var > 0)
         bad = bad | ~torch.isfinite(self.running_var)
+        if not bool(bad.any()):  # the common case: only the renormalisation of π below has an effect
+            self.running_pi.div_(self.running_pi.sum(0, keepdim=True))
+            return
         # channel mean and variance from the mixture's batch statistics (law of total variance)
         w = pi_hat / pi_hat.sum(0, keepdim=True).clamp_min(torch.finfo(pi_hat.dtype).tiny)
         ch_mean = (w * mu_hat).sum(0)
@@ -543,7 +547,8 @@ class CompoundBatchNorm2d(_CompoundBatchNorm):
 
     Notes
     -----
-    Time and memory O(K·N·C·H·W) per call (autograd keeps a few K-fold copies of the activation).
+    Time and memory O(K·N·C·H·W) per call. The training step keeps xs and r for the backward, and it
+    reuses per-thread scratch buffers for its temporaries (see ``functional.py``).
 
     Examples
     --------
