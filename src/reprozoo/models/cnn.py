@@ -7,10 +7,12 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from reprozoo.models._head import LinearClassifierMixin
+
 __all__ = ["SmallCNN", "small_cnn"]
 
 
-class SmallCNN(nn.Module):
+class SmallCNN(LinearClassifierMixin, nn.Module):
     """``len(channels)`` blocks of 3×3 conv → norm → ReLU → 2×2 max-pool, then global average pool and a linear head.
 
     Parameters
@@ -48,15 +50,6 @@ class SmallCNN(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x).mean(dim=(2, 3))
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return x if pre_logits else self.fc(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes)
 
 
 def small_cnn(num_classes: int = 10, in_chans: int = 3, **kwargs) -> SmallCNN:

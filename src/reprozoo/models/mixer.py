@@ -13,6 +13,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from reprozoo.models._head import LinearClassifierMixin
+
 __all__ = ["MixerBlock", "MlpMixer", "mixer_tiny"]
 
 NormLayer = Callable[[int], nn.Module]
@@ -38,7 +40,7 @@ class MixerBlock(nn.Module):
         return x + self.channel_mlp(self.norm2(x))
 
 
-class MlpMixer(nn.Module):
+class MlpMixer(LinearClassifierMixin, nn.Module):
     """MLP-Mixer.
 
     Parameters
@@ -60,6 +62,8 @@ class MlpMixer(nn.Module):
     input (N, in_chans, img_size, img_size) float; output (N, num_classes) logits.
     """
 
+    classifier_attr = "head"
+
     def __init__(self, img_size: int = 32, patch_size: int = 4, num_classes: int = 10, in_chans: int = 3,
                  embed_dim: int = 96, depth: int = 4, token_hidden: int = 64, channel_hidden: int = 192,
                  norm_layer: NormLayer = nn.LayerNorm):
@@ -79,15 +83,6 @@ class MlpMixer(nn.Module):
         x = self.stem(x).flatten(2).transpose(1, 2)
         return self.norm(self.blocks(x)).mean(dim=1)
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return x if pre_logits else self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.head = nn.Linear(self.num_features, num_classes)
 
 
 def mixer_tiny(num_classes: int = 10, **kwargs) -> MlpMixer:

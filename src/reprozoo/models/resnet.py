@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reprozoo.models._head import LinearClassifierMixin
+
 __all__ = ["BasicBlock", "CifarResNet", "resnet8", "resnet20", "resnet32"]
 
 NormLayer = Callable[[int], nn.Module]
@@ -42,7 +44,7 @@ class BasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
-class CifarResNet(nn.Module):
+class CifarResNet(LinearClassifierMixin, nn.Module):
     """ResNet-(6n+2) for 32×32 inputs.
 
     Parameters
@@ -98,15 +100,6 @@ class CifarResNet(nn.Module):
         x = self.layer3(self.layer2(self.layer1(x)))
         return F.adaptive_avg_pool2d(x, 1).flatten(1)
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return x if pre_logits else self.fc(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes)
 
 
 def resnet8(num_classes: int = 10, **kwargs) -> CifarResNet:

@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from reprozoo.models._head import LinearClassifierMixin
+
 __all__ = ["CifarVGG", "vgg_tiny", "vgg11"]
 
 NormLayer = Callable[[int], nn.Module]
@@ -22,7 +24,7 @@ CFGS: dict[str, tuple[int | str, ...]] = {
 }
 
 
-class CifarVGG(nn.Module):
+class CifarVGG(LinearClassifierMixin, nn.Module):
     """VGG feature stack plus a flatten → FC → ReLU → dropout → FC classifier.
 
     Parameters
@@ -76,15 +78,6 @@ class CifarVGG(nn.Module):
         """(N, C, H, W) -> (N, hidden) features after the first fully connected layer."""
         return self.pre_logits(self.features(x))
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return x if pre_logits else self.fc(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes)
 
 
 def vgg_tiny(num_classes: int = 10, **kwargs) -> CifarVGG:

@@ -12,6 +12,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from reprozoo.models._head import LinearClassifierMixin
+
 __all__ = ["Block", "VisionTransformer", "vit_tiny", "vit_small"]
 
 NormLayer = Callable[[int], nn.Module]
@@ -34,7 +36,7 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
-class VisionTransformer(nn.Module):
+class VisionTransformer(LinearClassifierMixin, nn.Module):
     """ViT with a class token.
 
     Parameters
@@ -58,6 +60,8 @@ class VisionTransformer(nn.Module):
     ------
     input (N, in_chans, img_size, img_size) float; output (N, num_classes) logits.
     """
+
+    classifier_attr = "head"
 
     def __init__(self, img_size: int = 32, patch_size: int = 4, num_classes: int = 10, in_chans: int = 3,
                  embed_dim: int = 64, depth: int = 4, num_heads: int = 4, mlp_ratio: float = 2.0,
@@ -92,15 +96,6 @@ class VisionTransformer(nn.Module):
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
         return self.norm(self.blocks(x))[:, 0]
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return x if pre_logits else self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.head = nn.Linear(self.num_features, num_classes)
 
 
 def vit_tiny(num_classes: int = 10, **kwargs) -> VisionTransformer:
