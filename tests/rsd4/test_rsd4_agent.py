@@ -159,6 +159,16 @@ def test_save_load_round_trip(tmp_path):
     other = DelayConstrainedSchedulingEnv(n_users=3, seed=1)
     with pytest.raises(ValueError, match="layout"):
         RSD4.load(path, env=other)
+    bad = tmp_path / "garbage.pt"
+    bad.write_text("garbage\n")
+    with pytest.raises(ValueError, match="not a saved RSD4 agent"):
+        RSD4.load(bad)
+    import torch
+
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(2)}, foreign)
+    with pytest.raises(ValueError, match="missing params"):
+        RSD4.load(foreign)
 
 
 @pytest.mark.parametrize("kw", [{"softmax_beta": None}, {"recurrent": False}, {"importance_sampling": True}])

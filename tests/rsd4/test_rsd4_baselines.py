@@ -63,3 +63,23 @@ def test_sb3_agent_tiny_run(algo):
     assert np.isfinite(m["throughput"])
     with pytest.raises(ValueError, match="algo"):
         SB3Agent("PPO", env)
+
+
+def test_recurrent_ppo_keeps_its_lstm_state_across_steps():
+    env = LagrangianWrapper(DelayConstrainedSchedulingEnv(arrival="poisson", seed=0, episode_length=20),
+                            budget=5.0, lr=0.01, lam=0.3)
+    agent = SB3Agent("RecurrentPPO", env, seed=0, n_steps=40, batch_size=20, n_epochs=1,
+                     policy_kwargs={"net_arch": [16], "lstm_hidden_size": 8})
+    agent.learn(80)
+    assert len(agent.episode_log) == 4
+    obs, _ = env.reset(seed=1)
+    action, state = agent.predict(obs)
+    assert action.shape == env.action_space.shape and env.action_space.contains(action)
+    h, c = state  # (LSTM layers, envs, hidden)
+    assert h.shape == (1, 1, 8) and np.abs(h).sum() > 0
+    a2, state2 = agent.predict(obs, state=state, episode_start=np.array([False]))
+    a3, _ = agent.predict(obs, state=None)
+    np.testing.assert_allclose(a3, action)  # a fresh state reproduces the first step
+    assert not np.allclose(state2[0], h)  # the state moves on when it is passed back
+    m = evaluate(agent, DelayConstrainedSchedulingEnv(arrival="poisson", seed=0, episode_length=20), 1)
+    assert np.isfinite(m["throughput"]) and m["resource"] >= 0

@@ -44,6 +44,11 @@ def test_config_validation():
         Config.from_preset("quick", datasets=("mnist",))
     with pytest.raises(ConfigError, match="learning_starts"):
         Config.from_preset("quick", learning_starts=10**9)
+    for bad, name in (({"gamma": 1.5}, "gamma"), ({"learning_rate": 0.0}, "learning_rate"),
+                      ({"gradient_steps": -1}, "gradient_steps"), ({"sb3_net_arch": ()}, "sb3_net_arch"),
+                      ({"ppo_lstm_hidden": 0}, "ppo_lstm_hidden")):
+        with pytest.raises(ConfigError, match=name):
+            Config.from_preset("quick", **bad)
     cfg = Config.from_preset("quick").with_strings({"budget_grid": "4,8", "partial_obs": "false"})
     assert cfg.budget_grid == (4.0, 8.0) and cfg.partial_obs is False
     assert set(Config.preset_names()) >= {"quick", "smoke", "standard"}

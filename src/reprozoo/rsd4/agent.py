@@ -571,11 +571,21 @@ class RSD4:
 
     @classmethod
     def load(cls, path: str | Path, env: gym.Env | None = None) -> RSD4:
-        """Rebuild an agent saved by :meth:`save`; ``env`` (same layout) is needed only to keep learning."""
+        """Rebuild an agent saved by :meth:`save`; ``env`` (same layout) is needed only to keep learning.
+
+        The file is read with ``torch.load(weights_only=True)``: tensors and plain Python containers only, so a
+        file from elsewhere cannot run code. Raises ``FileNotFoundError`` for a missing file and ``ValueError``
+        naming the file when it is not a saved RSD4 agent (corrupt, truncated or another format).
+        """
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no saved RSD4 agent at {str(path)!r}")
-        payload = torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not one of our files"
+            raise ValueError(f"{str(path)!r} is not a saved RSD4 agent (torch.load failed: {exc})") from exc
+        if not isinstance(payload, dict) or not {"params", "layout", "nets", "optims"} <= set(payload):
+            raise ValueError(f"{str(path)!r} is not a saved RSD4 agent (missing params/layout/nets/optims)")
         agent = cls(None, **payload["params"])
         layout = UserLayout(**payload["layout"])
         if env is not None and UserLayout.from_env(env).to_dict() != layout.to_dict():

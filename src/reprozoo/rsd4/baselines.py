@@ -12,8 +12,9 @@ knob whose average resource per slot on training episodes equals the budget ``E0
   (water-filling on the success model). It reads the true channel state even under partial observation
   (an advantage over the learning agents, stated in the card).
 
-Deep-RL baselines: SB3 TD3 and SAC with MLP policies on the flat observation/action, trained inside the
-same :class:`~reprozoo.rsd4.env.LagrangianWrapper` (same dual step size, initial price and warm-up) as RSD4.
+Deep-RL baselines: SB3 TD3 and SAC with MLP policies, and sb3-contrib's RecurrentPPO with an LSTM policy
+(the recurrent, on-policy counterpart of RSD4), on the flat observation/action, trained inside the same
+:class:`~reprozoo.rsd4.env.LagrangianWrapper` (same dual step size, initial price and warm-up) as RSD4.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ __all__ = [
     "Heuristic",
     "MaxWeight",
     "SB3Agent",
+    "SB3_ALGOS",
     "Uniform",
     "EpisodeStats",
     "calibrate",
@@ -226,33 +228,52 @@ class EpisodeStats(gym.Wrapper):
         return obs, reward, terminated, truncated, info
 
 
+SB3_ALGOS = ("TD3", "SAC", "RecurrentPPO")
+
+
 class SB3Agent:
-    """Stable-Baselines3 TD3 or SAC on the flat problem (MLP policy; SB3 defaults otherwise).
+    """Stable-Baselines3 TD3 / SAC (MLP policy) or sb3-contrib RecurrentPPO (LSTM policy) on the flat problem.
+
+    SB3's defaults otherwise. TD3 explores with Gaussian action noise of the same scale as RSD4 (0.1);
+    RecurrentPPO has no replay, so ``learning_starts`` does not apply to it (it is accepted and ignored; the
+    dual price stays frozen for the same warm-up episodes through the wrapper, as for the other agents).
 
     Parameters
     ----------
-    algo : {"TD3", "SAC"}
+    algo : {"TD3", "SAC", "RecurrentPPO"}
     env : gymnasium.Env
         The (Lagrangian-wrapped) scheduling environment.
     learning_starts : int
-        Random warm-up steps (the same as RSD4's).
+        Random warm-up steps of the off-policy agents (the same as RSD4's).
     seed : int
     **kwargs : passed to the SB3 constructor.
 
-    ``learn(total_timesteps)``, ``predict(obs, state, episode_start, deterministic)``, ``save``, ``episode_log``.
+    Raises ``ValueError`` for an unknown ``algo`` and ``ImportError`` (naming the extra to install) when
+    RecurrentPPO is asked for without sb3-contrib.
+
+    ``learn(total_timesteps)``, ``predict(obs, state, episode_start, deterministic)`` (``state`` is the LSTM
+    state for RecurrentPPO, ``None`` otherwise), ``save``, ``episode_log``.
     """
 
     def __init__(self, algo: str, env: gym.Env, learning_starts: int = 10_000, seed: int | None = None,
                  **kwargs: Any) -> None:
-        import stable_baselines3 as sb3
-        from stable_baselines3.common.noise import NormalActionNoise
-
-        if algo not in ("TD3", "SAC"):
-            raise ValueError(f"algo={algo!r} should be 'TD3' or 'SAC'")
+        if algo not in SB3_ALGOS:
+            raise ValueError(f"algo={algo!r} should be one of {list(SB3_ALGOS)}")
         self.algo = algo
         self.env = EpisodeStats(env)
         n_act = env.action_space.shape[0]
         extra: dict[str, Any] = {}
+        if algo == "RecurrentPPO":
+            try:
+                from sb3_contrib import RecurrentPPO
+            except ImportError as exc:  # pragma: no cover - the rl extra installs it
+                raise ImportError("RecurrentPPO needs sb3-contrib: pip install 'reprozoo[rl]'") from exc
+            extra.update(kwargs)
+            self.model = RecurrentPPO("MlpLstmPolicy", self.env, seed=seed, verbose=0, device="cpu", **extra)
+            return
+        import stable_baselines3 as sb3
+        from stable_baselines3.common.noise import NormalActionNoise
+
         if algo == "TD3":  # same behaviour-noise scale as RSD4 (0.1)
             extra["action_noise"] = NormalActionNoise(np.zeros(n_act), 0.1 * np.ones(n_act))
         extra.update(kwargs)

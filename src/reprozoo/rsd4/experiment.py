@@ -9,7 +9,7 @@ weights, distances, rates):
    throughput-vs-budget figure;
 2. the dual price starts at ``lam_init`` (``< 0``: the slope of MaxWeight's throughput-vs-resource curve
    around ``E0``, measured on training episodes, i.e. the marginal value of resource);
-3. RSD4, TD3 and SAC train for ``total_timesteps`` steps inside a :class:`LagrangianWrapper` with the same
+3. RSD4, TD3, SAC and RecurrentPPO train for ``total_timesteps`` steps inside a :class:`LagrangianWrapper` with the same
    budget, dual step ``dual_lr``, initial price and warm-up;
 4. every policy is evaluated on ``n_eval_episodes`` episodes of the held-out split (last 20 % of the
    traces; other random seeds): throughput (weighted packets delivered per slot), resource per slot,
@@ -34,9 +34,9 @@ from reprozoo.core.seed import seed_everything
 
 __all__ = ["RSD4Config", "Config", "run", "METHODS"]
 
-METHODS = ("RSD4", "Uniform", "EDF", "MaxWeight", "TD3", "SAC")
+METHODS = ("RSD4", "Uniform", "EDF", "MaxWeight", "TD3", "SAC", "RecurrentPPO")
 HEURISTICS = ("Uniform", "EDF", "MaxWeight")
-RL = ("RSD4", "TD3", "SAC")
+RL = ("RSD4", "TD3", "SAC", "RecurrentPPO")
 
 
 @dataclass
@@ -67,8 +67,9 @@ class RSD4Config(ExperimentConfig):
     gamma: float = 1.0  # [1]
     train_freq: int = 100  # steps between training phases [100]
     gradient_steps: int = 8  # iterations per phase; 0 = n_users [n_users]
-    # SB3 TD3 / SAC
+    # SB3 TD3 / SAC / sb3-contrib RecurrentPPO
     sb3_net_arch: tuple[int, ...] = (64, 64)  # hidden layers of actor and critic MLPs
+    ppo_lstm_hidden: int = 64  # RecurrentPPO's LSTM width (SB3 default 256; 64 to match the MLPs' width)
     # evaluation
     n_eval_episodes: int = 10  # held-out episodes per policy
     calib_episodes: int = 4  # training episodes per bisection step of the heuristics
@@ -124,10 +125,20 @@ class RSD4Config(ExperimentConfig):
                 raise ConfigError(f"{name}={getattr(self, name)} should be > 0")
         if self.dual_lr < 0:
             raise ConfigError(f"dual_lr={self.dual_lr} should be >= 0")
+        if not 0.0 <= self.gamma <= 1.0:
+            raise ConfigError(f"gamma={self.gamma} should be in [0, 1]")
+        if self.learning_rate <= 0 or self.softmax_beta < 0:
+            raise ConfigError(f"learning_rate={self.learning_rate} should be > 0 and softmax_beta="
+                              f"{self.softmax_beta} >= 0")
+        if self.gradient_steps < 0:
+            raise ConfigError(f"gradient_steps={self.gradient_steps} should be >= 0 (0 = n_users)")
+        if not self.sb3_net_arch or any(w < 1 for w in self.sb3_net_arch):
+            raise ConfigError(f"sb3_net_arch={self.sb3_net_arch} should be non-empty positive layer widths")
         if any(b <= 0 for b in (*self.budget_grid, *self.rl_budget_grid)):
             raise ConfigError("budget_grid and rl_budget_grid should hold positive budgets")
         for name in ("total_timesteps", "episode_length", "n_eval_episodes", "calib_episodes", "calib_iters",
-                     "batch_size", "n_target_samples", "train_freq", "tau_max", "n_channel_states"):
+                     "batch_size", "n_target_samples", "train_freq", "tau_max", "n_channel_states",
+                     "ppo_lstm_hidden"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)} should be >= 1")
         if self.learning_starts < 0 or self.learning_starts >= self.total_timesteps:
@@ -171,6 +182,9 @@ def _train_rl(name: str, cfg: RSD4Config, make, budget: float, lam0: float, seed
             train_freq=cfg.train_freq, gradient_steps=cfg.gradient_steps or None,
             segment_length=cfg.segment_length or None, seed=seed,
         )
+    elif name == "RecurrentPPO":
+        agent = SB3Agent(name, wenv, seed=seed, policy_kwargs={"net_arch": list(cfg.sb3_net_arch),
+                                                                 "lstm_hidden_size": cfg.ppo_lstm_hidden})
     else:
         agent = SB3Agent(name, wenv, learning_starts=cfg.learning_starts, seed=seed,
                          policy_kwargs={"net_arch": list(cfg.sb3_net_arch)})
@@ -189,7 +203,8 @@ def run(config: RSD4Config, out_dir: Path) -> Result:
     result = Result(name="rsd4", preset=cfg.preset, config=cfg.to_dict())
     heur = {"Uniform": Uniform, "EDF": EDF, "MaxWeight": MaxWeight}
     curves: dict[tuple[str, str], list[list[dict[str, float]]]] = {}
-    budget_curve: dict[tuple[str, str], dict[float, list[float]]] = {}
+    budget_curve: dict[tuple[str, str], dict[float, list[float]]] = {}  # heuristics: budget -> throughputs
+    rl_points: dict[tuple[str, str], list[tuple[float, float, float]]] = {}  # (budget, resource, throughput)
     jobs = [(d, n, a, s) for d in cfg.datasets for n in cfg.n_users for a in cfg.arrivals for s in cfg.seeds]
     for dataset, n_users, arrival, seed in track(jobs, "rsd4 runs"):
         setting = f"N{n_users}-{arrival}"
@@ -233,13 +248,13 @@ def run(config: RSD4Config, out_dir: Path) -> Result:
                 log(f"rsd4: training {name} on {dataset}/{setting} seed {seed} budget {b:g}")
                 agent, wenv, cpu = _train_rl(name, cfg, make, b, lam0, seed)
                 m = ev(agent, b)
-                budget_curve.setdefault((setting, name), {}).setdefault(b, []).append(m["throughput"])
+                rl_points.setdefault((setting, name), []).append((b, m["resource"], m["throughput"]))
                 if b == budget:
                     role = "method" if name == "RSD4" else "baseline"
                     result.add_many(dataset, name, role, {**m, "lambda": wenv.lam, "train_cpu_seconds": cpu},
                                     seed=seed, setting=setting)
                     curves.setdefault((f"{dataset}/{setting}", name), []).append(agent.episode_log)
-    _figures(cfg, result, curves, budget_curve, out_dir)
+    _figures(cfg, result, curves, budget_curve, rl_points, out_dir)
     result.notes.append(
         "Heuristics act on the true state (MaxWeight reads the channel even under partial observation); "
         "they are budget-matched by bisection on training episodes. RL agents meet the budget only through "
@@ -248,7 +263,8 @@ def run(config: RSD4Config, out_dir: Path) -> Result:
     return result
 
 
-def _figures(cfg: RSD4Config, result: Result, curves: dict, budget_curve: dict, out_dir: Path) -> None:
+def _figures(cfg: RSD4Config, result: Result, curves: dict, budget_curve: dict, rl_points: dict,
+             out_dir: Path) -> None:
     fig_dir = out_dir / "figures"
     if curves:
         fig, axes = figure(11.0, 4.0)
@@ -277,14 +293,24 @@ def _figures(cfg: RSD4Config, result: Result, curves: dict, budget_curve: dict, 
         ax2.grid(alpha=0.3)
         atomic_savefig(fig, fig_dir / "learning_curves.png")
         result.figures.append("figures/learning_curves.png")
-    if budget_curve:
+    if budget_curve or rl_points:
         fig, ax = figure()
         for (setting, name), pts in sorted(budget_curve.items()):
             bs = sorted(pts)
             ax.plot(bs, [float(np.mean(pts[b])) for b in bs], marker="o", label=f"{name} ({setting})")
-        ax.set_xlabel("resource budget E0 per slot")
+        # RL agents meet the budget only through the learned price: plot them at the resource they spent
+        markers = iter("s^DvxP*")
+        for (setting, name), pts in sorted(rl_points.items()):
+            arr = np.asarray(pts, dtype=float)
+            for b in np.unique(arr[:, 0]):  # mean (and std) over seeds, like the heuristics' curves
+                sel = arr[arr[:, 0] == b]
+                ax.errorbar(sel[:, 1].mean(), sel[:, 2].mean(), xerr=sel[:, 1].std(), yerr=sel[:, 2].std(),
+                            fmt=next(markers, "o"), capsize=2, label=f"{name} ({setting}, E0={b:g})")
+        for b in sorted({p[0] for pts in rl_points.values() for p in pts}):
+            ax.axvline(b, color="k", ls=":", lw=0.8)
+        ax.set_xlabel("resource per slot (heuristics: matched budget E0; RL agents: spent)")
         ax.set_ylabel("throughput per slot (held-out episodes)")
-        ax.set_title("rsd4: throughput vs budget")
+        ax.set_title("rsd4: throughput vs resource (held-out episodes)")
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
         atomic_savefig(fig, fig_dir / "throughput_vs_budget.png")
