@@ -1,14 +1,17 @@
 """Benchmark of compound BN against nn.BatchNorm2d, measured in the same run (ratios).
 
 1. Forward + backward time of one normalisation layer at the three ResNet-32 feature shapes
-   (batch 128: 16×32×32, 32×16×16, 64×8×8), for CompoundBatchNorm2d with K = 2 and K = 4, as a ratio to
-   nn.BatchNorm2d (goal of the issue: ≤ 2× at K = 2); also evaluation-mode forward. The three layers are
-   timed in turn within each repeat (best of the repeats), so that load from other jobs affects all alike.
+   (batch 128: 16×32×32, 32×16×16, 64×8×8), for CompoundBatchNorm2d with K = 2 and K = 4, eager and
+   (``compiled=True``, rows marked "c") through torch.compile, as a ratio to nn.BatchNorm2d (goal of the
+   issue: ≤ 2× at K = 2); also evaluation-mode forward (the same code for both). The layers are timed in
+   turn within each repeat (best of the repeats), so that load from other jobs affects all alike. The
+   compilation itself (first call per shape) is excluded (warm-up call).
 2. Epoch time of the quick preset's model (ResNet-8, width 8) on CIFAR-10-LT (ρ = 100, 2,478 images):
-   BN, CBN (soft path only) and CBN with dual-path learning, as ratios to BN.
+   BN, CBN (soft path only) and CBN with dual-path learning (eager and compiled), as ratios to BN.
 
 Times are process CPU seconds (robust to other jobs on a shared machine) and wall seconds.
-Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_compound_bn.py [--threads 1] [--repeats 5]``
+Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_compound_bn.py [--threads 1] [--repeats 5]
+[--no-compiled]`` (the compiled rows need a C++ compiler and add about a minute of compilation).
 """
 
 from __future__ import annotations
@@ -51,13 +54,16 @@ def _time_interleaved(fns: dict, repeats: int) -> dict[str, tuple[float, float]]
     return best
 
 
-def layer_benchmark(repeats: int, batch: int) -> None:
+def layer_benchmark(repeats: int, batch: int, compiled: bool) -> None:
     print(f"\n1. one layer, batch {batch}: best of {repeats}, ms (CPU / wall), ratio to nn.BatchNorm2d (CPU)")
     print(f"{'shape':>12} {'layer':>10} {'train f+b':>16} {'ratio':>6} {'eval fwd':>14} {'ratio':>6}")
     for c, hw in ((16, 32), (32, 16), (64, 8)):
         x = torch.randn(batch, c, hw, hw)
         layers = {"BN": nn.BatchNorm2d(c), "CBN K=2": CompoundBatchNorm2d(c, 2),
                   "CBN K=4": CompoundBatchNorm2d(c, 4)}
+        if compiled:
+            layers.update({"CBN K=2 c": CompoundBatchNorm2d(c, 2, compiled=True),
+                           "CBN K=4 c": CompoundBatchNorm2d(c, 4, compiled=True)})
         train, evals = {}, {}
         for name, layer in layers.items():
             xx = x.clone().requires_grad_()
@@ -81,7 +87,7 @@ def layer_benchmark(repeats: int, batch: int) -> None:
                   f" {1e3 * ev[0]:6.2f} / {1e3 * ev[1]:5.2f} {ev[0] / base['ev']:6.2f}")
 
 
-def epoch_benchmark(repeats: int) -> None:
+def epoch_benchmark(repeats: int, compiled: bool) -> None:
     from reprozoo.compound_bn.experiment import Config, load_longtail
 
     cfg = Config.from_preset("quick")
@@ -89,8 +95,10 @@ def epoch_benchmark(repeats: int) -> None:
     print(f"\n2. one training epoch of the quick model (ResNet-{cfg.depth}, width {cfg.width}, batch "
           f"{cfg.batch_size}, {len(data.y_train)} images): best of {repeats}, s")
     base = None
-    for name in ("BN", "CBN (soft only)", "CBN + dual path"):
-        norm = nn.BatchNorm2d if name == "BN" else functools.partial(CompoundBatchNorm2d, num_components=2)
+    names = ("BN", "CBN (soft only)", "CBN + dual path") + (("CBN + dual path, c",) if compiled else ())
+    for name in names:
+        norm = nn.BatchNorm2d if name == "BN" else functools.partial(CompoundBatchNorm2d, num_components=2,
+                                                                     compiled=name.endswith(", c"))
         torch.manual_seed(0)
         model = resnet8(10, width=cfg.width, norm_layer=norm)
         opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
@@ -107,7 +115,7 @@ def epoch_benchmark(repeats: int) -> None:
 
         cpu, wall = _time(epoch, repeats)
         base = base or cpu
-        print(f"{name:>18}: CPU {cpu:6.2f} s  wall {wall:6.2f} s  ratio {cpu / base:5.2f}")
+        print(f"{name:>21}: CPU {cpu:6.2f} s  wall {wall:6.2f} s  ratio {cpu / base:5.2f}")
 
 
 def main() -> None:
@@ -116,12 +124,19 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--skip-epoch", action="store_true", help="only the layer benchmark")
+    p.add_argument("--no-compiled", action="store_true", help="skip the torch.compile rows")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     print(f"torch {torch.__version__}, {a.threads} thread(s)")
-    layer_benchmark(a.repeats, a.batch)
+    compiled = not a.no_compiled
+    if compiled:
+        from reprozoo.compound_bn.compiled import compiled_available
+
+    layer_benchmark(a.repeats, a.batch, compiled)
     if not a.skip_epoch:
-        epoch_benchmark(max(1, a.repeats // 2))
+        epoch_benchmark(max(1, a.repeats // 2), compiled)
+    if compiled and not compiled_available():
+        print("\nNOTE: compilation failed, the rows marked 'c' ran the eager fallback")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Compound batch normalization (Cheng et al., ACM MM 2022, arXiv:2212.01007): Gaussian-mixture BN with
 dual-path learning for long-tailed classification. See README.md (the method card)."""
 
+from reprozoo.compound_bn.compiled import compiled_soft_compound_bn
 from reprozoo.compound_bn.dual_path import DualPathLoss, DualPathOutput, consistency_loss, dual_path_loss
 from reprozoo.compound_bn.functional import soft_compound_bn
 from reprozoo.compound_bn.layers import (
@@ -24,6 +25,7 @@ __all__ = [
     "LongTailLoss",
     "NormedLinear",
     "class_balanced_weights",
+    "compiled_soft_compound_bn",
     "compound_batch_norm",
     "compound_layers",
     "consistency_loss",

@@ -62,6 +62,8 @@ class CompoundBNConfig(ExperimentConfig):
     detach_responsibilities: bool = False  # stop the gradient through r (unverified)
     per_component_affine: bool = False  # γ_k, β_k per component (unverified)
     min_weight: float = 1e-3  # collapse floor on the batch weight of a component (port addition)
+    aux_affine: bool = False  # separate (γ, β) for the auxiliary path; default shared (unverified)
+    compiled: bool = False  # torch.compile the soft CBN step (faster; needs a C++ compiler; compiles first)
     dual_path: bool = True  # train CBN with the auxiliary hard path (spec step 7)
     group_by: str = "classes"  # split of frequency-sorted classes into K groups: classes | samples
     aux_weight: float = 1.0  # weight of the auxiliary path's classification loss
@@ -190,7 +192,7 @@ def build_model(cfg: Config, n_classes: int, in_chans: int, norm: str, loss: str
         norm_layer = functools.partial(CompoundBatchNorm2d, num_components=k, momentum=cfg.cbn_momentum,
                                        detach_responsibilities=cfg.detach_responsibilities,
                                        per_component_affine=cfg.per_component_affine, min_weight=cfg.min_weight,
-                                       check_finite=False)
+                                       check_finite=False, aux_affine=cfg.aux_affine, compiled=cfg.compiled)
     model = CifarResNet(cfg.depth, n_classes, width=cfg.width, in_chans=in_chans, norm_layer=norm_layer)
     if loss == "LDAM-DRW":
         model.fc = NormedLinear(model.num_features, n_classes)

@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reprozoo.compound_bn.functional import mixture_coefficients, soft_compound_bn
+from reprozoo.compound_bn.compiled import compiled_soft_compound_bn
+from reprozoo.compound_bn.functional import _POOL, _SCRATCH, mixture_coefficients, soft_compound_bn
 
 __all__ = [
     "CompoundBatchNorm1d",
@@ -118,7 +119,8 @@ class _CompoundBatchNorm(nn.Module):
                  momentum: float | None = 0.1, affine: bool = True, track_running_stats: bool = True,
                  detach_responsibilities: bool = False, per_component_affine: bool = False,
                  min_weight: float = 1e-3, data_init: bool = True, check_finite: bool = True,
-                 device=None, dtype=None, *, n_components: int | None = None):
+                 device=None, dtype=None, *, n_components: int | None = None, aux_affine: bool = False,
+                 compiled: bool = False):
         super().__init__()
         if n_components is not None:  # alias used by the spec (Sec. 6)
             num_components = n_components
@@ -134,6 +136,8 @@ class _CompoundBatchNorm(nn.Module):
         if not (isinstance(min_weight, (int, float)) and 0.0 <= min_weight < 1.0 / num_components):
             raise ValueError(f"min_weight={min_weight!r} should be in [0, 1/num_components) = "
                              f"[0, {1.0 / num_components:.4g})")
+        if aux_affine and not affine:
+            raise ValueError("aux_affine=True needs affine=True (it adds a second affine for the auxiliary path)")
         factory = {"device": device, "dtype": dtype}
         self.num_features = num_features
         self.num_components = num_components
@@ -146,6 +150,8 @@ class _CompoundBatchNorm(nn.Module):
         self.min_weight = float(min_weight)
         self.data_init = data_init
         self.check_finite = check_finite
+        self.aux_affine = bool(aux_affine)
+        self.compiled = bool(compiled)
         #: group ids (N,) for the hard, label-driven auxiliary path; set by :func:`group_assignment`.
         self.group_ids: torch.Tensor | None = None
         k, c = num_components, num_features
@@ -156,6 +162,12 @@ class _CompoundBatchNorm(nn.Module):
         else:
             self.register_parameter("weight", None)
             self.register_parameter("bias", None)
+        if aux_affine:  # a separate (γ, β) for the hard auxiliary path (option; default: shared)
+            self.weight_aux = nn.Parameter(torch.empty(shape, **factory))
+            self.bias_aux = nn.Parameter(torch.empty(shape, **factory))
+        else:
+            self.register_parameter("weight_aux", None)
+            self.register_parameter("bias_aux", None)
         if track_running_stats:
             self.register_buffer("running_pi", torch.empty(k, c, **factory))
             self.register_buffer("running_mean", torch.empty(k, c, **factory))
@@ -189,6 +201,9 @@ class _CompoundBatchNorm(nn.Module):
         if self.affine:
             nn.init.ones_(self.weight)
             nn.init.zeros_(self.bias)
+        if self.aux_affine:
+            nn.init.ones_(self.weight_aux)
+            nn.init.zeros_(self.bias_aux)
 
     def extra_repr(self) -> str:
         s = f"{self.num_features}, K={self.num_components}, eps={self.eps}, momentum={self.momentum}"
@@ -200,6 +215,10 @@ class _CompoundBatchNorm(nn.Module):
             s += ", detach_responsibilities=True"
         if self.per_component_affine:
             s += ", per_component_affine=True"
+        if self.aux_affine:
+            s += ", aux_affine=True"
+        if self.compiled:
+            s += ", compiled=True"
         return s
 
     # -- input handling -----------------------------------------------------------------
@@ -294,32 +313,35 @@ class _CompoundBatchNorm(nn.Module):
         if update:
             self.num_batches_tracked.add_(1)
         if self.num_components == 1:
-            return self._forward_bn(x, use_batch, update)
+            return self._forward_bn(x, use_batch, update, aux=group_ids is not None)
         if not use_batch:
             return self._forward_eval(x, group_ids)
         if group_ids is not None:
             return self._forward_hard(x, group_ids, update)
         return self._forward_soft(x, update)
 
-    def _flat_affine(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    def _flat_affine(self, aux: bool = False) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         if not self.affine:
             return None, None
+        w, b = (self.weight_aux, self.bias_aux) if aux and self.aux_affine else (self.weight, self.bias)
         if self.per_component_affine:
-            return self.weight[0], self.bias[0]
-        return self.weight, self.bias
+            return w[0], b[0]
+        return w, b
 
-    def _component_affine(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(γ_k, β_k) as (K, C) tensors (a shared affine is broadcast to every component)."""
+    def _component_affine(self, like: torch.Tensor, aux: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(γ_k, β_k) as (K, C) tensors (a shared affine is broadcast to every component). ``aux``: the
+        hard auxiliary path, which uses (``weight_aux``, ``bias_aux``) when ``aux_affine``."""
         k, c = self.num_components, self.num_features
         if not self.affine:
             return like.new_ones(k, c), like.new_zeros(k, c)
-        return self.weight.to(like.dtype).expand(k, c), self.bias.to(like.dtype).expand(k, c)
+        w, b = (self.weight_aux, self.bias_aux) if aux and self.aux_affine else (self.weight, self.bias)
+        return w.to(like.dtype).expand(k, c), b.to(like.dtype).expand(k, c)
 
-    def _forward_bn(self, x: torch.Tensor, use_batch: bool, update: bool) -> torch.Tensor:
+    def _forward_bn(self, x: torch.Tensor, use_batch: bool, update: bool, aux: bool = False) -> torch.Tensor:
         """K = 1: exactly BatchNorm (spec step 9), through the same kernel as ``nn.BatchNorm``."""
         if self.check_finite and use_batch and not bool(torch.isfinite(x).all()):
             raise ValueError("input contains NaN or infinite values")
-        w, b = self._flat_affine()
+        w, b = self._flat_affine(aux)
         rm = self.running_mean[0] if self.track_running_stats else None
         rv = self.running_var[0] if self.track_running_stats else None
         m = self._momentum() if update else 0.0
@@ -348,7 +370,7 @@ class _CompoundBatchNorm(nn.Module):
     def _forward_eval(self, x: torch.Tensor, group_ids: torch.Tensor | None) -> torch.Tensor:
         """Evaluation with the running mixture: y = Σ_k r_k (γ_k (x − μ_k) s_k + β_k) = x·P − Q."""
         pi, mu, var = (t.to(x.dtype) for t in (self.running_pi, self.running_mean, self.running_var))
-        gam, bet = self._component_affine(x)
+        gam, bet = self._component_affine(x, aux=group_ids is not None)
         sc = gam * torch.rsqrt(var + self.eps)
         pc, qc = sc, sc * mu - bet  # (K, C)
         if group_ids is not None:  # hard path: component g_b for sample b
@@ -367,18 +389,24 @@ class _CompoundBatchNorm(nn.Module):
         shift = (pi * mu).sum(0) / pi.sum(0).clamp_min(torch.finfo(pi.dtype).tiny)
         a, b, c = mixture_coefficients(pi, mu, var, self.eps, shift)
         qc = qc - pc * shift  # y = x·P − Q = xs·P − Q' with Q' = Q − shift·P
-        xs = x - shift[None, :, None]
+        # the output comes from the buffer pool, the temporaries from scratch buffers (no fresh pages)
+        xs = torch.sub(x, shift[None, :, None], out=_POOL.empty(x.shape, x))
         if self.num_components == 2:  # r_1 = sigmoid(ℓ_1 − ℓ_0)
             da, db, dc = ((t[1] - t[0])[None, :, None] for t in (a, b, c))
             # (in-place per-channel terms: addcmul with a broadcast `input` takes a slow path on CPU)
-            r = torch.mul(xs, da).add_(db).mul_(xs).add_(dc).sigmoid_()
-            tmp = torch.mul(xs, (pc[1] - pc[0])[None, :, None]).sub_((qc[1] - qc[0])[None, :, None])
+            r = torch.mul(xs, da, out=_SCRATCH.get(xs, 0)).add_(db).mul_(xs).add_(dc).sigmoid_()
+            tmp = torch.mul(xs, (pc[1] - pc[0])[None, :, None], out=_SCRATCH.get(xs, 1))
+            tmp.sub_((qc[1] - qc[0])[None, :, None])
             return xs.mul_(pc[0][None, :, None]).sub_(qc[0][None, :, None]).addcmul_(tmp, r)
         xk = xs.unsqueeze(0)
-        r = torch.mul(xk, a[:, None, :, None]).add_(b[:, None, :, None]).mul_(xk).add_(c[:, None, :, None])
-        r.sub_(r.amax(dim=0, keepdim=True)).exp_()
-        r.div_(r.sum(dim=0, keepdim=True))
-        return r.mul_(torch.mul(xk, pc[:, None, :, None]).sub_(qc[:, None, :, None])).sum(0)
+        kshape = (self.num_components, *xs.shape)
+        r = torch.mul(xk, a[:, None, :, None], out=_SCRATCH.get(xs, 2, kshape))
+        r.add_(b[:, None, :, None]).mul_(xk).add_(c[:, None, :, None])
+        one = _SCRATCH.get(xk, 0)  # (1, N, C, L)
+        r.sub_(torch.amax(r, dim=0, keepdim=True, out=one)).exp_()
+        r.div_(torch.sum(r, dim=0, keepdim=True, out=one))
+        t = torch.mul(xk, pc[:, None, :, None], out=_SCRATCH.get(r, 3)).sub_(qc[:, None, :, None])
+        return torch.sum(r.mul_(t), 0, out=xs)  # xs is no longer needed: the output reuses its buffer
 
     def _forward_hard(self, x: torch.Tensor, group_ids: torch.Tensor, update: bool) -> torch.Tensor:
         """Auxiliary path (spec step 7): per-group batch statistics; sample b uses component g_b only."""
@@ -391,7 +419,7 @@ class _CompoundBatchNorm(nn.Module):
         d = onehot @ xs.sum(2) / safe
         v = (onehot @ (xs * xs).sum(2) / safe - d * d).clamp_min(0.0)
         self._check_stats(d, v)
-        gam, bet = self._component_affine(x)
+        gam, bet = self._component_affine(x, aux=True)
         sc = gam * torch.rsqrt(v + self.eps)
         pc, qc = sc[group_ids][:, :, None], (sc * d - bet)[group_ids][:, :, None]
         if update:
@@ -408,9 +436,9 @@ class _CompoundBatchNorm(nn.Module):
                                                            self.detach_responsibilities)
         else:
             # the shared affine is folded into the fused function (same y = γ·ŷ + β, fewer passes)
-            out, nk, mu_hat, var_hat = soft_compound_bn(x, pi.to(x.dtype), mu.to(x.dtype), var.to(x.dtype),
-                                                        self.eps, self.detach_responsibilities,
-                                                        weight=self.weight, bias=self.bias)
+            fused = compiled_soft_compound_bn if self.compiled else soft_compound_bn
+            out, nk, mu_hat, var_hat = fused(x, pi.to(x.dtype), mu.to(x.dtype), var.to(x.dtype), self.eps,
+                                             self.detach_responsibilities, weight=self.weight, bias=self.bias)
         self._check_stats(mu_hat, var_hat)
         if update:
             with torch.no_grad():
@@ -532,12 +560,22 @@ class CompoundBatchNorm2d(_CompoundBatchNorm):
         identical components).
     check_finite : bool, default True
         Raise on NaN/inf input (a cheap check on the batch statistics in training, a full pass in eval).
+    aux_affine : bool, default False (keyword only)
+        Give the hard auxiliary path (``group_ids``) its own affine ``weight_aux``, ``bias_aux`` (same
+        shape as ``weight``, ``bias``; needs ``affine=True``) instead of sharing the main path's. Whether the
+        paper shares it is unverified; the default shares it (see the method card).
+    compiled : bool, default False (keyword only)
+        Run the soft training step through ``torch.compile`` (fused loops, 1.2–2.4× faster on CPU; needs a
+        C++ compiler; the first call per input shape compiles for seconds). Falls back to the eager step with
+        a ``RuntimeWarning`` if compilation fails. Not used with ``per_component_affine``.
 
     Attributes
     ----------
     running_pi, running_mean, running_var : Tensor (K, C)
     num_batches_tracked : LongTensor ()
     weight, bias : Parameter (C,) or (K, C)
+    weight_aux, bias_aux : Parameter (C,) or (K, C), or None
+        The auxiliary path's affine when ``aux_affine``.
     group_ids : LongTensor (N,) or None
         When set (see :func:`group_assignment`) the layer uses the hard auxiliary path.
 
@@ -547,8 +585,9 @@ class CompoundBatchNorm2d(_CompoundBatchNorm):
 
     Notes
     -----
-    Time and memory O(K·N·C·H·W) per call. The training step keeps xs and r for the backward, and it
-    reuses per-thread scratch buffers for its temporaries (see ``functional.py``).
+    Time and memory O(K·N·C·H·W) per call. The training step keeps xs and r for the backward (x and r
+    with ``compiled=True``); on CPU its returned and saved tensors come from a buffer pool and its
+    temporaries from per-thread scratch buffers (see ``functional.py``).
 
     Examples
     --------
@@ -616,10 +655,12 @@ def convert_bn_to_cbn(module: nn.Module, num_components: int = 2, **kwargs) -> n
                   dtype=ref.dtype if ref is not None else None, **kwargs)
         with torch.no_grad():
             if module.affine:
-                out.weight.copy_(module.weight.expand_as(out.weight))
-                out.bias.copy_(module.bias.expand_as(out.bias))
-                out.weight.requires_grad_(module.weight.requires_grad)
-                out.bias.requires_grad_(module.bias.requires_grad)
+                for w, b in ((out.weight, out.bias), (out.weight_aux, out.bias_aux)) if out.aux_affine else \
+                        ((out.weight, out.bias),):
+                    w.copy_(module.weight.expand_as(w))
+                    b.copy_(module.bias.expand_as(b))
+                    w.requires_grad_(module.weight.requires_grad)
+                    b.requires_grad_(module.bias.requires_grad)
             if module.track_running_stats:
                 out.running_mean.copy_(module.running_mean.expand_as(out.running_mean))
                 out.running_var.copy_(module.running_var.expand_as(out.running_var))
