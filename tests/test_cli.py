@@ -3,6 +3,7 @@
 import json
 import types
 from dataclasses import dataclass
+from typing import ClassVar
 
 import pytest
 from typer.testing import CliRunner
@@ -68,7 +69,7 @@ def test_udbgl_end_to_end_on_a_shipped_set(tmp_path):
 # -- run all: a failing method is reported and does not stop the others -----------------
 @dataclass
 class _Cfg(ExperimentConfig):
-    pass
+    datasets: tuple[str, ...] = ("D",)
 
 
 def _fake_module(fail: bool):
@@ -174,3 +175,210 @@ def test_out_pointing_at_a_file_exits_2(tmp_path):
 def test_set_non_finite_float_exits_2(tmp_path):
     res = runner.invoke(app, ["run", "udbgl", "--set", "alpha=nan", "--out", str(tmp_path / "r")])
     assert res.exit_code == 2 and "finite float" in res.output
+
+
+# -- defects found by a fresh-user tester ------------------------------------------------
+def _recording_fake(monkeypatch, presets=("quick",)):
+    """A one-method registry whose run records the config it got; returns that list."""
+    calls = []
+    spec = registry.ExperimentSpec("fake", "fake", "test", "none", ("D",), presets, "ACC")
+    monkeypatch.setattr(registry, "REGISTRY", {"fake": spec})
+
+    def run(config, out_dir):
+        calls.append(config)
+        r = Result(name="fake", preset=config.preset, config=config.to_dict())
+        for s in config.seeds:
+            r.add("D", "M", "method", "ACC", 0.9, seed=s)
+        return r
+
+    monkeypatch.setattr(registry, "load", lambda name: types.SimpleNamespace(Config=_Cfg, run=run))
+    return calls
+
+
+def test_out_folder_holding_other_files_is_refused_before_running(tmp_path, monkeypatch):
+    calls = _recording_fake(monkeypatch)
+    out = tmp_path / "d"
+    out.mkdir()
+    (out / "notes.txt").write_text("x")
+    res = runner.invoke(app, ["run", "fake", "--out", str(out)])
+    assert res.exit_code == 2, res.output
+    assert "not a previous run" in res.output and "result.json" in res.output
+    assert calls == []
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
+
+
+@pytest.mark.parametrize("before", [[], ["result.json", "report.md"]])
+def test_out_empty_folder_or_previous_run_is_replaced(tmp_path, monkeypatch, before):
+    calls = _recording_fake(monkeypatch)
+    out = tmp_path / "r"
+    out.mkdir()
+    for name in before:
+        (out / name).write_text("{}")
+    res = runner.invoke(app, ["run", "fake", "--out", str(out), "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert len(calls) == 1
+    assert json.loads((out / "result.json").read_text())["name"] == "fake"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
+
+
+@pytest.mark.parametrize("out", [".", "", "/", "{tmp}", "{tmp}/work/file/sub", "file"])
+def test_unusable_out_is_refused_before_running(tmp_path, monkeypatch, out):
+    calls = _recording_fake(monkeypatch)
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "keep.txt").write_text("x")
+    (work / "file").write_text("x")
+    monkeypatch.chdir(work)
+    res = runner.invoke(app, ["run", "fake", "--out", out.format(tmp=tmp_path)])
+    assert res.exit_code == 2, res.output
+    assert "--out" in res.output
+    assert calls == []
+    assert sorted(p.name for p in work.iterdir()) == ["file", "keep.txt"]
+
+
+def test_run_all_unknown_preset_exits_2_and_creates_nothing(tmp_path):
+    out = tmp_path / "x"
+    res = runner.invoke(app, ["run", "all", "--preset", "bogus", "--out", str(out)])
+    assert res.exit_code == 2, res.output
+    assert "valid presets" in res.output and "quick" in res.output and "smoke" in res.output
+    assert "Traceback" not in res.output
+    assert not out.exists()
+
+
+def test_run_all_summary_lists_skipped_methods(tmp_path, monkeypatch):
+    specs = {
+        "a": registry.ExperimentSpec("a", "a", "test", "none", ("D",), ("quick", "full"), "ACC"),
+        "b": registry.ExperimentSpec("b", "b", "test", "none", ("D",), ("quick",), "ACC"),  # skipped, last
+    }
+    monkeypatch.setattr(registry, "REGISTRY", specs)
+
+    @dataclass
+    class CfgFull(_Cfg):
+        PRESETS: ClassVar[dict] = {"quick": {}, "full": {}}
+
+    monkeypatch.setattr(registry, "load", lambda name: types.SimpleNamespace(
+        Config=CfgFull, run=_fake_module(fail=False).run))
+    res = runner.invoke(app, ["run", "all", "--preset", "full", "--out", str(tmp_path / "all")])
+    assert res.exit_code == 0, res.output
+    summary = (tmp_path / "all" / "summary.md").read_text()
+    assert "| a | ok |" in summary and "| b | skipped |" in summary
+    assert "skipped: no preset 'full'" in summary and "FAILED" not in summary
+    assert (tmp_path / "all" / "a" / "result.json").is_file() and not (tmp_path / "all" / "b").exists()
+
+
+def test_run_all_refuses_a_folder_of_other_files(tmp_path, monkeypatch):
+    _recording_fake(monkeypatch)
+    (tmp_path / "notes.txt").write_text("x")
+    res = runner.invoke(app, ["run", "all", "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "summary.md" in res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+@pytest.mark.parametrize(
+    "args, seeds, warned",
+    [
+        (["--seed", "0", "--seed", "0", "--seed", "2"], (0, 2), "--seed 0"),
+        (["--set", "seeds=1,1"], (1,), "--set seeds= 1"),
+        (["--seed", "3"], (3,), None),
+    ],
+)
+def test_repeated_seeds_run_once_with_a_warning(tmp_path, monkeypatch, args, seeds, warned):
+    calls = _recording_fake(monkeypatch)
+    res = runner.invoke(app, ["run", "fake", *args, "--out", str(tmp_path / "r"), "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert calls[0].seeds == seeds
+    if warned:
+        assert f"warning: {warned} given more than once" in res.output
+    else:
+        assert "warning" not in res.output
+
+
+def test_repeated_dataset_runs_once(tmp_path, monkeypatch):
+    calls = _recording_fake(monkeypatch)
+    res = runner.invoke(app, ["run", "fake", "--dataset", "D", "--dataset", "D", "--out", str(tmp_path / "r"),
+                              "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert calls[0].datasets == ("D",) and "--dataset D given more than once" in res.output
+
+
+@pytest.mark.parametrize(
+    "args, names",
+    [
+        (["--seed", "5", "--set", "seeds=1"], ("--seed", "--set seeds")),
+        (["--dataset", "HW", "--set", "datasets=MSRC-v1"], ("--dataset", "--set datasets")),
+    ],
+)
+def test_conflicting_options_exit_2(tmp_path, monkeypatch, args, names):
+    calls = _recording_fake(monkeypatch)
+    res = runner.invoke(app, ["run", "fake", *args, "--out", str(tmp_path / "r")])
+    assert res.exit_code == 2, res.output
+    assert all(n in res.output for n in names)
+    assert calls == [] and not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**32)])
+def test_out_of_range_seed_exits_2(tmp_path, monkeypatch, seed):
+    calls = _recording_fake(monkeypatch)
+    for name in ("fake", "all"):
+        res = runner.invoke(app, ["run", name, "--seed", seed, "--out", str(tmp_path / "r")])
+        assert res.exit_code == 2, res.output
+        assert "seeds" in res.output and "2**32" in res.output
+    assert calls == [] and not (tmp_path / "r").exists()
+
+
+def test_missing_dataset_path_says_no_such_file(tmp_path):
+    missing = tmp_path / "nonexistent.mat"
+    res = runner.invoke(app, ["run", "udbgl", "--preset", "smoke", "--dataset", str(missing),
+                              "--out", str(tmp_path / "r")])
+    assert res.exit_code == 2, res.output
+    assert "no such file" in res.output and "unknown dataset" not in res.output
+
+
+_SLOW_RUN = """
+import sys, time, types
+from dataclasses import dataclass
+from reprozoo import cli
+from reprozoo.core import registry
+from reprozoo.core.experiment import ExperimentConfig
+
+@dataclass
+class C(ExperimentConfig):
+    datasets: tuple = ("D",)
+
+def run(config, out_dir):
+    (out_dir / "started").write_text("")
+    time.sleep(60)
+
+registry.REGISTRY = {"slow": registry.ExperimentSpec("slow", "slow", "test", "none", ("D",), ("quick",), "ACC")}
+registry.load = lambda name: types.SimpleNamespace(Config=C, run=run)
+sys.argv = ["reprozoo", "run", "slow", "--quiet", "--out", sys.argv[1]]
+cli.main()
+"""
+
+
+def test_sigterm_cleans_up_like_ctrl_c_and_exits_143(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "result.json").write_text("{}")  # a previous run: must survive
+    proc = subprocess.Popen([sys.executable, "-c", _SLOW_RUN, str(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not list(tmp_path.glob(".r.partial-*/started")):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the run never started"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, stderr
+    assert "terminated" in stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]  # no hidden partial folder left
+    assert sorted(p.name for p in out.iterdir()) == ["result.json"]

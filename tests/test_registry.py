@@ -49,3 +49,12 @@ def test_smoke_preset_writes_schema(name, tmp_path):
     assert any(r["metric"] == spec.primary_metric for r in d["records"])
     for fig in d["figures"]:
         assert (tmp_path / fig).is_file()
+
+
+@pytest.mark.parametrize("name", registry.names())
+def test_registry_presets_match_the_config(name):
+    """`run all --preset P` trusts the registry's presets: they must be exactly the Config's presets."""
+    spec = registry.get(name)
+    config = registry.load(name).Config
+    assert sorted(spec.presets) == sorted(config.preset_names())
+    assert "quick" in spec.presets and "smoke" in spec.presets

@@ -2,15 +2,22 @@
 
 Exit codes: 0 success; 1 a run failed (for ``run all``: at least one method failed), with a
 one-line reason (``REPROZOO_DEBUG=1`` prints the traceback); 2 a usage error (unknown method,
-preset, data set or ``--set`` key), with the valid choices; 130 interrupted (Ctrl-C).
-A run is written to a hidden partial folder and moved to its place only when complete.
+preset, data set or ``--set`` key, a bad seed, conflicting options, an unusable ``--out``), with
+the valid choices, reported before anything runs or is written; 130 interrupted (Ctrl-C);
+143 terminated (SIGTERM, e.g. ``timeout``), cleaned up like Ctrl-C.
+
+A run is written to a hidden partial folder and moved to its place only when complete. ``--out``
+must be a new folder, an empty one, or a previous run (a folder holding ``result.json``; for
+``run all``, ``summary.md``), which a complete new run replaces; anything else is refused.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
 import shutil
+import signal
 import sys
 import time
 import traceback
@@ -23,7 +30,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from reprozoo.core import registry
-from reprozoo.core.experiment import ConfigError
+from reprozoo.core.experiment import ConfigError, check_seeds
 from reprozoo.core.progress import set_quiet
 from reprozoo.core.report import fmt_mean_std, primary_comparison, write_run, write_summary
 from reprozoo.core.results import Result
@@ -40,8 +47,98 @@ err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 def _usage_error(message: str) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}")
+    err.print(f"[bold red]error:[/] {escape(message)}")
     return typer.Exit(code=2)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during a run, raised in the main thread; handled like Ctrl-C but exits 143 (128 + 15)."""
+
+
+def _interrupt_code(exc: BaseException) -> int:
+    return 143 if isinstance(exc, Terminated) else 130
+
+
+@contextlib.contextmanager
+def _sigterm_raises():
+    """While inside, SIGTERM raises :class:`Terminated` (once; a second SIGTERM during the clean-up is ignored)."""
+
+    def handler(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (e.g. embedded): leave SIGTERM alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _signals_blocked():
+    """Defer SIGINT/SIGTERM across the few renames that swap a finished run into place."""
+    sigs = {signal.SIGINT, signal.SIGTERM}
+    try:
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+    except (AttributeError, ValueError, OSError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _out_problem(out_dir: Path, markers: tuple[str, ...] = ("result.json",)) -> str | None:
+    """Why ``out_dir`` cannot take a run (None when it can), checked before anything runs.
+
+    Accepted: a path that does not exist and whose parent can be created; an empty folder; a
+    previous run (a folder holding one of ``markers``), which a complete new run replaces.
+    """
+    shown = f"--out {str(out_dir)!r}"
+    try:
+        path = Path(out_dir).expanduser().resolve()
+        cwd = Path.cwd().resolve()
+    except (OSError, RuntimeError) as exc:
+        return f"{shown} cannot be resolved: {exc}"
+    if path == Path(path.anchor):
+        return f"{shown} is the filesystem root; give a folder for the run"
+    if path == cwd or path in cwd.parents:
+        return f"{shown} is the current folder or holds it; give a new folder for the run (it is replaced whole)"
+    if path.exists():
+        if not path.is_dir():
+            return f"{shown} exists and is not a folder"
+        try:
+            entries = [p.name for p in path.iterdir()]
+        except OSError as exc:
+            return f"{shown} cannot be read: {exc}"
+        if entries and not any(m in entries for m in markers):
+            return (f"{shown} is a folder that holds other files and is not a previous run (no "
+                    f"{' or '.join(markers)}); the run would replace it whole: give a new or empty folder")
+        parent = path.parent
+    else:
+        parent = path.parent
+        while not parent.exists():
+            parent = parent.parent
+        if not parent.is_dir():
+            return f"{shown} cannot be created: {str(parent)!r} is not a folder"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"{shown} cannot be written: no write permission in {str(parent)!r}"
+    return None
+
+
+def _dedupe(values: list, option: str) -> list:
+    """``values`` with repeats dropped (first kept), warning on stderr for each repeat."""
+    out = list(dict.fromkeys(values))
+    repeated = sorted({str(v) for v in values if values.count(v) > 1})
+    if repeated:
+        err.print(f"[yellow]warning:[/] {escape(option)} {escape(', '.join(repeated))} given more than once; "
+                  "each runs once")
+    return out
 
 
 @app.command("list")
@@ -132,25 +229,27 @@ def _run_one(name: str, module, cfg, out_dir: Path, quiet: bool) -> Result:
     An interrupted or failed run leaves no half-written run folder; an existing ``out_dir``
     is replaced only by a complete new run.
     """
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise NotADirectoryError(f"--out {str(out_dir)!r} exists and is not a folder")
+    problem = _out_problem(out_dir)
+    if problem:
+        raise ValueError(problem)
+    out_dir = Path(out_dir).expanduser().resolve()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     partial = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir()
     try:
+        partial.mkdir()
         t0 = time.perf_counter()
         result = module.run(cfg, partial)
         result.seconds = time.perf_counter() - t0
         write_run(result, partial)
-        if out_dir.exists():
-            old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-            os.replace(out_dir, old)
-            os.replace(partial, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(partial, out_dir)
+        with _signals_blocked():
+            if out_dir.exists():
+                old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+                os.replace(out_dir, old)
+                os.replace(partial, out_dir)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(partial, out_dir)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     if not quiet:
@@ -175,12 +274,19 @@ def run(
 ) -> None:
     """Run a method's experiment (its method and baselines) and write result.json, report.md, figures/."""
     set_quiet(quiet)
-    datasets, seeds, sets = list(dataset or []), list(seed or []), _parse_sets(list(set_ or []))
+    datasets = _dedupe(list(dataset or []), "--dataset")
+    seeds = _dedupe(list(seed or []), "--seed")
+    sets = _parse_sets(list(set_ or []))
     if name == "all":
         if datasets or sets:
             raise _usage_error("--dataset and --set apply to a single method; run them one by one")
         _run_all(preset, seeds, out, quiet)
         return
+    for option, key, given in (("--dataset", "datasets", datasets), ("--seed", "seeds", seeds)):
+        if key in sets:
+            if given:
+                raise _usage_error(f"both {option} and --set {key}= are given; use one of them")
+            _dedupe([t.strip() for t in sets[key].split(",") if t.strip()], f"--set {key}=")
     try:
         registry.get(name)
         module, cfg = _build_config(name, preset, datasets, seeds, sets)
@@ -192,13 +298,16 @@ def run(
         err.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(code=1) from None
     out_dir = out if out is not None else Path("runs") / f"{_timestamp()}-{name}"
-    if out_dir.exists() and not out_dir.is_dir():
-        raise _usage_error(f"--out {str(out_dir)!r} exists and is not a folder")
+    problem = _out_problem(out_dir)
+    if problem:
+        raise _usage_error(problem)
     try:
-        _run_one(name, module, cfg, out_dir, quiet)
-    except KeyboardInterrupt:
-        err.print(f"[bold red]interrupted:[/] {name} stopped; no run folder was written at {out_dir}")
-        raise typer.Exit(code=130) from None
+        with _sigterm_raises():
+            _run_one(name, module, cfg, out_dir, quiet)
+    except KeyboardInterrupt as exc:
+        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        err.print(f"[bold red]{what}:[/] {name} stopped; no new run folder was written at {out_dir}")
+        raise typer.Exit(code=_interrupt_code(exc)) from None
     except ConfigError as exc:
         raise _usage_error(str(exc)) from None
     except Exception as exc:
@@ -211,41 +320,58 @@ def run(
 
 
 def _run_all(preset: str, seeds: list[int], out: Path | None, quiet: bool) -> None:
-    root = out if out is not None else Path("runs") / f"{_timestamp()}-all"
-    root.mkdir(parents=True, exist_ok=True)
-    entries = []
-    for name in registry.names():
-        spec = registry.get(name)
-        if preset not in spec.presets:
-            entries.append({"name": name, "status": "skipped", "error": f"no preset {preset!r}"})
-            continue
-        folder = root / name
-        t0 = time.perf_counter()
-        if not quiet:
-            console.rule(f"[bold]{name}[/] ({preset})")
+    valid = list(dict.fromkeys(p for n in registry.names() for p in registry.get(n).presets))
+    if preset not in valid:
+        raise _usage_error(f"unknown preset {preset!r}; valid presets: {', '.join(valid)} "
+                           "(run all runs each method that has the preset and skips the others)")
+    if seeds:
         try:
-            module, cfg = _build_config(name, preset, [], seeds, {})
-            result = _run_one(name, module, cfg, folder, quiet)
-            rows = primary_comparison(result, spec.primary_metric, spec.higher_is_better)
-            entries.append({"name": name, "status": "ok", "seconds": result.seconds, "metric": spec.primary_metric,
-                            "rows": rows, "folder": str(folder)})
-        except KeyboardInterrupt:
-            entries.append({"name": name, "status": "interrupted", "seconds": time.perf_counter() - t0})
-            write_summary(entries, root / "summary.md")
-            err.print(f"[bold red]interrupted[/] during {name}; summary of what finished: {root / 'summary.md'}")
-            raise typer.Exit(code=130) from None
-        except Exception as exc:  # one failing method must not stop the others
-            msg = f"{type(exc).__name__}: {exc}"
-            entries.append({"name": name, "status": "failed", "seconds": time.perf_counter() - t0,
-                            "error": msg, "folder": ""})
-            err.print(f"[bold red]{name} failed:[/] {msg}")
-            if os.environ.get("REPROZOO_DEBUG"):
-                err.print(traceback.format_exc())
-        write_summary(entries, root / "summary.md")
+            check_seeds(seeds)
+        except ConfigError as exc:
+            raise _usage_error(str(exc)) from None
+    root = out if out is not None else Path("runs") / f"{_timestamp()}-all"
+    problem = _out_problem(root, markers=("summary.md",))
+    if problem:
+        raise _usage_error(problem)
+    root.mkdir(parents=True, exist_ok=True)
+    summary = root / "summary.md"
+    entries: list[dict] = []
+    with _sigterm_raises():
+        for name in registry.names():
+            spec = registry.get(name)
+            if preset not in spec.presets:
+                entries.append({"name": name, "status": "skipped", "error": f"no preset {preset!r}"})
+                write_summary(entries, summary)
+                continue
+            folder = root / name
+            t0 = time.perf_counter()
+            if not quiet:
+                console.rule(f"[bold]{name}[/] ({preset})")
+            try:
+                module, cfg = _build_config(name, preset, [], seeds, {})
+                result = _run_one(name, module, cfg, folder, quiet)
+                rows = primary_comparison(result, spec.primary_metric, spec.higher_is_better)
+                entries.append({"name": name, "status": "ok", "seconds": result.seconds,
+                                "metric": spec.primary_metric, "rows": rows, "folder": str(folder)})
+            except KeyboardInterrupt as exc:
+                what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+                entries.append({"name": name, "status": what, "seconds": time.perf_counter() - t0})
+                write_summary(entries, summary)
+                err.print(f"[bold red]{what}[/] during {name}; summary of what finished: {summary}")
+                raise typer.Exit(code=_interrupt_code(exc)) from None
+            except Exception as exc:  # one failing method must not stop the others
+                msg = f"{type(exc).__name__}: {exc}"
+                entries.append({"name": name, "status": "failed", "seconds": time.perf_counter() - t0,
+                                "error": msg, "folder": ""})
+                err.print(f"[bold red]{name} failed:[/] {escape(msg)}")
+                if os.environ.get("REPROZOO_DEBUG"):
+                    err.print(traceback.format_exc())
+            write_summary(entries, summary)
+    write_summary(entries, summary)  # also when the registry is empty
     failed = [e["name"] for e in entries if e["status"] == "failed"]
     if not quiet:
         console.rule("summary")
-        console.print((root / "summary.md").read_text())
+        console.print(summary.read_text())
     if failed:
         err.print(f"[bold red]{len(failed)} method(s) failed:[/] {', '.join(failed)}")
         raise typer.Exit(code=1)

@@ -79,6 +79,7 @@ def test_config_presets_and_set_parsing():
         flag: bool = False
         eps: tuple[float, ...] = (8 / 255,)
         name: str = "x"
+        datasets: tuple[str, ...] = ("A",)
         PRESETS: ClassVar[dict] = {"quick": {"steps": 5}, "full": {"steps": 50}}
         KNOWN_DATASETS: ClassVar[tuple] = ("A", "B")
 

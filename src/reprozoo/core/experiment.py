@@ -20,10 +20,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
+import re
+import types
+import typing
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
-__all__ = ["ExperimentConfig", "ConfigError"]
+__all__ = ["ExperimentConfig", "ConfigError", "check_seeds"]
 
 
 class ConfigError(ValueError):
@@ -35,8 +40,14 @@ class ExperimentConfig:
     """Base of every experiment config.
 
     Fields shared by all experiments: ``preset`` (name of the preset it came from),
-    ``datasets`` (names the runner iterates over), ``seeds``. Subclasses add their own
-    knobs as fields with defaults and set ``PRESETS``: ``{preset: {field: value}}``.
+    ``datasets`` (names the runner iterates over; must not be empty, so a subclass sets a
+    default), ``seeds`` (ints in ``[0, 2**32)``). Subclasses add their own knobs as fields with
+    defaults and set ``PRESETS``: ``{preset: {field: value}}``.
+
+    :meth:`replace` (and so :meth:`from_preset` and :meth:`with_strings`) drops repeated
+    ``datasets`` and ``seeds``, keeping the first occurrence. ``--set key=`` gives an empty
+    tuple for a tuple field: the base class rejects empty ``datasets`` and ``seeds``; a subclass
+    must reject, in its ``validate``, any other empty tuple it cannot handle.
     """
 
     preset: str = "quick"
@@ -73,8 +84,8 @@ class ExperimentConfig:
         if unknown:
             raise ConfigError(f"unknown setting(s) {unknown}; valid keys: {', '.join(sorted(names))}")
         for k in ("datasets", "seeds"):
-            if k in changes and not isinstance(changes[k], tuple):
-                changes[k] = tuple(changes[k])
+            # a tuple, each item once (first occurrence kept): a repeated seed would be counted twice
+            changes[k] = tuple(dict.fromkeys(changes.get(k, getattr(self, k))))
         new = dataclasses.replace(self, **changes)
         new.validate()
         return new
@@ -83,21 +94,33 @@ class ExperimentConfig:
     def field_names(cls) -> list[str]:
         return [f.name for f in dataclasses.fields(cls)]
 
-    def with_strings(self, pairs: dict[str, str]) -> ExperimentConfig:
-        """Apply ``--set key=value`` strings, each parsed to the type of the field's current value.
+    @classmethod
+    def field_types(cls) -> dict[str, Any]:
+        """``{field: type annotation}`` resolved with :func:`typing.get_type_hints` (``{}`` if that fails)."""
+        try:
+            return typing.get_type_hints(cls)
+        except Exception:  # an annotation that does not resolve: fall back to the current values' types
+            return {}
 
-        bool: true/false/1/0/yes/no; int; float (``16/255`` allowed); tuple: comma-separated
-        items parsed like the first current item (or as strings when empty); ``None`` default:
-        JSON when it parses, else the string.
+    def with_strings(self, pairs: dict[str, str]) -> ExperimentConfig:
+        """Apply ``--set key=value`` strings, each parsed to the field's declared type.
+
+        The type is the field's annotation (``int``, ``float``, ``bool``, ``str``, ``X | None``,
+        ``tuple[float, ...]``, ...), or, where it gives none, the type of the current value.
+        bool: true/false/1/0/yes/no/on/off; int; float (``16/255`` allowed, finite only);
+        ``X | None``: ``none``/``null`` gives ``None``; tuple: comma-separated items, each parsed
+        to the element type (an empty value gives an empty tuple); otherwise JSON when it parses,
+        else the string. Raises :class:`ConfigError` for an unknown key or a value that does not parse.
         """
         names = [n for n in self.field_names() if n != "preset"]
+        hints = self.field_types()
         parsed = {}
         for key, text in pairs.items():
             if key == "preset":
                 raise ConfigError("preset cannot be changed with --set; use --preset")
             if key not in names:
                 raise ConfigError(f"unknown --set key {key!r}; valid keys: {', '.join(sorted(names))}")
-            parsed[key] = _parse_like(getattr(self, key), text, key)
+            parsed[key] = _parse_like(getattr(self, key), text, key, hints.get(key))
         return self.replace(**parsed)
 
     def check_dataset(self, name: str) -> None:
@@ -106,14 +129,26 @@ class ExperimentConfig:
             raise ConfigError(f"unknown dataset {name!r}; valid datasets: {', '.join(self.KNOWN_DATASETS)}")
 
     def validate(self) -> None:
-        """Check the whole config; subclasses extend it (call ``super().validate()``)."""
+        """Check the whole config; subclasses extend it (call ``super().validate()``).
+
+        Base checks: ``datasets`` non-empty and each accepted by :meth:`check_dataset` (a value
+        that looks like a file path but does not exist is reported as ``no such file``);
+        ``seeds`` non-empty ints in ``[0, 2**32)`` (what NumPy and scikit-learn accept).
+        """
+        if not self.datasets:
+            choices = f"; valid datasets: {', '.join(self.KNOWN_DATASETS)}" if self.KNOWN_DATASETS else ""
+            raise ConfigError(f"datasets is empty; give at least one data set{choices}")
         for d in self.datasets:
-            self.check_dataset(d)
-        if not self.seeds:
-            raise ConfigError("seeds is empty; give at least one seed")
-        for s in self.seeds:
-            if isinstance(s, bool) or not isinstance(s, int) or s < 0:
-                raise ConfigError(f"seeds should be non-negative ints, got {s!r}")
+            try:
+                self.check_dataset(d)
+            except ConfigError as exc:
+                if isinstance(d, str) and d not in self.KNOWN_DATASETS and _looks_like_path(d) \
+                        and not Path(d).expanduser().exists():
+                    hint = str(exc)
+                    hint = hint[hint.find("valid datasets"):] if "valid datasets" in hint else hint
+                    raise ConfigError(f"no such file: {d!r} ({hint})") from None
+                raise
+        check_seeds(self.seeds)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict of every field (tuples become lists)."""
@@ -153,10 +188,79 @@ def _parse_scalar(text: str, like: Any, key: str) -> Any:
     return text
 
 
-def _parse_like(current: Any, text: str, key: str) -> Any:
-    if isinstance(current, (tuple, list)):
+def check_seeds(seeds: Any) -> None:
+    """Raise :class:`ConfigError` naming ``seeds`` unless it is a non-empty sequence of ints in ``[0, 2**32)``."""
+    if not seeds:
+        raise ConfigError("seeds is empty; give at least one seed")
+    for s in seeds:
+        if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < 2**32:
+            raise ConfigError(f"seeds should be ints in [0, 2**32), got {s!r}")
+
+
+_SCALARS = {bool: False, int: 0, float: 0.0, str: ""}  # a sample value per scalar type, for _parse_scalar
+_FILE_SUFFIX = re.compile(r"\.[A-Za-z][A-Za-z0-9]{0,7}$")
+
+
+def _looks_like_path(name: str) -> bool:
+    """``name`` has a path separator or ends in a file suffix (``.mat``, ``.npz``, ...)."""
+    seps = {"/", os.sep} | ({os.altsep} if os.altsep else set())
+    return any(c in name for c in seps) or name.startswith("~") or bool(_FILE_SUFFIX.search(name))
+
+
+def _is_union(tp: Any) -> bool:
+    return typing.get_origin(tp) in (typing.Union, types.UnionType)
+
+
+def _parse_typed(text: str, tp: Any, key: str) -> Any:
+    """Parse one item to the annotation ``tp`` (bool/int/float/str or a union of them with None)."""
+    if _is_union(tp):
+        args = typing.get_args(tp)
+        if type(None) in args and text.strip().lower() in ("none", "null"):
+            return None
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:
+            return _parse_typed(text, options[0], key)
+        # several types: the first (str last) that parses
+        options.sort(key=lambda a: a is str)
+        error: ConfigError | None = None
+        for a in options:
+            try:
+                return _parse_typed(text, a, key)
+            except ConfigError as exc:
+                error = exc
+        if error is not None:
+            raise error
+        return text
+    if tp in _SCALARS:
+        return _parse_scalar(text, _SCALARS[tp], key)
+    return _parse_scalar(text, None, key)  # JSON when it parses, else the string
+
+
+def _tuple_item_types(hint: Any) -> tuple[Any, ...] | None:
+    """Element types of a ``tuple[...]`` annotation: ``(T, ...)`` for ``tuple[T, ...]``; None if not a tuple."""
+    if typing.get_origin(hint) is not tuple:
+        return None
+    args = typing.get_args(hint)
+    if len(args) == 2 and args[1] is Ellipsis:
+        return (args[0], ...)
+    return args
+
+
+def _parse_like(current: Any, text: str, key: str, hint: Any = None) -> Any:
+    """Parse ``--set key=text`` to the annotation ``hint`` or, failing that, the type of ``current``."""
+    item_types = _tuple_item_types(hint)
+    if item_types is not None or isinstance(current, (tuple, list)):
         items = [t for t in text.split(",") if t.strip()]
-        like = current[0] if current else ""
-        return tuple(_parse_scalar(t, like, key) for t in items)
+        if item_types and item_types[-1] is Ellipsis:
+            return tuple(_parse_typed(t, item_types[0], key) for t in items)
+        if item_types:  # fixed length, e.g. tuple[int, int]
+            if len(items) != len(item_types):
+                raise ConfigError(f"--set {key}={text!r}: expected {len(item_types)} comma-separated items")
+            return tuple(_parse_typed(t, tp, key) for t, tp in zip(items, item_types, strict=True))
+        if current:  # no usable annotation: parse like the first current item
+            return tuple(_parse_scalar(t, current[0], key) for t in items)
+        return tuple(t.strip() for t in items)
+    if hint is not None and (hint in _SCALARS or _is_union(hint)):
+        return _parse_typed(text, hint, key)
     return _parse_scalar(text, current, key)
 

@@ -106,7 +106,7 @@ register(
         paper="Huang et al., 'Distributed Pruning Towards Tiny Neural Networks in Federated Learning', ICDCS 2023, "
         "arXiv:2212.01977",
         datasets=("MNIST", "CIFAR-10-subset"),
-        presets=("quick", "standard", "smoke"),
+        presets=("quick", "standard", "full", "smoke"),
         primary_metric="top1",
         extra="fl",
     )

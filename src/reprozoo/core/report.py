@@ -91,8 +91,9 @@ def primary_comparison(
 def write_summary(entries: list[dict], path: str | Path) -> Path:
     """``summary.md`` of ``run all``: one section per method (status, primary metric vs best baseline).
 
-    ``entries``: dicts with keys name, status ("ok"/"failed"), seconds, metric, rows
-    (from :func:`primary_comparison`), error (when failed), folder.
+    ``entries``: dicts with keys name, status ("ok", "failed", "skipped" (no such preset),
+    "interrupted" or "terminated"), seconds, metric, rows (from :func:`primary_comparison`),
+    error (why it failed or was skipped), folder.
     """
     lines = ["# reprozoo run all", ""]
     lines += ["| method | status | seconds | primary metric | folder |", "|---|---|---|---|---|"]
@@ -101,6 +102,12 @@ def write_summary(entries: list[dict], path: str | Path) -> Path:
                      f"{e.get('folder', '')} |")
     for e in entries:
         lines += ["", f"## {e['name']}", ""]
+        if e["status"] == "skipped":
+            lines.append(f"skipped: {e.get('error', 'not run')}")
+            continue
+        if e["status"] in ("interrupted", "terminated"):
+            lines.append(f"{e['status']} before it finished")
+            continue
         if e["status"] != "ok":
             lines.append(f"FAILED: {e.get('error', 'unknown error')}")
             continue

@@ -4,17 +4,23 @@ The JSON shape is the ``result.json`` schema of ARCHITECTURE.md::
 
     {"name", "preset", "config", "started", "seconds", "environment",
      "records": [{"dataset", "method", "role", "setting", "seed", "metric", "value"}, ...],
-     "figures": ["figures/....png", ...]}
+     "figures": ["figures/....png", ...],
+     "notes": ["...", ...]}          # only when the run left remarks (fallbacks taken, ...)
+
+``environment`` is ``{"python", "torch", "reprozoo", "git", "device"}``: ``torch`` is the
+installed version (``"not installed"`` without it), ``git`` the short commit of the checkout
+reprozoo runs from, with ``-dirty`` when it has uncommitted or untracked changes (``unknown`` outside git).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import functools
+import importlib.metadata
 import json
 import math
 import platform
 import subprocess
-import sys
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -61,26 +67,47 @@ def utc_now() -> str:
     return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _git_commit() -> str:
+def _git(args: list[str], cwd: Path) -> str | None:
+    """stdout of ``git *args`` in ``cwd``, or None when git is missing, fails or takes over 5 s."""
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).resolve().parent,
-        )
-        return out.stdout.strip() or "unknown"
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=5, cwd=cwd)
     except Exception:
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+@functools.lru_cache(maxsize=8)
+def git_commit(path: str | None = None) -> str:
+    """Short commit of the git checkout holding ``path`` (default: this package), ``-dirty`` appended
+    when ``git status --porcelain`` lists anything (or cannot be read); ``"unknown"`` outside a git
+    checkout. Never raises.
+    Cached per path for the process (a run is one process)."""
+    cwd = Path(path) if path is not None else Path(__file__).resolve().parent
+    commit = (_git(["rev-parse", "--short", "HEAD"], cwd) or "").strip()
+    if not commit:
         return "unknown"
+    status = _git(["status", "--porcelain"], cwd)
+    return commit + ("-dirty" if status is None or status.strip() else "")
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
 
 
 def environment(device: str = "cpu") -> dict[str, str]:
-    """Versions that identify where a run happened (python, torch if imported, reprozoo, git, device)."""
-    env = {"python": platform.python_version(), "reprozoo": __version__, "git": _git_commit(), "device": device}
-    if "torch" in sys.modules:
-        env["torch"] = sys.modules["torch"].__version__
-    return env
+    """Versions that identify where a run happened: python, torch (installed version, read with
+    :mod:`importlib.metadata` so it does not depend on what the method imported), reprozoo, git
+    (commit, ``-dirty`` with uncommitted changes) and device."""
+    return {
+        "python": platform.python_version(),
+        "torch": _version("torch"),
+        "reprozoo": __version__,
+        "git": git_commit(),
+        "device": device,
+    }
 
 
 @dataclass
