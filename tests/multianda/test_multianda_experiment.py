@@ -110,3 +110,49 @@ def test_bad_baseline():
         make_baseline("TI-FGSM", net, 0.1, 2, ti_kernel=4)
     with pytest.raises(ValueError, match="eps"):
         make_baseline("PGD", net, -0.1, 2)
+
+
+@pytest.mark.parametrize("key,text,match", [
+    ("aug_max", "-1", r"aug_max=-1.0 should be a finite number in \[0, 2\)"),
+    ("aug_max", "2", r"aug_max=2.0 .*\[0, 2\)"),
+    ("ti_kernel", "4", "ti_kernel=4 should be an odd int"),
+    ("train_shards", "9", "train_shards: 9 is not a shard of the shipped CIFAR-10 subset; valid: 0, 1"),
+    ("train_shards", "0,0", "train_shards=.* repeats"),
+    ("attacks", "", "attacks=.* should be a non-empty tuple"),
+    ("attacks", "ANDA,ANDA", "attacks=.* repeats"),
+    ("zoo", "", "zoo=.* should be a non-empty tuple"),
+    ("surrogates", "", "surrogates=.* should be a non-empty tuple"),
+    ("epsilons", "", "epsilons=.* should be a non-empty tuple"),
+    ("epsilons", "0", r"epsilons=.*\(0, 1\]"),
+    ("sample_counts", "", "sample_counts=.* should be a non-empty tuple"),
+    ("n_images", "6000", r"n_images=6000 should be an int in \[1, 5000\]"),
+    ("train_limit", "6000", r"train_limit=6000 should be an int in \[0, 5000\]"),
+    ("chain_noise", "-0.1", r"chain_noise=-0.1 .*\[0, 1\]"),
+    ("epoch_scale", "0", r"epoch_scale=0.0 .*\(0, inf\)"),
+    ("zoo_seed", "-1", "zoo_seed=-1 should be an int >= 0"),
+    ("vmi_n", "0", "vmi_n=0 should be an int >= 1"),
+    ("attack_batch", "0", "attack_batch=0 should be an int >= 1"),
+])
+def test_every_field_is_checked_up_front(key, text, match):
+    with pytest.raises(ConfigError, match=match):
+        Config.from_preset("smoke").with_strings({key: text})
+
+
+def test_presets_are_valid_and_python_lists_are_accepted():
+    for preset in Config.PRESETS:
+        Config.from_preset(preset)
+    cfg = Config.from_preset("smoke", zoo=["VGG", "CNN"], surrogates=["VGG"])
+    assert list(cfg.zoo) == ["VGG", "CNN"]
+    with pytest.raises(ConfigError, match="steps"):
+        Config.from_preset("smoke", steps=2.5)
+
+
+def test_a_variant_alone_runs_its_parent_attack(smoke, tmp_path, monkeypatch):
+    cfg, result, _, cache = smoke
+    monkeypatch.setenv("REPROZOO_CACHE", str(cache))
+    again = run(cfg.replace(attacks=("ANDA-sample",)), tmp_path)
+    methods = {r.method for r in again.records if r.metric == "ASR"}
+    assert methods == {"ANDA-sample"}
+    first = {(r.setting, r.metric): r.value for r in result.records if r.method == "ANDA-sample"}
+    got = {(r.setting, r.metric): r.value for r in again.records if r.method == "ANDA-sample" and r.metric == "ASR"}
+    assert got and all(first[k] == v for k, v in got.items())

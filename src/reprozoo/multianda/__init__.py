@@ -2,6 +2,10 @@
 
 >>> from reprozoo.multianda import ANDA, MultiANDA   # doctest: +SKIP
 >>> adv = ANDA(model, eps=16 / 255, steps=10, n_ens=25)(images, labels)   # doctest: +SKIP
+
+``images`` are pixels in [0, 1] with the normalisation inside ``model`` (recommended). After
+``set_normalization_used(mean, std)`` (torchattacks semantics) the attacks instead take already-normalised
+images and return normalised ones; see :class:`ANDA` and the method card (README.md).
 """
 
 from reprozoo.multianda.anda import ANDA, ANDAState, MultiANDA, OnlineGaussian, translation_grid, translation_thetas

@@ -27,9 +27,16 @@ def make_baseline(name: str, model: nn.Module, eps: float, steps: int, alpha: fl
                   ti_kernel: int = 5, vmi_n: int = 5, vmi_beta: float = 1.5) -> torchattacks.attack.Attack:
     """The torchattacks attack ``name`` (one of :data:`BASELINES`) with L∞ budget ``eps``.
 
-    ``alpha`` defaults to ``eps / steps`` (the same step as ANDA). Raises ``ValueError`` for an
-    unknown name or bad numbers.
+    ``alpha`` defaults to ``eps / steps`` (the same step as ANDA). Inputs and outputs follow
+    torchattacks 3.5: pixels in [0, 1] with the normalisation inside ``model`` (recommended), or,
+    after ``atk.set_normalization_used(mean, std)``, already-normalised images in and normalised
+    adversarial images out. Raises ``TypeError`` if ``model`` is not a ``torch.nn.Module`` and
+    ``ValueError`` for an unknown name or bad numbers.
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model should be a torch.nn.Module returning logits, got {type(model).__name__}")
+    if name not in BASELINES:
+        raise ValueError(f"unknown baseline {name!r}; choose one of {list(BASELINES)}")
     eps = check_float(eps, "eps", low=0.0)
     steps = check_int(steps, "steps", low=1)
     alpha = eps / steps if alpha is None else check_float(alpha, "alpha", low=0.0)

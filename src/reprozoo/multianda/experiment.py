@@ -11,6 +11,7 @@ draws per input fools the target, for n in ``sample_counts``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ from reprozoo.core.progress import log, track
 from reprozoo.core.results import Result
 from reprozoo.core.seed import seed_everything
 from reprozoo.datasets import load_cifar10_subset
-from reprozoo.multianda.anda import ANDA, MultiANDA
+from reprozoo.multianda.anda import ANDA, AUG_MAX_LIMIT, MultiANDA
 from reprozoo.multianda.baselines import BASELINES, make_baseline
 from reprozoo.multianda.zoo import ZOO, data_checksum, get_model, predict
 
@@ -33,6 +34,13 @@ __all__ = ["Config", "MultiANDAConfig", "run", "ATTACKS"]
 
 METHODS = ("ANDA", "MultiANDA", "MultiANDA-mixture", "ANDA-sample")
 ATTACKS = BASELINES + METHODS
+#: variants computed from the chains of another attack's run: requesting one runs its parent
+PARENT = {"MultiANDA-mixture": "MultiANDA", "ANDA-sample": "ANDA"}
+#: sizes of the shipped CIFAR-10 subset (reprozoo.datasets.load_cifar10_subset): shards 0 and 1 of
+#: 5,000 training images each, 5,000 test images; ``run`` re-checks them against the loaded data
+CIFAR_SHARDS = (0, 1)
+CIFAR_SHARD_IMAGES = 5000
+CIFAR_TEST_IMAGES = 5000
 
 
 @dataclass
@@ -73,34 +81,87 @@ class MultiANDAConfig(ExperimentConfig):
     KNOWN_DATASETS = ("CIFAR-10-subset",)
 
     def validate(self) -> None:
+        """Check every field up front; :class:`ConfigError` names the field and its allowed values."""
         super().validate()
-        if not self.zoo:
-            raise ConfigError("zoo is empty; choose models from " + ", ".join(ZOO))
-        for name in self.zoo:
-            if name not in ZOO:
-                raise ConfigError(f"unknown zoo model {name!r}; valid models: {', '.join(ZOO)}")
-        if not self.surrogates:
-            raise ConfigError("surrogates is empty; choose at least one model of zoo")
-        for name in self.surrogates:
-            if name not in self.zoo:
-                raise ConfigError(f"surrogate {name!r} is not in zoo={self.zoo}; valid: {', '.join(self.zoo)}")
-        for a in self.attacks:
-            if a not in ATTACKS:
-                raise ConfigError(f"unknown attack {a!r}; valid attacks: {', '.join(ATTACKS)}")
-        if not self.epsilons or any(not (0.0 <= e <= 1.0) for e in self.epsilons):
-            raise ConfigError(f"epsilons={self.epsilons} should be a non-empty tuple of values in [0, 1]")
-        for key, low in (("steps", 1), ("n_ens", 1), ("n_chains", 1), ("n_images", 1), ("attack_batch", 1),
-                         ("ti_kernel", 1), ("vmi_n", 1), ("max_rank", 0), ("train_limit", 0)):
-            if int(getattr(self, key)) < low:
-                raise ConfigError(f"{key}={getattr(self, key)} should be >= {low}")
-        if int(np.sqrt(self.n_ens)) ** 2 != self.n_ens:
-            raise ConfigError(f"n_ens={self.n_ens} should be a perfect square (4, 9, 16, 25)")
+        _tuple_of(self, "datasets", str, self.KNOWN_DATASETS)  # (the base class dedupes datasets and seeds)
+        _tuple_of(self, "zoo", str, tuple(ZOO), unknown="unknown zoo model {item!r}; valid models: {valid}")
+        _tuple_of(self, "surrogates", str, tuple(self.zoo),
+                  unknown="surrogate {item!r} is not in zoo=" + f"{tuple(self.zoo)}" + "; valid: {valid}")
+        _tuple_of(self, "attacks", str, ATTACKS, unknown="unknown attack {item!r}; valid attacks: {valid}")
+        _tuple_of(self, "epsilons", float)
+        for e in self.epsilons:
+            if not 0.0 < e <= 1.0:
+                raise ConfigError(f"epsilons={self.epsilons}: each budget should be in (0, 1] (pixel units; "
+                                  "0 leaves every image unchanged)")
+        for key, low, high in (("steps", 1, None), ("n_ens", 1, None), ("n_chains", 1, None),
+                               ("n_images", 1, CIFAR_TEST_IMAGES), ("attack_batch", 1, None),
+                               ("ti_kernel", 1, None), ("vmi_n", 1, None), ("max_rank", 0, None),
+                               ("train_limit", 0, CIFAR_SHARD_IMAGES * len(self.train_shards)),
+                               ("zoo_seed", 0, None)):
+            _int_in(self, key, low, high)
+        if math.isqrt(self.n_ens) ** 2 != self.n_ens:
+            raise ConfigError(f"n_ens={self.n_ens} should be a perfect square (4, 9, 16, 25, ...)")
+        if self.ti_kernel % 2 == 0:
+            raise ConfigError(f"ti_kernel={self.ti_kernel} should be an odd int >= 1 (e.g. 3, 5, 7)")
         if self.max_rank == 1:
-            raise ConfigError("max_rank=1 leaves no covariance; use 0 (no cap) or >= 2")
-        if not self.sample_counts or min(self.sample_counts) < 1:
-            raise ConfigError(f"sample_counts={self.sample_counts} should be positive ints")
-        if self.epoch_scale <= 0:
-            raise ConfigError(f"epoch_scale={self.epoch_scale} should be > 0")
+            raise ConfigError("max_rank=1 leaves no covariance; use 0 (no cap) or an int >= 2")
+        _float_in(self, "aug_max", 0.0, AUG_MAX_LIMIT, high_open=True,
+                  why="affine_grid units; 2 shifts a copy by a whole image side")
+        _float_in(self, "chain_noise", 0.0, 1.0, why="half-width of the uniform noise, pixel units")
+        _float_in(self, "epoch_scale", 0.0, None, low_open=True)
+        _tuple_of(self, "sample_counts", int)
+        if min(self.sample_counts) < 1:
+            raise ConfigError(f"sample_counts={self.sample_counts} should be ints >= 1")
+        _tuple_of(self, "train_shards", int, CIFAR_SHARDS,
+                  unknown="train_shards: {item!r} is not a shard of the shipped CIFAR-10 subset; valid: {valid}")
+        if not isinstance(self.use_cache, bool):
+            raise ConfigError(f"use_cache={self.use_cache!r} should be a bool (true/false)")
+
+
+def _int_in(cfg, key: str, low: int, high: int | None) -> None:
+    v = getattr(cfg, key)
+    allowed = f"an int >= {low}" if high is None else f"an int in [{low}, {high}]"
+    if isinstance(v, bool) or not isinstance(v, int) or v < low or (high is not None and v > high):
+        raise ConfigError(f"{key}={v!r} should be {allowed}")
+
+
+def _float_in(cfg, key: str, low: float, high: float | None, *, low_open: bool = False, high_open: bool = False,
+              why: str = "") -> None:
+    v = getattr(cfg, key)
+    ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+    ok = ok and (v > low if low_open else v >= low)
+    if high is not None:
+        ok = ok and (v < high if high_open else v <= high)
+    if not ok:
+        rng = ("(" if low_open else "[") + f"{low:g}, " + ("inf)" if high is None else f"{high:g}" +
+                                                           (")" if high_open else "]"))
+        raise ConfigError(f"{key}={v!r} should be a finite number in {rng}" + (f" ({why})" if why else ""))
+
+
+def _tuple_of(cfg, key: str, kind: type, choices: tuple | None = None, unknown: str = "") -> None:
+    """Non-empty tuple of ``kind`` without repeats (each in ``choices`` if given; ``unknown`` is the
+    message for an item that is not, formatted with ``item`` and ``valid``)."""
+    v = getattr(cfg, key)
+    listed = ", ".join(map(str, choices)) if choices is not None else ""
+    valid = f"; valid {key}: {listed}" if choices is not None else ""
+    if not isinstance(v, (tuple, list)) or not v:
+        raise ConfigError(f"{key}={v!r} should be a non-empty tuple (comma-separated with --set); an empty "
+                          f"{key} would make the run meaningless{valid}")
+    for item in v:
+        good = isinstance(item, (int, float)) and not isinstance(item, bool) if kind is float else \
+            isinstance(item, kind) and not isinstance(item, bool)
+        if not good:
+            raise ConfigError(f"{key}={v!r}: item {item!r} should be of type {kind.__name__}")
+        if choices is not None and item not in choices:
+            raise ConfigError(unknown.format(item=item, valid=listed) if unknown else f"{key}: {item!r} is not "
+                              f"valid{valid}")
+    _unique(cfg, key)
+
+
+def _unique(cfg, key: str) -> None:
+    v = getattr(cfg, key)
+    if len(set(v)) != len(v):
+        raise ConfigError(f"{key}={v!r} repeats an entry; list each once (repeats would duplicate records)")
 
 
 Config = MultiANDAConfig
@@ -116,6 +177,8 @@ def _zoo(config: MultiANDAConfig, result: Result) -> tuple[dict[str, torch.nn.Mo
     ds = load_cifar10_subset(tuple(config.train_shards))
     x_tr, y_tr = ds.tensors("train")
     x_te, y_te = ds.tensors("test")
+    if config.n_images > x_te.shape[0]:
+        raise ConfigError(f"n_images={config.n_images} should be <= {x_te.shape[0]}, the test images of {ds.name}")
     if config.train_limit:
         perm = torch.randperm(x_tr.shape[0], generator=torch.Generator().manual_seed(config.zoo_seed))
         keep = perm[: config.train_limit]
@@ -180,8 +243,8 @@ def run(config: MultiANDAConfig, out_dir: Path) -> Result:
     for seed in config.seeds:
         rng = seed_everything(seed)
         x, y = _select(models, x_te, y_te, config.n_images, rng, result.notes)
-        jobs = [(s, e, a) for s in config.surrogates for e in config.epsilons for a in config.attacks
-                if a not in ("MultiANDA-mixture", "ANDA-sample")]
+        runs = list(dict.fromkeys(PARENT.get(a, a) for a in config.attacks))  # a variant runs its parent
+        jobs = [(s, e, a) for s in config.surrogates for e in config.epsilons for a in runs]
         for surrogate, eps, attack in track(jobs, f"attacks, seed {seed}"):
             model = models[surrogate]
             seed_everything(seed)
