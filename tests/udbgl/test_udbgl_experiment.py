@@ -58,6 +58,13 @@ def test_presets():
         ({"anchor_factors": (0,)}, "anchor_factors"),
         ({"alpha": -1.0}, "alpha"),
         ({"max_iter": 0}, "max_iter"),
+        ({"alpha": float("nan")}, r"alpha=nan should be a finite number >= 0"),
+        ({"beta": float("inf")}, r"beta=inf should be a finite number >= 0"),
+        ({"tol": -1e-9}, r"tol=-1e-09 should be a finite number >= 0"),
+        ({"kmeans_n_init": 0}, r"kmeans_n_init=0 should be an int >= 1"),
+        ({"spectral_neighbors": -3}, r"spectral_neighbors=-3 should be an int >= 1"),
+        ({"max_iter": 2.5}, r"max_iter=2.5 should be an int >= 1"),
+        ({"anchor_factors": 1}, r"anchor_factors=1 should be a tuple"),
     ],
 )
 def test_config_errors(changes, match):
@@ -86,3 +93,20 @@ def test_baselines_shapes_and_bad_input():
         kmeans_concat(d.views, 1)
     with pytest.raises(ValueError, match="views"):
         kmeans_concat([d.views[0], d.views[1][:10]], c)
+
+
+def test_card_describes_when_the_rank_constraint_warning_is_issued():
+    """The method card must match the code: only the k-means fallback warns (lambda_search is silent)."""
+    import inspect
+    import re
+    from pathlib import Path
+
+    import reprozoo.udbgl as pkg
+    from reprozoo.udbgl import udbgl as mod
+
+    card = " ".join((Path(pkg.__file__).parent / "README.md").read_text().split())
+    assert "whenever the path is not `components`" not in card
+    sentence = re.search(r"A `RankConstraintWarning`[^.]*\.", card)
+    assert sentence is not None and "only when the path is `kmeans_fallback`" in sentence.group(0)
+    src = inspect.getsource(mod.UDBGL.fit)
+    assert 'if self.label_path_ == "kmeans_fallback":' in src  # the condition the card describes

@@ -106,3 +106,50 @@ def test_bad_training_input():
         fit_node_classifier(GCN(10, 8, 3), x, ei, y, tr, va, te, epochs=1, schedule=LinearSparsitySchedule(0.5, 1))
     with pytest.raises(TypeError, match="model"):
         fit_node_classifier(None, x, ei, y, tr, va, te)
+
+
+@pytest.mark.parametrize("arch", ["GCN", "GAT", "GIN"])
+@pytest.mark.parametrize("sparsity", [None, 0.5])
+def test_float64_models_train_end_to_end(arch, sparsity):
+    """Models are dtype-agnostic: model.double() with float64 x trains (the adjacency follows x's dtype)."""
+    from reprozoo.ugt import build_model
+
+    x, ei, y, tr, va, te = _toy()
+    seed_everything(0)
+    model = build_model(arch, 10, 8, 3, 2, sparsity=sparsity).double()
+    fit = fit_node_classifier(model, x.double(), ei, y, tr, va, te, epochs=3)
+    assert 0.0 <= fit.test_acc <= 1.0
+    assert all(p.dtype == torch.float64 for p in model.parameters())
+
+
+def test_float64_matches_float32_on_the_same_weights():
+    from reprozoo.ugt.train import prepare_inputs
+
+    x, ei, y, tr, va, te = _toy()
+    seed_everything(0)
+    m32 = GCN(10, 8, 3, 2)
+    m64 = GCN(10, 8, 3, 2)
+    m64.load_state_dict(m32.state_dict())
+    m64.double()
+    xs, adj = prepare_inputs(x.double(), ei)
+    assert adj.dtype == torch.float64
+    out64 = m64(xs, adj)
+    assert out64.dtype == torch.float64
+    assert torch.allclose(out64.float(), m32(*prepare_inputs(x, ei)), atol=1e-5)
+
+
+def test_dtype_mismatch_names_x_and_expected_dtype():
+    x, ei, y, tr, va, te = _toy()
+    with pytest.raises(TypeError, match=r"x has dtype torch.float64 .* parameters are torch.float32"):
+        fit_node_classifier(UGTGCN(10, 8, 3, 2), x.double(), ei, y, tr, va, te, epochs=1)
+    with pytest.raises(TypeError, match=r"x has dtype torch.float32 .* torch.float64"):
+        GCN(10, 8, 3, 2).double()(x, ei)
+
+
+def test_float_y_reports_dtype_and_shape():
+    x, ei, y, tr, va, te = _toy()
+    with pytest.raises(TypeError, match=r"y should be an int64 tensor of shape \(60,\), got dtype torch.float32 "
+                                        r"and shape \(60,\)"):
+        fit_node_classifier(GCN(10, 8, 3, 2), x, ei, y.float(), tr, va, te, epochs=1)
+    with pytest.raises(ValueError, match=r"got dtype torch.int64 and shape \(59,\)"):
+        fit_node_classifier(GCN(10, 8, 3, 2), x, ei, y[:59], tr, va, te, epochs=1)

@@ -15,7 +15,13 @@ from reprozoo.datasets.longtail import (
     split_groups_by_frequency,
 )
 from reprozoo.datasets.multiview import MultiViewDataset, list_multiview, load_multiview
-from reprozoo.datasets.planetoid import PLANETOID_NAMES, PlanetoidGraph, load_planetoid, planetoid_raw_files
+from reprozoo.datasets.planetoid import (
+    PLANETOID_NAMES,
+    PlanetoidCacheError,
+    PlanetoidGraph,
+    load_planetoid,
+    planetoid_raw_files,
+)
 from reprozoo.datasets.traces import (
     CELLULAR_TRACES,
     CellularTrace,
@@ -50,6 +56,7 @@ __all__ = [
     "PLANETOID_NAMES",
     "PlanetoidGraph",
     "load_planetoid",
+    "PlanetoidCacheError",
     "planetoid_raw_files",
     # cellular traces (rsd4)
     "CELLULAR_TRACES",

@@ -20,6 +20,7 @@ import io
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from typing import Any
 from reprozoo.core.io import cache_dir as _cache_root
 from reprozoo.datasets._paths import DataNotFoundError, find_data_file
 
-__all__ = ["PLANETOID_NAMES", "PlanetoidGraph", "load_planetoid", "planetoid_raw_files"]
+__all__ = ["PLANETOID_NAMES", "PlanetoidCacheError", "PlanetoidGraph", "load_planetoid", "planetoid_raw_files"]
 
 #: Canonical names (as PyG spells them) -> the lower-case stem of the raw files.
 PLANETOID_NAMES = {"Cora": "cora", "CiteSeer": "citeseer", "PubMed": "pubmed"}
@@ -168,6 +169,54 @@ def _prepared_root(canon: str, files: dict[str, Path], cache_dir: Path) -> Path:
     return root
 
 
+class PlanetoidCacheError(RuntimeError):
+    """PyG's processed Planetoid cache could not be read, even after one rebuild from the raw files."""
+
+
+def _open_processed(canon: str, pyg_root: Path, transform):
+    from torch_geometric.datasets import Planetoid
+
+    ds = Planetoid(str(pyg_root), canon, split="public", transform=transform)
+    return ds, ds[0]
+
+
+def _load_cached(canon: str, files: dict[str, Path], cache: Path, transform):
+    """``(dataset, data)`` from the processed cache; a cache that fails to load is rebuilt once.
+
+    A truncated or otherwise corrupt ``processed/data.pt`` (e.g. "PytorchStreamReader failed
+    reading zip archive") is reported with a ``RuntimeWarning`` naming the file; its cache folder
+    (``<cache>/<digest>/``: only links to the raw files and PyG's ``processed/``) is deleted and
+    rebuilt from the raw files. If loading still fails, :class:`PlanetoidCacheError` names the
+    file. ``PermissionError`` is passed through (the caller falls back to a temporary folder).
+    """
+    pyg_root = _prepared_root(canon, files, cache)
+    processed = pyg_root / canon / "processed"
+    try:
+        return _open_processed(canon, pyg_root, transform)
+    except PermissionError:
+        raise
+    except Exception as exc:  # torch.load / pickle errors of a corrupt file: RuntimeError, EOFError, ...
+        warnings.warn(
+            f"the processed Planetoid cache {processed / 'data.pt'} could not be loaded "
+            f"({type(exc).__name__}: {exc}); deleting its cache folder {pyg_root} (links to the raw files and "
+            "processed/) and rebuilding it from the raw files",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    shutil.rmtree(pyg_root, ignore_errors=True)  # processed/ and the raw links: rebuilt atomically below
+    try:
+        pyg_root = _prepared_root(canon, files, cache)
+        return _open_processed(canon, pyg_root, transform)
+    except PermissionError:
+        raise
+    except Exception as exc:
+        raise PlanetoidCacheError(
+            f"the processed Planetoid cache {processed / 'data.pt'} could not be loaded even after rebuilding it "
+            f"from the raw files ({type(exc).__name__}: {exc}); delete {pyg_root} by hand, or pass "
+            f"cache_dir= (or set $REPROZOO_CACHE) to another folder"
+        ) from exc
+
+
 def load_planetoid(
     name: str,
     root: str | os.PathLike | None = None,
@@ -201,6 +250,11 @@ def load_planetoid(
         the message names the file, where it was looked for and where to obtain it.
     ValueError, TypeError
         Unknown ``name``.
+    PlanetoidCacheError
+        (a ``RuntimeError``) PyG's processed cache file cannot be read even after it was deleted
+        and rebuilt once from the raw files; the message names the file. A first load failure
+        (e.g. a truncated ``processed/data.pt``) only issues a ``RuntimeWarning`` naming the file
+        and rebuilds the cache.
 
     Notes
     -----
@@ -216,9 +270,7 @@ def load_planetoid(
     transform = T.NormalizeFeatures() if normalize_features else None
     cache = Path(cache_dir).expanduser() if cache_dir is not None else _default_cache()
     try:
-        pyg_root = _prepared_root(canon, files, cache)
-        ds = Planetoid(str(pyg_root), canon, split="public", transform=transform)
-        data = ds[0]
+        ds, data = _load_cached(canon, files, cache, transform)
     except PermissionError:
         with tempfile.TemporaryDirectory(prefix="reprozoo-planetoid-") as tmp:
             pyg_root = _prepared_root(canon, files, Path(tmp))

@@ -2,10 +2,17 @@
 
 Every (dataset, density, seed, method) is one federated run (a server job); all of them run in ONE
 Flower simulation (``engine="flower"``: Ray starts once) or in process (``engine="local"``).
+
+Recorded metrics: ``top1`` (final test accuracy in PERCENT, 0-100, the project's convention; the
+accuracy-vs-round curves too), ``client_peak_memory_MB``, ``client_state_memory_MB``,
+``train_FLOPs_per_round``, ``bytes_communicated``, ``density`` (fraction of prunable weights kept).
+Client failures (rounds completed without some nodes, failed ABNS queries) are listed in
+``result.notes``.
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,8 +62,8 @@ class FedTinyConfig(ExperimentConfig):
     n_curve: int = 1000                        # test images behind each curve point (final top1: all n_test)
     engine: str = "flower"                     # "flower" (Flower simulation engine, Ray) or "local" (in process)
     num_cpus: int = 2                          # CPUs given to Ray (one client actor per CPU)
-    fail_client: int = -1                      # test hook: partition that fails in round fail_round (-1: none)
-    fail_round: int = -1
+    fail_client: int = -1                      # test hook: partition in [0, n_clients) failing in round fail_round
+    fail_round: int = -1                       # test hook: round in [0, rounds] (0 = ABNS queries); both -1 = off
 
     KNOWN_DATASETS: ClassVar[tuple[str, ...]] = ("MNIST", "CIFAR-10-subset")
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
@@ -74,29 +81,44 @@ class FedTinyConfig(ExperimentConfig):
     }
 
     def validate(self) -> None:
+        """Reject every out-of-domain knob up front (ConfigError naming the field and its allowed range)."""
         super().validate()
+        for key in ("methods", "densities", "candidates"):
+            if not isinstance(getattr(self, key), tuple):
+                raise ConfigError(f"{key}={getattr(self, key)!r} should be a tuple (comma-separated with --set)")
         bad = [m for m in self.methods if m not in _METHODS]
         if bad or not self.methods:
             raise ConfigError(f"methods {list(self.methods)} should be a non-empty subset of {list(_METHODS)}")
-        if not self.densities or any(not (0.0 < float(d) <= 1.0) for d in self.densities):
+        if not self.densities or any(not _is_real(d) or not (0.0 < float(d) <= 1.0) for d in self.densities):
             raise ConfigError(f"densities={self.densities} should each lie in (0, 1]")
-        if not self.alpha > 0:
-            raise ConfigError(f"alpha={self.alpha} should be > 0 (Dirichlet concentration)")
-        if self.n_clients < 2:
-            raise ConfigError(f"n_clients={self.n_clients} should be >= 2")
+        ints = {  # field: smallest allowed value
+            "n_clients": 2, "n_train": 2, "n_test": 0, "rounds": 1, "local_epochs": 1, "batch_size": 1,
+            "delta_t": 0, "t_end": 1, "grad_batches": 1, "abns_samples": 1, "synflow_iters": 1, "eval_every": 1,
+            "n_curve": 1, "num_cpus": 1, "fail_client": -1, "fail_round": -1,
+        }
+        for key, low in ints.items():
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise ConfigError(f"{key}={v!r} should be an int >= {low}"
+                                  + (" (0 = the whole test set)" if key == "n_test" else "")
+                                  + (" (-1 = off)" if key.startswith("fail_") else ""))
+        floats = {  # field: (low, high, low inclusive, high inclusive)
+            "alpha": (0.0, math.inf, False, False),  # Dirichlet concentration
+            "fraction_train": (0.0, 1.0, False, True),
+            "lr": (0.0, math.inf, False, False),
+            "momentum": (0.0, 1.0, True, False),
+            "weight_decay": (0.0, math.inf, True, False),
+            "adjust_alpha": (0.0, 1.0, False, True),
+        }
+        for key, (lo, hi, lo_in, hi_in) in floats.items():
+            v = getattr(self, key)
+            ok = _is_real(v) and (lo <= v if lo_in else lo < v) and (v <= hi if hi_in else v < hi)
+            if not ok:
+                rng = f"{'[' if lo_in else '('}{lo:g}, {hi:g}{']' if hi_in else ')'}"
+                raise ConfigError(f"{key}={v!r} should lie in {rng}" + (" (finite)" if hi == math.inf else ""))
         if self.n_clients * 2 > self.n_train:
             raise ConfigError(f"n_clients={self.n_clients} is more than n_train/2={self.n_train // 2}: every client "
                               "needs >= 2 samples; raise n_train or lower n_clients")
-        if not 0.0 < self.fraction_train <= 1.0:
-            raise ConfigError(f"fraction_train={self.fraction_train} should lie in (0, 1]")
-        for key in ("rounds", "local_epochs", "batch_size", "grad_batches", "abns_samples", "synflow_iters",
-                    "eval_every", "n_curve", "num_cpus"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{key}={getattr(self, key)} should be >= 1")
-        if self.delta_t < 0 or self.t_end < 1:
-            raise ConfigError(f"delta_t={self.delta_t} should be >= 0 and t_end={self.t_end} >= 1")
-        if not 0.0 < self.adjust_alpha <= 1.0:
-            raise ConfigError(f"adjust_alpha={self.adjust_alpha} should lie in (0, 1]")
         if self.engine not in ("flower", "local"):
             raise ConfigError(f"engine={self.engine!r} should be 'flower' or 'local'")
         if self.layer_order not in ("output_to_input", "input_to_output"):
@@ -110,6 +132,22 @@ class FedTinyConfig(ExperimentConfig):
             if len(parts) != 2 or parts[0] not in ("uniform", "er", "erk") or parts[1] not in ("magnitude", "random"):
                 raise ConfigError(f"candidate {c!r} should be 'allocation-criterion' with allocation in "
                                   "uniform/er/erk and criterion in magnitude/random")
+        # test hook: both off (-1), or a client partition in [0, n_clients) failing in a round in
+        # [0, rounds] (round 0 = FedTiny's ABNS queries); one without the other would never fire
+        if self.fail_client >= self.n_clients:
+            raise ConfigError(f"fail_client={self.fail_client} should be -1 (off) or a client index in "
+                              f"[0, n_clients={self.n_clients}); it would never fail")
+        if self.fail_round > self.rounds:
+            raise ConfigError(f"fail_round={self.fail_round} should be -1 (off) or a round in "
+                              f"[0, rounds={self.rounds}] (0 = the ABNS queries); it would never fail")
+        if (self.fail_client == -1) != (self.fail_round == -1):
+            raise ConfigError(f"fail_client={self.fail_client} and fail_round={self.fail_round}: set both (a client in "
+                              f"[0, {self.n_clients}) and a round in [0, {self.rounds}]) or neither (-1 = off)")
+
+
+def _is_real(v: Any) -> bool:
+    """A real number (int or float, not bool)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 Config = FedTinyConfig
@@ -150,7 +188,7 @@ def run(config: FedTinyConfig, out_dir: Path) -> Result:
 
         def logged(grid, job=job, tag=f"{ds} d={d:g} seed={s} {m}"):
             out = job(grid)
-            log(f"fedtiny: {tag}: top1={out['top1']:.4f} ({out['seconds']:.1f} s)")
+            log(f"fedtiny: {tag}: top1={100 * out['top1']:.2f} % ({out['seconds']:.1f} s)")
             return out
 
         jobs.append(logged)
@@ -162,17 +200,20 @@ def run(config: FedTinyConfig, out_dir: Path) -> Result:
         torch.set_num_threads(threads)
     curves: dict[tuple[str, float, str], list[list[tuple[int, float]]]] = defaultdict(list)
     for (ds, d, s, m), out in zip(keys, outs, strict=True):
-        metrics = {"top1": out["top1"], "client_peak_memory_MB": out["peak_mem_mb"],
+        metrics = {"top1": 100.0 * out["top1"], "client_peak_memory_MB": out["peak_mem_mb"],  # top1 in percent
                    "client_state_memory_MB": out["state_mem_mb"],
                    "train_FLOPs_per_round": out["flops_per_round"], "bytes_communicated": float(out["bytes"]),
                    "density": out["density"]}
         result.add_many(ds, m, ROLES[m], metrics, seed=s, setting=_setting(d, config.alpha))
-        curves[(ds, d, m)].append(out["curve"])
+        curves[(ds, d, m)].append([(rnd, 100.0 * acc) for rnd, acc in out["curve"]])  # percent, as top1
         if out["abns"]:
             losses = {n: round(float(v), 4) for n, v in zip(out["abns"]["names"], out["abns"]["losses"], strict=True)}
             result.notes.append(f"{ds} d={d:g} seed={s}: ABNS mean losses {losses} -> chose {out['abns']['chosen']}")
         for rnd, nodes in out["failed_rounds"]:
             result.notes.append(f"{ds} d={d:g} seed={s} {m}: round {rnd} completed without failed node(s) {nodes}")
+        if out["abns"] and out["abns"].get("failed"):
+            result.notes.append(f"{ds} d={d:g} seed={s} {m}: {out['abns']['failed']} failed ABNS quer(y/ies) "
+                                "left out of the candidate selection")
     result.notes.append(f"engine={config.engine}: {len(jobs)} federated runs in {seconds:.1f} s wall")
     _figures(result, config, curves, out_dir)
     return result
@@ -194,7 +235,7 @@ def _figures(result: Result, config: FedTinyConfig, curves, out_dir: Path) -> No
                 ys = np.mean([[a for _, a in c] for c in runs if len(c) == len(rounds)], axis=0)
                 series[m] = (rounds, ys.tolist())
             path = fig_dir / f"accuracy_vs_round_{ds}_d{d:g}.png"
-            line_plot(series, path, xlabel="round", ylabel="test top1",
+            line_plot(series, path, xlabel="round", ylabel="test top1 (%)",
                       title=f"fedtiny: {ds}, density {d:g}, Dirichlet α={config.alpha:g}")
             result.figures.append(str(path.relative_to(out_dir)))
         summary = result.summary()
@@ -210,6 +251,6 @@ def _figures(result: Result, config: FedTinyConfig, curves, out_dir: Path) -> No
             if xs:
                 series[m] = (xs, ys)
         path = fig_dir / f"accuracy_vs_density_{ds}.png"
-        line_plot(series, path, xlabel="density", ylabel="test top1", logx=True,
+        line_plot(series, path, xlabel="density", ylabel="test top1 (%)", logx=True,
                   title=f"fedtiny: {ds}, accuracy vs density (mean over seeds)")
         result.figures.append(str(path.relative_to(out_dir)))

@@ -38,6 +38,8 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 from flwr.serverapp.strategy.strategy_utils import sample_nodes
 
+from reprozoo.core.progress import is_quiet
+from reprozoo.core.progress import log as progress_log
 from reprozoo.fedtiny.bn import merge_bn_stats
 from reprozoo.fedtiny.client import Keys, handle
 from reprozoo.fedtiny.pruning import (
@@ -55,6 +57,16 @@ __all__ = ["FedTinyStrategy", "client_app", "server_app", "make_server_app", "Lo
            "spec_from_run_config"]
 
 log = logging.getLogger("reprozoo.fedtiny")
+
+
+def _report(fmt: str, *args: Any) -> None:
+    """A status line about the run (client failures, ...): ``reprozoo.core.progress.log`` (silent under
+    ``--quiet`` / pytest) and the ``reprozoo.fedtiny`` logger at INFO (no output unless configured)."""
+    from rich.markup import escape
+
+    message = fmt % args if args else fmt
+    log.info(message)
+    progress_log(f"[yellow]{escape(message)}[/yellow]")
 ARRAYS, CONFIG, METRICS = "arrays", "config", "metrics"
 
 
@@ -148,7 +160,7 @@ class FedTinyStrategy(FedAvg):
         if self.delta_t > 0 and self.mask is None and self.candidates is None:
             raise ValueError("mask adjustment (delta_t > 0) needs a mask or candidates; dense FedAvg has none")
         if self.candidates is not None and self.delta_t == 0:
-            log.warning("FedTinyStrategy: delta_t=0 disables progressive pruning (ABNS + fixed mask only)")
+            _report("FedTinyStrategy: delta_t=0 disables progressive pruning (ABNS + fixed mask only)")
         self.layer_order, self.whole_model, self.grad_batches = layer_order, bool(whole_model), int(grad_batches)
         self.history: list[dict[str, Any]] = []
         self.abns: dict[str, Any] = {}
@@ -187,7 +199,7 @@ class FedTinyStrategy(FedAvg):
         for r in ok:
             self.bytes_up += nbytes(from_record(r.content[ARRAYS]))
         for r in bad:
-            log.warning("node %s failed: %s", r.metadata.src_node_id, r.error.reason)
+            _report("node %s failed: %s", r.metadata.src_node_id, r.error.reason)
         return ok, bad
 
     # -- ABNS (spec §3.2) -----------------------------------------------------------------------
@@ -276,7 +288,7 @@ class FedTinyStrategy(FedAvg):
                                  "seconds": time.perf_counter() - self._t0}
         self.history.append(entry)
         if not ok:
-            log.warning("round %d: every client failed; the global model is unchanged", server_round)
+            _report("round %d: every client failed; the global model is unchanged", server_round)
             return None, None
         np_mask = self._np_mask
         weights = [float(r.content[METRICS][Keys.NUM_EXAMPLES]) for r in ok]
@@ -361,7 +373,7 @@ def _deployment_main(grid: Grid, context: Context) -> None:
 
     spec = spec_from_run_config(dict(context.run_config))
     out = make_job(spec)(grid)
-    log.warning("fedtiny %s: top1=%.4f density=%.4f bytes=%d failed rounds=%s", spec.method, out["top1"],
+    log.warning("fedtiny %s: top1=%.2f %% density=%.4f bytes=%d failed rounds=%s", spec.method, 100 * out["top1"],
                 out["density"], out["bytes"], out["failed_rounds"])
 
 
@@ -435,14 +447,25 @@ def _local_identity():
         TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
 
 
+class _DropRunSimulationDeprecation(logging.Filter):
+    """Drops Flower's "DEPRECATED FEATURE: The `run_simulation` function is deprecated" banner."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.msg if isinstance(record.msg, str) else ""
+        return not ("DEPRECATED FEATURE" in msg and "run_simulation" in record.getMessage())
+
+
 @contextlib.contextmanager
 def _quiet_flower(level: int = logging.WARNING):
     logger = logging.getLogger("flwr")
     old = logger.level
+    banner = _DropRunSimulationDeprecation()
     logger.setLevel(level)
+    logger.addFilter(banner)
     try:
         yield
     finally:
+        logger.removeFilter(banner)
         logger.setLevel(old)
 
 
@@ -452,16 +475,31 @@ def run_federated(jobs: Sequence[Callable[[Grid], Any]], n_clients: int, engine:
 
     Parameters
     ----------
+    n_clients : number of client nodes; must equal the ``n_clients`` of every job made by
+        :func:`~reprozoo.fedtiny.server.make_job` (``ValueError`` naming both otherwise)
     engine : "flower" (Flower's simulation engine, Ray; one actor per CPU) or "local" (:class:`LocalGrid`)
     num_cpus : CPUs given to Ray (each client actor takes one)
 
     Returns ``(values, seconds)``; re-raises the first job's exception.
+
+    Output: client failures ("node 2 failed: ...") go through :func:`reprozoo.core.progress.log`
+    (silent under ``--quiet`` and pytest) and the ``reprozoo.fedtiny`` logger at INFO. Flower's
+    own logger is set to WARNING (ERROR when quiet; INFO with ``verbose``) for the run, and its
+    "run_simulation is deprecated" banner is filtered out (we call ``run_simulation`` on purpose:
+    it is the in-process simulation API; ``flwr run`` needs a project folder and a SuperLink).
     """
     if engine not in ("flower", "local"):
         raise ValueError(f"engine={engine!r} should be 'flower' or 'local'")
+    if isinstance(n_clients, bool) or not isinstance(n_clients, int) or n_clients < 1:
+        raise ValueError(f"n_clients={n_clients!r} should be an int >= 1")
+    for i, job in enumerate(jobs):
+        spec = getattr(job, "spec", None)  # set by reprozoo.fedtiny.server.make_job
+        if spec is not None and int(spec.n_clients) != n_clients:
+            raise ValueError(f"jobs[{i}] was made for RunSpec.n_clients={spec.n_clients} but run_federated got "
+                             f"n_clients={n_clients}: node i serves data partition i, so the two must match")
     results: list[Any] = []
     t0 = time.perf_counter()
-    with _quiet_flower(logging.INFO if verbose else logging.WARNING):
+    with _quiet_flower(logging.INFO if verbose else logging.ERROR if is_quiet() else logging.WARNING):
         if engine == "local":
             grid = LocalGrid(client_app, n_clients)
             with _local_identity():

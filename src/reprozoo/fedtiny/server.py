@@ -74,6 +74,11 @@ class RunSpec:
             raise ValueError(f"n_clients={self.n_clients} should be in [1, n_train={self.n_train}]")
         if self.rounds < 1:
             raise ValueError(f"rounds={self.rounds} should be >= 1")
+        if not (self.fail_client == -1 or 0 <= self.fail_client < self.n_clients):
+            raise ValueError(f"fail_client={self.fail_client} should be -1 (off) or a client index in "
+                             f"[0, n_clients={self.n_clients})")
+        if not (self.fail_round == -1 or 0 <= self.fail_round <= self.rounds):
+            raise ValueError(f"fail_round={self.fail_round} should be -1 (off) or a round in [0, rounds={self.rounds}]")
 
     def base_config(self) -> dict[str, Any]:
         return {Keys.DATASET: self.dataset, Keys.N_TRAIN: self.n_train, Keys.N_CLIENTS: self.n_clients,
@@ -86,10 +91,17 @@ class RunSpec:
 def make_job(spec: RunSpec):
     """A server job running ``spec`` on a Flower ``Grid``; returns a dict of measured numbers:
 
-    ``top1`` (final test accuracy, fraction), ``curve`` [(round, top1)], ``density`` (achieved),
+    ``top1`` (final test accuracy, a FRACTION in [0, 1] here; the experiment records it in percent),
+    ``curve`` [(round, top1 fraction)], ``density`` (achieved),
     ``flops_per_round`` (mean per client and round, FLOPs), ``peak_mem_mb`` (modelled, max over clients
     and rounds), ``state_mem_mb`` (the same without activations), ``bytes`` (all payload bytes both ways),
-    ``history``, ``abns``, ``seconds``.
+    ``history``, ``abns``, ``failed_rounds`` [(round, [failed node ids])], ``n_failed`` (failed client
+    replies in all, ABNS queries included; 0 when every client answered), ``seconds``.
+
+    Each node serves the data partition of its index, so a grid with more than ``spec.n_clients``
+    nodes would have nodes failing every round: the job raises ``ValueError`` naming both counts
+    (:func:`~reprozoo.fedtiny.flower.run_federated` checks the exact count before starting, through
+    ``job.spec``).
     """
     spec.validate()
 
@@ -98,6 +110,10 @@ def make_job(spec: RunSpec):
 
         from reprozoo.fedtiny.flower import FedTinyStrategy, from_record, to_record
 
+        n_nodes = len(list(grid.get_node_ids()))  # fewer: nodes may still be connecting (Flower waits)
+        if n_nodes > spec.n_clients:
+            raise ValueError(f"the grid has {n_nodes} client nodes but RunSpec.n_clients={spec.n_clients}; "
+                             "run_federated(jobs, n_clients) needs the n_clients of the specs")
         t0 = time.perf_counter()
         data = federated_data(spec.dataset, spec.n_train, spec.n_clients, spec.alpha, spec.seed)
         in_chans, h, w = data.input_shape
@@ -172,7 +188,9 @@ def make_job(spec: RunSpec):
             "bytes": strategy.bytes_down + strategy.bytes_up,
             "history": strategy.history, "abns": strategy.abns,
             "failed_rounds": [(e["round"], e["failed_nodes"]) for e in strategy.history if e["n_failed"]],
+            "n_failed": sum(int(e["n_failed"]) for e in strategy.history) + int(strategy.abns.get("failed", 0)),
             "seconds": time.perf_counter() - t0,
         }
 
+    job.spec = spec  # type: ignore[attr-defined]  # read by run_federated to check n_clients up front
     return job

@@ -9,6 +9,7 @@ objective curve. Run with ``reprozoo run udbgl --preset quick``.
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from dataclasses import dataclass
@@ -78,6 +79,9 @@ class UDBGLConfig(ExperimentConfig):
         super().validate()
         if not self.datasets:
             raise ConfigError(f"datasets is empty; choose from {', '.join(self.KNOWN_DATASETS)}")
+        for key in ("anchor_factors", "baselines"):
+            if not isinstance(getattr(self, key), tuple):
+                raise ConfigError(f"{key}={getattr(self, key)!r} should be a tuple (comma-separated with --set)")
         if not self.anchor_factors or any(
             isinstance(f, bool) or not isinstance(f, int) or f < 1 for f in self.anchor_factors
         ):
@@ -86,11 +90,13 @@ class UDBGLConfig(ExperimentConfig):
             if b not in BASELINES:
                 raise ConfigError(f"unknown baseline {b!r}; valid baselines: {', '.join(BASELINES)}")
         for key in ("alpha", "beta", "tol"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"{key}={getattr(self, key)} should be >= 0")
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v < math.inf:
+                raise ConfigError(f"{key}={v!r} should be a finite number >= 0")
         for key in ("max_iter", "kmeans_n_init", "spectral_neighbors"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{key}={getattr(self, key)} should be >= 1")
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"{key}={v!r} should be an int >= 1")
 
 
 Config = UDBGLConfig

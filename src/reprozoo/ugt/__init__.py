@@ -40,14 +40,21 @@ from reprozoo.ugt.sparse import (
     set_sparsity,
     sparsify_,
 )
-from reprozoo.ugt.train import FitResult, evaluate_accuracy, fit_node_classifier, is_ugt_model, prepare_inputs
+from reprozoo.ugt.train import (
+    FitResult,
+    check_model_dtype,
+    evaluate_accuracy,
+    fit_node_classifier,
+    is_ugt_model,
+    prepare_inputs,
+)
 
 __all__ = [
     "ARCHS", "GAT", "GCN", "GIN", "UGTGAT", "UGTGCN", "UGTGIN", "DenseLinear", "build_model", "check_graph",
     "ScoreMask", "SparseLinear", "current_sparsity", "global_threshold", "init_weight_", "layer_sparsities",
     "masked_modules", "refresh_masks", "score_parameters", "set_sparsity", "sparsify_",
     "ConstantSparsitySchedule", "LinearSparsitySchedule", "PolynomialSparsitySchedule", "make_schedule",
-    "FitResult", "evaluate_accuracy", "fit_node_classifier", "is_ugt_model", "prepare_inputs",
+    "FitResult", "check_model_dtype", "evaluate_accuracy", "fit_node_classifier", "is_ugt_model", "prepare_inputs",
     "dense_baseline", "edge_popup_baseline", "ugt_method",
     "OODSplit", "expected_calibration_error", "mean_average_distance", "ood_auroc", "ood_split",
     "perturb_edges", "perturb_features",

@@ -12,13 +12,15 @@ Presets (``PRESETS``):
 Records: method ``UGT-<arch>`` (role ``method``), ``Dense-<arch>`` and ``EdgePopup-<arch>``
 (role ``baseline``); setting ``s=<sparsity>,L=<depth>`` (dense: trained once per seed and depth,
 its records repeated under each sparsity of that depth so that every block holds the comparison);
-metrics ``top1`` (test accuracy at the best-validation epoch), ``val_top1``, ``sparsity`` (reached),
-``best_epoch``, ``MAD`` (of the final-layer node representations), ``ECE`` (test nodes, 15 bins),
-``seconds`` (training wall time).
+metrics ``top1`` (test accuracy at the best-validation epoch, in PERCENT 0-100, the project's
+convention), ``val_top1`` (percent), ``sparsity`` (reached, fraction in [0, 1]), ``best_epoch``, ``MAD``
+(of the final-layer node representations), ``ECE`` (test nodes, 15 bins, fraction in [0, 1]),
+``seconds`` (training wall time); robust protocol: ``AUROC`` in [0, 1] and ``top1`` in percent.
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +88,9 @@ class UGTConfig(ExperimentConfig):
 
     def validate(self) -> None:
         super().validate()
+        for name in ("sparsities", "feature_noise", "edge_noise", "depths", "archs"):
+            if not isinstance(getattr(self, name), tuple):
+                raise ConfigError(f"{name}={getattr(self, name)!r} should be a tuple (comma-separated with --set)")
         if self.protocol not in ("standard", "robust"):
             raise ConfigError(f"protocol={self.protocol!r} is not valid; choose 'standard' or 'robust'")
         for a in self.archs:
@@ -94,7 +99,7 @@ class UGTConfig(ExperimentConfig):
         if not self.archs or not self.sparsities or not self.depths:
             raise ConfigError("archs, sparsities and depths should each hold at least one value")
         for s in self.sparsities:
-            if not 0.0 <= float(s) < 1.0:
+            if not _is_real(s) or not 0.0 <= float(s) < 1.0:
                 raise ConfigError(f"sparsities holds {s!r}; each sparsity should be in [0, 1)")
         for d in self.depths:
             if isinstance(d, bool) or not isinstance(d, int) or d < 1:
@@ -104,21 +109,38 @@ class UGTConfig(ExperimentConfig):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ConfigError(f"{name}={v!r} should be an int >= 1")
         for name in ("lr", "lr_deep", "dense_lr"):
-            if not float(getattr(self, name)) > 0:
-                raise ConfigError(f"{name}={getattr(self, name)!r} should be > 0")
-        if not 0.0 <= self.dense_dropout < 1.0:
+            v = getattr(self, name)
+            if not _is_real(v) or not 0.0 < float(v) < math.inf:
+                raise ConfigError(f"{name}={v!r} should be a finite number > 0")
+        for name in ("weight_l1", "dense_weight_decay"):
+            v = getattr(self, name)
+            if not _is_real(v) or not 0.0 <= float(v) < math.inf:
+                raise ConfigError(f"{name}={v!r} should be a finite number >= 0")
+        for name in ("edge_popup", "dense"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name}={getattr(self, name)!r} should be a bool (true/false)")
+        if not _is_real(self.dense_dropout) or not 0.0 <= self.dense_dropout < 1.0:
             raise ConfigError(f"dense_dropout={self.dense_dropout!r} should be in [0, 1)")
         if self.weight_init not in ("kaiming_uniform", "kaiming_normal", "signed_constant"):
             raise ConfigError(
                 f"weight_init={self.weight_init!r}; valid: kaiming_uniform, kaiming_normal, signed_constant")
         if self.ramp not in ("linear", "polynomial", "constant"):
             raise ConfigError(f"ramp={self.ramp!r}; valid: linear, polynomial, constant")
-        if not 0.0 < self.ramp_fraction <= 1.0:
+        if not _is_real(self.ramp_fraction) or not 0.0 < self.ramp_fraction <= 1.0:
             raise ConfigError(f"ramp_fraction={self.ramp_fraction!r} should be in (0, 1]")
-        if not 0.0 < self.ood_frac < 1.0:
+        if not _is_real(self.ood_frac) or not 0.0 < self.ood_frac < 1.0:
             raise ConfigError(f"ood_frac={self.ood_frac!r} should be in (0, 1)")
-        if any(not 0.0 <= f <= 1.0 for f in self.feature_noise) or any(b < 0 for b in self.edge_noise):
-            raise ConfigError("feature_noise should hold fractions in [0, 1] and edge_noise budgets >= 0")
+        for f in self.feature_noise:
+            if not _is_real(f) or not 0.0 <= f <= 1.0:
+                raise ConfigError(f"feature_noise holds {f!r}; each level should be a fraction of nodes in [0, 1]")
+        for b in self.edge_noise:
+            if not _is_real(b) or not 0.0 <= b < math.inf:
+                raise ConfigError(f"edge_noise holds {b!r}; each budget should be a finite number >= 0 (x |E|)")
+
+
+def _is_real(v: Any) -> bool:
+    """A real number (int or float, not bool)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 Config = UGTConfig
@@ -196,13 +218,13 @@ def _run_standard(cfg: UGTConfig, result: Result) -> None:
             logits = _logits(model, graph.x, graph.edge_index)
             mad = mean_average_distance(logits)
             ece = expected_calibration_error(logits[graph.test_mask], graph.y[graph.test_mask])
-            metrics = {"top1": fit.test_acc, "val_top1": fit.val_acc, "sparsity": fit.sparsity,
+            metrics = {"top1": 100.0 * fit.test_acc, "val_top1": 100.0 * fit.val_acc, "sparsity": fit.sparsity,
                        "best_epoch": fit.best_epoch, "MAD": mad, "ECE": ece, "seconds": fit.seconds}
             name = {"ugt": "UGT", "edgepopup": "EdgePopup", "dense": "Dense"}[kind] + f"-{arch}"
             role = "method" if kind == "ugt" else "baseline"
             for s_rec in (cfg.sparsities if kind == "dense" else [s]):
                 result.add_many(dname, name, role, metrics, seed=seed, setting=setting_name(s_rec, depth))
-            log(f"{dname} seed={seed} {name} L={depth} s={s}: top1={fit.test_acc:.3f} "
+            log(f"{dname} seed={seed} {name} L={depth} s={s}: top1={100 * fit.test_acc:.1f} % "
                 f"(best epoch {fit.best_epoch}, sparsity {fit.sparsity:.3f}, {fit.seconds:.1f} s)")
     summary = result.summary()
     for (dname, setting, method, role), stats in summary.items():
@@ -213,8 +235,8 @@ def _run_standard(cfg: UGTConfig, result: Result) -> None:
             other = summary.get((dname, setting, base, "baseline"))
             if other:
                 (m, _, n), (b, _, _) = stats["top1"], other["top1"]
-                result.notes.append(f"{dname} {setting}: {method} - {base} = {100 * (m - b):+.1f} points of test "
-                                    f"accuracy (means over {n} seeds: {100 * m:.1f} vs {100 * b:.1f})")
+                result.notes.append(f"{dname} {setting}: {method} - {base} = {m - b:+.1f} points of test "
+                                    f"accuracy (means over {n} seeds: {m:.1f} % vs {b:.1f} %)")
     if cfg.dense:
         result.notes.append(
             "Dense-* is trained once per seed and depth; its records are repeated under each sparsity setting of "
@@ -247,9 +269,9 @@ def _run_robust(cfg: UGTConfig, result: Result) -> None:
                                   num_classes=split.num_id_classes)
                 logits = _logits(model, graph.x, graph.edge_index)
                 auroc = ood_auroc(logits, split.id_test_mask, split.ood_test_mask)
-                result.add_many(dname, name, role, {"AUROC": auroc, "top1": fit.test_acc}, seed=seed,
+                result.add_many(dname, name, role, {"AUROC": auroc, "top1": 100.0 * fit.test_acc}, seed=seed,
                                 setting=f"ood,{setting_name(s, depth)}")
-                log(f"{dname} seed={seed} {name} OOD: AUROC={auroc:.3f}, ID top1={fit.test_acc:.3f}")
+                log(f"{dname} seed={seed} {name} OOD: AUROC={auroc:.3f}, ID top1={100 * fit.test_acc:.1f} %")
                 continue
             gen = torch.Generator().manual_seed(10_000 + seed)
             x, ei = graph.x, graph.edge_index
@@ -258,9 +280,9 @@ def _run_robust(cfg: UGTConfig, result: Result) -> None:
             else:
                 ei = perturb_edges(graph.edge_index, graph.num_nodes, level, gen)
             _, fit = _fit(kind, arch, graph, depth, s, cfg, seed, x=x, edge_index=ei)
-            result.add(dname, name, role, "top1", fit.test_acc, seed=seed,
+            result.add(dname, name, role, "top1", 100.0 * fit.test_acc, seed=seed,
                        setting=f"{what}={level:g},{setting_name(s, depth)}")
-            log(f"{dname} seed={seed} {name} {what}={level:g}: top1={fit.test_acc:.3f}")
+            log(f"{dname} seed={seed} {name} {what}={level:g}: top1={100 * fit.test_acc:.1f} %")
     result.notes.append(
         f"robust: OOD = the last round({cfg.ood_frac}·C) classes held out of training (AUROC of -max softmax on "
         "test nodes); perturbations are applied before training (poisoning): features of a fraction of nodes "
@@ -321,7 +343,7 @@ def _figures(cfg: UGTConfig, result: Result, out_dir: Path) -> None:
                 if series:
                     p = f"figures/top1_vs_sparsity_{dname}_L{depth}.png"
                     _errorbar_figure(series, out_dir / p, xlabel="sparsity (fraction of weights removed)",
-                                     ylabel="test accuracy", title=f"{dname}, {depth} layers",
+                                     ylabel="test accuracy (%)", title=f"{dname}, {depth} layers",
                                      hlines=tuple(m for m in series if m.startswith("Dense-")))
                     result.figures.append(p)
             if len(cfg.depths) > 1:  # accuracy and MAD vs depth
@@ -358,7 +380,7 @@ def _figures(cfg: UGTConfig, result: Result, out_dir: Path) -> None:
                     series[m] = (xs, ms, ss)
                 if series:
                     p = f"figures/top1_vs_{what}_noise_{dname}.png"
-                    _errorbar_figure(series, out_dir / p, xlabel=xlabel, ylabel="test accuracy",
+                    _errorbar_figure(series, out_dir / p, xlabel=xlabel, ylabel="test accuracy (%)",
                                      title=f"{dname}: accuracy under {what} perturbation")
                     result.figures.append(p)
             series = {}

@@ -129,6 +129,12 @@ class _GNN(nn.Module):
     def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
         """Logits (N, out_channels) for features ``x`` (N, in_channels) and ``edge_index`` (2, E) or adj_t."""
         check_graph(x, edge_index, self.in_channels)
+        p = next(self.parameters(), None)
+        if p is not None and x.dtype != p.dtype:
+            raise TypeError(f"x has dtype {x.dtype} but the model's parameters are {p.dtype}; pass x with dtype "
+                            f"{p.dtype} (x.to({p.dtype})) or convert the model with model.to({x.dtype})")
+        if edge_index.layout != torch.strided and edge_index.dtype != x.dtype:
+            edge_index = edge_index.to(x.dtype)  # a sparse adj_t built in another dtype
         return self.forward_features(x, edge_index)[-1]
 
     def extra_repr(self) -> str:

@@ -29,7 +29,9 @@ from reprozoo.ugt.models import check_graph
 from reprozoo.ugt.schedule import ConstantSparsitySchedule, LinearSparsitySchedule, _Schedule
 from reprozoo.ugt.sparse import current_sparsity, layer_sparsities, score_parameters, set_sparsity
 
-__all__ = ["FitResult", "prepare_inputs", "fit_node_classifier", "evaluate_accuracy", "is_ugt_model"]
+__all__ = [
+    "FitResult", "prepare_inputs", "check_model_dtype", "fit_node_classifier", "evaluate_accuracy", "is_ugt_model",
+]
 
 
 @dataclass
@@ -64,6 +66,8 @@ def prepare_inputs(x: Tensor, edge_index: Tensor, *, sparse_features: bool | Non
     ``x'`` is ``x`` as a CSR tensor when ``sparse_features`` (default: when under 10 % of the
     entries are non-zero, as for bag-of-words features), else ``x``; ``adj_t`` is the (N, N) CSR
     adjacency with rows = targets (PyG's ``adj_t``), equivalent to ``edge_index`` in every conv.
+    ``adj_t`` holds values of ``x.dtype`` (float32, float64, ...), so the models run in any
+    floating dtype (a sparse ``edge_index`` given with another dtype is cast to ``x.dtype``).
     """
     check_graph(x, edge_index)
     from torch_geometric.utils import to_torch_csr_tensor
@@ -76,8 +80,26 @@ def prepare_inputs(x: Tensor, edge_index: Tensor, *, sparse_features: bool | Non
         if sparse_features and x.layout == torch.strided:
             x = x.to_sparse_csr()
         if edge_index.layout == torch.strided:
-            edge_index = to_torch_csr_tensor(edge_index.flip(0), size=(n, n))
+            ones = torch.ones(edge_index.shape[1], dtype=x.dtype, device=edge_index.device)
+            edge_index = to_torch_csr_tensor(edge_index.flip(0), ones, size=(n, n))
+        elif edge_index.dtype != x.dtype:
+            edge_index = edge_index.to(x.dtype)
     return x, edge_index
+
+
+def check_model_dtype(model: nn.Module, x: Tensor) -> None:
+    """Raise ``TypeError`` naming ``x`` unless it has the floating dtype of ``model``'s parameters.
+
+    Models are dtype-agnostic (``model.double()`` works) but inputs are not cast silently: a
+    float32 model given float64 features (or the reverse) is a caller error, fixed by
+    ``x.to(dtype)`` or ``model.to(x.dtype)``. Models without floating parameters are not checked.
+    """
+    p = next((q for q in model.parameters() if q.is_floating_point()), None)
+    if p is not None and isinstance(x, Tensor) and x.is_floating_point() and x.dtype != p.dtype:
+        raise TypeError(
+            f"x has dtype {x.dtype} but the model's parameters are {p.dtype}; pass x with dtype {p.dtype} "
+            f"(x.to({p.dtype})) or convert the model with model.to({x.dtype})"
+        )
 
 
 @torch.no_grad()
@@ -123,7 +145,8 @@ def fit_node_classifier(
         A dense model (all trainable parameters are optimised with Adam) or a UGT model from
         :func:`~reprozoo.ugt.sparse.sparsify_` (only scores, AdamW with weight decay 0, as the
         reference ``score_only`` mode).
-    x : Tensor (N, F) float; edge_index : Tensor (2, E) int64 or sparse (N, N) adj_t
+    x : Tensor (N, F) float, of the model's parameter dtype (float32 by default; float64 after
+        ``model.double()``); edge_index : Tensor (2, E) int64 or sparse (N, N) adj_t
     y : Tensor (N,) int64 in [0, C)
     train_mask, val_mask, test_mask : Tensor (N,) bool, each non-empty
     epochs : int, default 400
@@ -142,7 +165,9 @@ def fit_node_classifier(
 
     Raises
     ------
-    ValueError / TypeError for inconsistent shapes, empty masks, labels out of range, bad numbers.
+    ValueError / TypeError for inconsistent shapes, empty masks, labels out of range, bad numbers;
+    TypeError when ``x``'s dtype differs from the model's parameters (no silent cast) or ``y`` is
+    not int64 (the message reports ``y``'s dtype and shape).
 
     Notes
     -----
@@ -155,10 +180,16 @@ def fit_node_classifier(
     lr = check_float(lr, "lr", low=0.0, low_inclusive=False)
     weight_l1 = check_float(weight_l1, "weight_l1", low=0.0)
     x, adj = prepare_inputs(x, edge_index)
+    check_model_dtype(model, x)
     n = int(x.shape[0])
-    if not isinstance(y, Tensor) or y.dim() != 1 or y.shape[0] != n or y.dtype != torch.int64:
-        raise ValueError(f"y should be an int64 tensor of shape ({n},), got "
-                         f"{tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__}")
+    if not isinstance(y, Tensor):
+        raise TypeError(f"y should be an int64 tensor of shape ({n},), got {type(y).__name__}")
+    if y.dtype != torch.int64:
+        raise TypeError(f"y should be an int64 tensor of shape ({n},), got dtype {y.dtype} and shape "
+                        f"{tuple(y.shape)}; pass y.long()")
+    if y.dim() != 1 or y.shape[0] != n:
+        raise ValueError(f"y should be an int64 tensor of shape ({n},), got dtype {y.dtype} and shape "
+                         f"{tuple(y.shape)}")
     n_out = getattr(model, "out_channels", None)
     if int(y.min()) < 0 or (n_out is not None and int(y.max()) >= n_out):
         raise ValueError(f"y holds labels in [{int(y.min())}, {int(y.max())}] but the model has {n_out} outputs")

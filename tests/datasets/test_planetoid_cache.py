@@ -1,0 +1,48 @@
+"""Planetoid loader: a corrupt processed cache is detected, named, and rebuilt once from the raw files."""
+
+import warnings
+
+import pytest
+
+pytest.importorskip("torch_geometric")
+
+import reprozoo.datasets.planetoid as planetoid_mod  # noqa: E402
+from reprozoo.datasets import load_planetoid  # noqa: E402
+from reprozoo.datasets.planetoid import PlanetoidCacheError  # noqa: E402
+
+
+def _processed_file(cache):
+    (path,) = cache.glob("*/Cora/processed/data.pt")
+    return path
+
+
+def test_truncated_processed_cache_is_rebuilt_with_a_warning(tmp_path):
+    good = load_planetoid("Cora", cache_dir=tmp_path)
+    data_pt = _processed_file(tmp_path)
+    data_pt.write_bytes(data_pt.read_bytes()[:100])  # what an interrupted copy leaves behind
+    with pytest.warns(RuntimeWarning, match=r"processed/data\.pt could not be loaded.*rebuilding") as rec:
+        again = load_planetoid("Cora", cache_dir=tmp_path)
+    assert str(data_pt) in str(rec[0].message)  # the message names the file
+    assert bool((again.x == good.x).all()) and bool((again.y == good.y).all())
+    assert bool((again.edge_index == good.edge_index).all())
+    assert _processed_file(tmp_path).stat().st_size > 10_000  # rebuilt in place
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the rebuilt cache loads silently
+        load_planetoid("Cora", cache_dir=tmp_path)
+
+
+def test_failed_rebuild_raises_an_error_naming_the_file(tmp_path, monkeypatch):
+    load_planetoid("Cora", cache_dir=tmp_path)
+    data_pt = _processed_file(tmp_path)
+    calls = []
+
+    def always_corrupt(*args, **kwargs):
+        calls.append(args)
+        raise RuntimeError("PytorchStreamReader failed reading zip archive")
+
+    monkeypatch.setattr(planetoid_mod, "_open_processed", always_corrupt)
+    with pytest.warns(RuntimeWarning, match="rebuilding"), pytest.raises(PlanetoidCacheError) as err:
+        load_planetoid("Cora", cache_dir=tmp_path)
+    assert str(data_pt) in str(err.value) and "even after rebuilding" in str(err.value)
+    assert isinstance(err.value, RuntimeError)
+    assert len(calls) == 2  # one load, one rebuild, no loop
