@@ -79,16 +79,42 @@ def dual_path_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, class_to_
     aux_weight, consistency, consistency_weight, stop_gradient, logit_scale
         See the module docstring and :func:`consistency_loss`.
 
-    Cost: two forward passes (and, after ``loss.backward()``, two backward passes) of the model.
+    Raises
+    ------
+    TypeError
+        ``x``/``y``/``class_to_group`` not tensors; ``y`` or ``class_to_group`` not integer.
+    ValueError
+        Empty batch; ``y`` not of shape (N,) or outside [0, C); the model's logits not (N, C) with
+        C = len(class_to_group).
+
+    Cost: two forward passes (and, after ``loss.backward()``, two backward passes) of the model; the
+    checks are O(N).
     """
     if not isinstance(class_to_group, torch.Tensor):
         raise TypeError(f"class_to_group should be a LongTensor (C,), got {type(class_to_group).__name__}")
+    if class_to_group.is_floating_point() or class_to_group.is_complex() or class_to_group.dtype == torch.bool:
+        raise TypeError(f"class_to_group should be an integer tensor (C,), got dtype {class_to_group.dtype}")
+    if class_to_group.dim() != 1 or class_to_group.numel() == 0:
+        raise ValueError(f"class_to_group should have shape (C,) with C >= 1, got {tuple(class_to_group.shape)}")
+    for name, t in (("x", x), ("y", y)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} should be a torch.Tensor, got {type(t).__name__}")
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise TypeError(f"y should hold integer class labels (LongTensor (N,)), got dtype {y.dtype}")
+    if x.dim() < 1 or x.shape[0] == 0:
+        raise ValueError(f"x should be a non-empty batch (N, ...), got shape {tuple(x.shape)}")
     if y.dim() != 1 or y.shape[0] != x.shape[0]:
         raise ValueError(f"y should have shape (N,) = ({x.shape[0]},), got {tuple(y.shape)}")
-    if int(y.min()) < 0 or int(y.max()) >= class_to_group.shape[0]:
-        raise ValueError(f"y should lie in [0, {class_to_group.shape[0]}) (len(class_to_group)), "
-                         f"got [{int(y.min())}, {int(y.max())}]")
+    n_classes = class_to_group.shape[0]
+    lo, hi = int(y.min()), int(y.max())
+    if lo < 0 or hi >= n_classes:
+        raise ValueError(f"y should lie in [0, {n_classes}) (len(class_to_group)), got [{lo}, {hi}]")
     main = model(x)
+    if not isinstance(main, torch.Tensor) or main.dim() != 2 or main.shape[1] != n_classes:
+        shape = tuple(main.shape) if isinstance(main, torch.Tensor) else type(main).__name__
+        raise ValueError(f"the model outputs logits of shape {shape} but class_to_group (class_counts) has "
+                         f"{n_classes} classes; expected logits (N, {n_classes}): give one class count per "
+                         "output of the model")
     with group_assignment(model, class_to_group.to(y.device)[y]):
         aux = model(x)
     main_loss = criterion(main, y)
@@ -115,6 +141,9 @@ class DualPathLoss(nn.Module):
     consistency_weight : float, default 1.0 (λ_c; unverified)
     stop_gradient : {"aux", "main"}, default "aux"
     logit_scale : float, default 1.0 (30 for LDAM's cosine logits)
+
+    Calling it raises as :func:`dual_path_loss` does (integer labels in [0, C), logits (N, C) with
+    C = len(class_counts)), and ``ValueError`` if the model's compound BN layers do not have K = num_groups.
 
     Examples
     --------

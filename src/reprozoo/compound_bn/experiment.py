@@ -9,8 +9,11 @@ linear warm-up, step decay ×0.01 at 80 % / 90 % of the epochs, DRW from 80 %), 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import math
 import time
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,7 +61,7 @@ class CompoundBNConfig(ExperimentConfig):
     drw_at: float = 0.8  # DRW starts at this fraction of the epochs (160 of 200)
     augment: bool = True  # random crop (pad 4) + horizontal flip (flip for CIFAR only)
     n_components: int = 2  # K of every compound BN layer
-    cbn_momentum: float = 0.1  # moving-average EM momentum (unverified; BN convention)
+    cbn_momentum: float | None = 0.1  # moving-average EM momentum (unverified; BN convention); None = cumulative
     detach_responsibilities: bool = False  # stop the gradient through r (unverified)
     per_component_affine: bool = False  # γ_k, β_k per component (unverified)
     min_weight: float = 1e-3  # collapse floor on the batch weight of a component (port addition)
@@ -92,34 +95,121 @@ class CompoundBNConfig(ExperimentConfig):
     KNOWN_DATASETS = ("CIFAR-10-LT", "MNIST-LT", "CIFAR-10-LT-full", "CIFAR-100-LT-full")
 
     def validate(self) -> None:
+        """Reject every out-of-domain value up front (before any training), with a :class:`ConfigError`
+        that names the field, the allowed range or choices and the value received.
+
+        Ranges: ``imbalance_ratios`` non-empty, each >= 1; ``losses`` non-empty, each in ``LOSSES``, no
+        repeats (nor in ``imbalance_ratios``, ``ablations``: a repeat would record the same run twice);
+        ``ablations`` in ``ABLATIONS``; ``n_max`` >= 0; ``data_seed`` in [0, 2**32); ``depth`` = 6n+2 >= 8;
+        ``width``, ``epochs``, ``n_components``, ``eval_batch_size`` >= 1; ``batch_size`` >= 2;
+        ``lr`` > 0; SGD ``momentum`` in [0, 1); ``weight_decay`` >= 0; ``warmup_epochs`` in [0, epochs];
+        ``decay_at`` items and ``drw_at`` in [0, 1]; ``cbn_momentum`` in (0, 1] or None; ``min_weight`` in
+        [0, 1/K) for the largest K trained (``n_components``, 3 with the K=3 ablation); with the dual path
+        every K <= the number of classes of each data set; ``aux_weight``, ``consistency_weight`` >= 0;
+        ``1 <= few_threshold <= many_threshold``; ``num_threads`` >= 0; ``consistency``, ``group_by``
+        choices; every field of its declared type (bool, int, float, str, tuple).
+        """
         super().validate()
-        for loss in self.losses:
-            if loss not in LOSSES:
-                raise ConfigError(f"unknown loss {loss!r}; valid losses: {', '.join(LOSSES)}")
-        if not self.losses:
-            raise ConfigError("losses is empty; give at least one of " + ", ".join(LOSSES))
-        for a in self.ablations:
-            if a not in ABLATIONS:
-                raise ConfigError(f"unknown ablation {a!r}; valid ablations: {', '.join(ABLATIONS)}")
-        for r in self.imbalance_ratios:
-            if not r >= 1:
-                raise ConfigError(f"imbalance_ratios should be >= 1, got {r}")
+        self._check_types()
+        for name, item, choices in (("losses", "loss", LOSSES), ("ablations", "ablation", ABLATIONS)):
+            for v in getattr(self, name):
+                if v not in choices:
+                    raise ConfigError(f"unknown {item} {v!r} in {name}; valid {name}: {', '.join(choices)}")
+        for name, what in (("imbalance_ratios", "at least one ratio rho >= 1, e.g. 100"),
+                           ("losses", "at least one of " + ", ".join(LOSSES))):
+            if not getattr(self, name):
+                raise ConfigError(f"{name} is empty; give {what} (an empty {name} would train nothing)")
+        bad_rho = [r for r in self.imbalance_ratios if not r >= 1]
+        if bad_rho:
+            raise ConfigError(f"imbalance_ratios={self.imbalance_ratios!r} is out of range; each ratio "
+                              f"rho = n_max / n_min should be >= 1, got {bad_rho}")
+        for name in ("imbalance_ratios", "losses", "ablations"):
+            values = getattr(self, name)
+            if len(set(values)) != len(values):
+                raise ConfigError(f"{name}={values!r} repeats an item; give each once (a repeat would train "
+                                  "and record the same run twice)")
         if (self.depth - 2) % 6 or self.depth < 8:
-            raise ConfigError(f"depth={self.depth} should be 6n+2 (8, 20, 32, ...)")
-        checks = {"width": self.width >= 1, "epochs": self.epochs >= 1, "batch_size": self.batch_size >= 2,
-                  "n_components": self.n_components >= 1, "n_max": self.n_max >= 0,
-                  "lr": self.lr > 0, "warmup_epochs": 0 <= self.warmup_epochs,
-                  "drw_at": 0 <= self.drw_at <= 1, "cbn_momentum": 0 <= self.cbn_momentum <= 1,
-                  "few_threshold": 1 <= self.few_threshold <= self.many_threshold,
-                  "consistency_weight": self.consistency_weight >= 0, "aux_weight": self.aux_weight >= 0,
-                  "num_threads": self.num_threads >= 0}
-        bad = [k for k, ok in checks.items() if not ok]
-        if bad:
-            raise ConfigError(f"invalid value(s) for {bad}: see the field comments in CompoundBNConfig")
+            raise ConfigError(f"depth={self.depth} should be 6n+2 >= 8 (8, 14, 20, 32, ...)")
+        k_max = max([max(self.n_components, 1)] + [3 for a in self.ablations if a == "K=3"])
+        ranges = [  # (field, in range?, allowed range)
+            ("n_max", self.n_max >= 0, ">= 0 (0 = the largest the data set allows)"),
+            ("data_seed", 0 <= self.data_seed < 2**32, "in [0, 2**32)"),
+            ("width", self.width >= 1, ">= 1"),
+            ("epochs", self.epochs >= 1, ">= 1"),
+            ("batch_size", self.batch_size >= 2, ">= 2 (batch statistics need two samples)"),
+            ("lr", self.lr > 0, "> 0"),
+            ("momentum", 0 <= self.momentum < 1, "in [0, 1) (SGD momentum; >= 1 diverges)"),
+            ("weight_decay", self.weight_decay >= 0, ">= 0"),
+            ("warmup_epochs", 0 <= self.warmup_epochs <= self.epochs, f"in [0, epochs] = [0, {self.epochs}]"),
+            ("decay_at", all(0 <= f <= 1 for f in self.decay_at), "fractions of the epochs, each in [0, 1]"),
+            ("drw_at", 0 <= self.drw_at <= 1, "a fraction of the epochs in [0, 1]"),
+            ("n_components", self.n_components >= 1, ">= 1"),
+            ("cbn_momentum", self.cbn_momentum is None or 0 < self.cbn_momentum <= 1,
+             "in (0, 1], or None for the cumulative average"),
+            ("min_weight", 0 <= self.min_weight < 1 / k_max,
+             f"in [0, 1/K) = [0, {1 / k_max:.4g}) for K = {k_max}"
+             + (" (the K=3 ablation)" if k_max != self.n_components else "")),
+            ("aux_weight", self.aux_weight >= 0, ">= 0"),
+            ("consistency_weight", self.consistency_weight >= 0, ">= 0"),
+            ("many_threshold", self.many_threshold >= 1, ">= 1"),
+            ("few_threshold", 1 <= self.few_threshold <= self.many_threshold,
+             f"in [1, many_threshold] = [1, {self.many_threshold}]"),
+            ("eval_batch_size", self.eval_batch_size >= 1, ">= 1"),
+            ("num_threads", self.num_threads >= 0, ">= 0 (0 = torch's default)"),
+        ]
+        for name, ok, allowed in ranges:
+            if not ok:
+                raise ConfigError(f"{name}={getattr(self, name)!r} is out of range; it should be {allowed}")
         if self.consistency not in CONSISTENCY:
             raise ConfigError(f"consistency={self.consistency!r}; valid: {', '.join(CONSISTENCY)}")
         if self.group_by not in ("classes", "samples"):
             raise ConfigError(f"group_by={self.group_by!r}; valid: classes, samples")
+        if self.dual_path:  # one component per class-frequency group: K <= number of classes
+            for d in self.datasets:
+                n_classes = _N_CLASSES.get(d)
+                if n_classes is not None and k_max > n_classes:
+                    raise ConfigError(f"n_components={k_max} (K, one per class-frequency group of the dual "
+                                      f"path) should be <= the {n_classes} classes of {d}")
+
+    def _check_types(self) -> None:
+        """Every field holds a value of its annotated type (``replace(epochs=2.5)`` is an error)."""
+        hints = self.field_types()
+        for f in dataclasses.fields(self):
+            hint, value = hints.get(f.name), getattr(self, f.name)
+            items = typing.get_args(hint) if typing.get_origin(hint) is tuple else None
+            if items:
+                if not isinstance(value, tuple):
+                    raise ConfigError(f"{f.name} should be a tuple, got {type(value).__name__} ({value!r})")
+                for v in value:
+                    _check_scalar(f.name, v, items[0])
+            elif hint is not None:
+                _check_scalar(f.name, value, hint)
+
+
+#: classes of each data set (the dual path needs K <= C groups)
+_N_CLASSES = {"CIFAR-10-LT": 10, "MNIST-LT": 10, "CIFAR-10-LT-full": 10, "CIFAR-100-LT-full": 100}
+
+
+def _check_scalar(name: str, value: Any, hint: Any) -> None:
+    """Raise :class:`ConfigError` unless ``value`` fits ``hint`` (bool, int, float, str, or X | None)."""
+    args = typing.get_args(hint)  # (X, NoneType) for X | None; () for a plain type
+    options = [a for a in args if a is not type(None)] if args else [hint]
+    if value is None and type(None) in args:
+        return
+    tp = options[0] if len(options) == 1 else None
+    if tp is bool:
+        ok = isinstance(value, bool)
+    elif tp is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif tp is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    elif tp is str:
+        ok = isinstance(value, str)
+    else:
+        return
+    if not ok:
+        kind = {bool: "a bool", int: "an int", float: "a finite number", str: "a string"}[tp]
+        raise ConfigError(f"{name} should be {kind}, got {type(value).__name__} ({value!r})")
 
 
 Config = CompoundBNConfig

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -115,15 +116,19 @@ class _CompoundBatchNorm(nn.Module):
 
     _valid_ranks: tuple[int, ...] = ()
 
-    def __init__(self, num_features: int, num_components: int = 2, eps: float = 1e-5,
+    def __init__(self, num_features: int, num_components: int | None = None, eps: float = 1e-5,
                  momentum: float | None = 0.1, affine: bool = True, track_running_stats: bool = True,
                  detach_responsibilities: bool = False, per_component_affine: bool = False,
                  min_weight: float = 1e-3, data_init: bool = True, check_finite: bool = True,
                  device=None, dtype=None, *, n_components: int | None = None, aux_affine: bool = False,
                  compiled: bool = False):
         super().__init__()
-        if n_components is not None:  # alias used by the spec (Sec. 6)
-            num_components = n_components
+        # ``n_components`` is an alias of ``num_components`` (the spelling of the spec, Sec. 6); default K = 2
+        if n_components is not None and num_components is not None and n_components != num_components:
+            raise TypeError(f"num_components={num_components!r} and n_components={n_components!r} disagree; "
+                            "n_components is an alias of num_components: give only one")
+        if num_components is None:
+            num_components = 2 if n_components is None else n_components
         for name, v in (("num_features", num_features), ("num_components", num_components)):
             if isinstance(v, bool) or not isinstance(v, int):
                 raise TypeError(f"{name} should be an int, got {type(v).__name__} ({v!r})")
@@ -538,7 +543,8 @@ class CompoundBatchNorm2d(_CompoundBatchNorm):
     num_features : int
         C, the channels.
     num_components : int, default 2
-        K (``n_components=`` is accepted as an alias). K = 1 is exactly :class:`torch.nn.BatchNorm2d`.
+        K. K = 1 is exactly :class:`torch.nn.BatchNorm2d`. ``n_components=`` (keyword only, the spec's
+        spelling) is an alias; giving both with different values raises ``TypeError``.
     eps : float, default 1e-5
     momentum : float or None, default 0.1
         m of θ ← (1 − m) θ + m θ̂ for π, μ, σ² (BN convention; unverified for the paper). ``None``:
@@ -640,11 +646,32 @@ def convert_bn_to_cbn(module: nn.Module, num_components: int = 2, **kwargs) -> n
     (default) the first soft training batch re-seeds such channels from its quantiles, and the dual path
     (hard group assignment) separates the components by class-frequency group. In eval mode, before any
     training, the converted model computes exactly what the BN model computed.
+
+    Raises ``TypeError`` for a non-module, ``ValueError`` for num_components < 1. Warns (``UserWarning``,
+    "no BatchNorm layers found") and returns ``module`` unchanged when it holds no ``nn.BatchNorm1d/2d``
+    (e.g. a model already converted, or one with only ``BatchNorm3d``/``SyncBatchNorm``).
     """
     if not isinstance(module, nn.Module):
         raise TypeError(f"module should be a torch.nn.Module, got {type(module).__name__}")
     if isinstance(num_components, bool) or not isinstance(num_components, int) or num_components < 1:
         raise ValueError(f"num_components={num_components!r} should be an int >= 1")
+    found = [m for m in module.modules()
+             if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) and not isinstance(m, _CompoundBatchNorm)]
+    if not found:
+        other = sorted({type(m).__name__ for m in module.modules()
+                        if isinstance(m, nn.modules.batchnorm._BatchNorm)})
+        extra = f"; unsupported BatchNorm types present: {', '.join(other)}" if other else ""
+        n_cbn = len(compound_layers(module))
+        extra += f"; it already holds {n_cbn} compound BN layer(s)" if n_cbn else ""
+        warnings.warn(f"convert_bn_to_cbn: no BatchNorm layers found (nn.BatchNorm1d/nn.BatchNorm2d) in "
+                      f"{type(module).__name__}{extra}; the module is returned unchanged", UserWarning,
+                      stacklevel=2)
+        return module
+    return _convert(module, num_components, **kwargs)
+
+
+def _convert(module: nn.Module, num_components: int, **kwargs) -> nn.Module:
+    """The recursion of :func:`convert_bn_to_cbn` (arguments already checked)."""
     out = module
     if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)) and not isinstance(module, _CompoundBatchNorm):
         cls = CompoundBatchNorm2d if isinstance(module, nn.BatchNorm2d) else CompoundBatchNorm1d
@@ -667,7 +694,7 @@ def convert_bn_to_cbn(module: nn.Module, num_components: int = 2, **kwargs) -> n
                 out.num_batches_tracked.copy_(module.num_batches_tracked)
         out.train(module.training)
     for name, child in module.named_children():
-        new = convert_bn_to_cbn(child, num_components, **kwargs)
+        new = _convert(child, num_components, **kwargs)
         if new is not child:
             out.add_module(name, new)
     return out

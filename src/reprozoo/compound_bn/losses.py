@@ -19,7 +19,8 @@ from torch import nn
 
 from reprozoo.core.checks import check_choice, check_float, check_int, check_labels
 
-__all__ = ["LOSSES", "LDAMLoss", "LongTailLoss", "NormedLinear", "class_balanced_weights"]
+__all__ = ["LOSSES", "LDAMLoss", "LongTailLoss", "NormedLinear", "check_logits_target",
+           "class_balanced_weights"]
 
 LOSSES = ("CE", "CE-DRW", "LDAM-DRW")
 
@@ -29,6 +30,36 @@ def _counts(class_counts: Any) -> np.ndarray:
     if counts.size < 2 or (counts < 1).any():
         raise ValueError(f"class_counts should hold >= 2 counts, each >= 1, got {counts.tolist()}")
     return counts
+
+
+def check_logits_target(logits: Any, target: Any, n_classes: int) -> None:
+    """Validate a loss's inputs: ``logits`` a finite float tensor (N, n_classes), ``target`` an integer
+    tensor (N,) with values in [0, n_classes). Cost O(N·C) for the finiteness check, O(N) for the labels.
+
+    Raises ``TypeError`` (not a tensor, wrong dtype) or ``ValueError`` (shape, range, NaN/inf) naming
+    the argument, the expected and the received shape or values.
+    """
+    for name, t in (("logits", logits), ("target", target)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} should be a torch.Tensor, got {type(t).__name__}")
+    if not logits.is_floating_point():
+        raise TypeError(f"logits should be a floating-point tensor (N, C), got dtype {logits.dtype}")
+    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+        raise TypeError(f"target should hold integer class labels (LongTensor (N,)), got dtype {target.dtype}")
+    if logits.dim() != 2 or logits.shape[1] != n_classes:
+        raise ValueError(f"logits should have shape (N, C) = (N, {n_classes}) (C = len(class_counts)), "
+                         f"got {tuple(logits.shape)}")
+    if target.dim() != 1 or target.shape[0] != logits.shape[0]:
+        raise ValueError(f"target should have shape (N,) = ({logits.shape[0]},) (one label per row of "
+                         f"logits), got {tuple(target.shape)}")
+    if target.numel() == 0:
+        raise ValueError("logits and target are empty (N = 0)")
+    lo, hi = int(target.min()), int(target.max())
+    if lo < 0 or hi >= n_classes:
+        raise ValueError(f"target should lie in [0, {n_classes}) (C = len(class_counts)), got values in "
+                         f"[{lo}, {hi}]")
+    if not bool(torch.isfinite(logits.detach()).all()):
+        raise ValueError("logits contain NaN or infinite values (did training diverge? try a lower lr)")
 
 
 def class_balanced_weights(class_counts: Any, beta: float = 0.9999) -> torch.Tensor:
@@ -88,6 +119,12 @@ class LDAMLoss(nn.Module):
         self.register_buffer("weight", weight)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Loss of ``logits`` (N, C) float and ``target`` (N,) int in [0, C); raises as
+        :func:`check_logits_target`."""
+        check_logits_target(logits, target, self.margins.shape[0])
+        return self._loss(logits, target)
+
+    def _loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         shifted = logits - F.one_hot(target, logits.shape[1]).to(logits.dtype) * self.margins.to(logits.dtype)
         return F.cross_entropy(self.scale * shifted, target, weight=self.weight)
 
@@ -128,8 +165,14 @@ class LongTailLoss(nn.Module):
         self.active_weight = self.cb_weight if drw else None
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Scalar loss of ``logits`` (N, C) float and ``target`` (N,) int in [0, C), C = len(class_counts).
+
+        Raises ``TypeError``/``ValueError`` (see :func:`check_logits_target`) for a non-tensor, a wrong
+        dtype or shape, labels out of range or NaN/inf logits. Cost O(N·C).
+        """
+        check_logits_target(logits, target, self.cb_weight.shape[0])
         w = None if self.active_weight is None else self.active_weight.to(logits.device, logits.dtype)
         if self.ldam is not None:
             self.ldam.weight = w
-            return self.ldam(logits, target)
+            return self.ldam._loss(logits, target)
         return F.cross_entropy(logits, target, weight=w)
