@@ -163,6 +163,8 @@ def test_save_load_round_trip(tmp_path):
     bad.write_text("garbage\n")
     with pytest.raises(ValueError, match="not a saved RSD4 agent"):
         RSD4.load(bad)
+    with pytest.raises(IsADirectoryError, match="folder"):
+        RSD4.load(tmp_path)
     import torch
 
     foreign = tmp_path / "foreign.pt"

@@ -46,7 +46,8 @@ def test_config_validation():
         Config.from_preset("quick", learning_starts=10**9)
     for bad, name in (({"gamma": 1.5}, "gamma"), ({"learning_rate": 0.0}, "learning_rate"),
                       ({"gradient_steps": -1}, "gradient_steps"), ({"sb3_net_arch": ()}, "sb3_net_arch"),
-                      ({"ppo_lstm_hidden": 0}, "ppo_lstm_hidden")):
+                      ({"ppo_lstm_hidden": 0}, "ppo_lstm_hidden"), ({"n_users": (4, 4)}, "n_users"),
+                      ({"methods": ("RSD4", "RSD4")}, "methods"), ({"budget_grid": (5.0, 5.0)}, "budget_grid")):
         with pytest.raises(ConfigError, match=name):
             Config.from_preset("quick", **bad)
     cfg = Config.from_preset("quick").with_strings({"budget_grid": "4,8", "partial_obs": "false"})

@@ -574,16 +574,20 @@ class RSD4:
         """Rebuild an agent saved by :meth:`save`; ``env`` (same layout) is needed only to keep learning.
 
         The file is read with ``torch.load(weights_only=True)``: tensors and plain Python containers only, so a
-        file from elsewhere cannot run code. Raises ``FileNotFoundError`` for a missing file and ``ValueError``
-        naming the file when it is not a saved RSD4 agent (corrupt, truncated or another format).
+        file from elsewhere cannot run code. Raises ``FileNotFoundError`` for a missing file,
+        ``IsADirectoryError`` for a folder and ``ValueError`` naming the file when it is not a saved RSD4 agent
+        (corrupt, truncated or another format).
         """
         path = Path(path)
+        if path.is_dir():
+            raise IsADirectoryError(f"{str(path)!r} is a folder; pass the file written by RSD4.save")
         if not path.is_file():
             raise FileNotFoundError(f"no saved RSD4 agent at {str(path)!r}")
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not one of our files"
-            raise ValueError(f"{str(path)!r} is not a saved RSD4 agent (torch.load failed: {exc})") from exc
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ValueError(f"{str(path)!r} is not a saved RSD4 agent (torch.load failed: {first})") from None
         if not isinstance(payload, dict) or not {"params", "layout", "nets", "optims"} <= set(payload):
             raise ValueError(f"{str(path)!r} is not a saved RSD4 agent (missing params/layout/nets/optims)")
         agent = cls(None, **payload["params"])
