@@ -16,6 +16,11 @@ from reprozoo.core.results import Result
 runner = CliRunner()
 
 
+def _flat(res) -> str:
+    """The output with rich's line wrapping undone (long paths wrap messages at 160 columns)."""
+    return " ".join(res.output.split())
+
+
 def test_list_shows_every_method():
     res = runner.invoke(app, ["list"])
     assert res.exit_code == 0
@@ -151,18 +156,30 @@ def test_failure_inside_a_run_is_one_line_and_leaves_no_folder(tmp_path, monkeyp
     assert list(tmp_path.iterdir()) == []  # neither the run folder nor a partial one
 
 
+def _previous_run(folder, files=("result.json",)):
+    """Make ``folder`` look like a previous run: ``files`` among result.json, report.md, figures/."""
+    folder.mkdir(exist_ok=True)
+    if "result.json" in files:
+        (folder / "result.json").write_text(json.dumps({"name": "old", "preset": "quick", "records": []}))
+    if "report.md" in files:
+        (folder / "report.md").write_text("# old (quick)\n")
+    if "figures" in files:
+        (folder / "figures").mkdir()
+        (folder / "figures" / "a.png").write_bytes(b"")
+    return folder
+
+
 def test_interrupted_run_leaves_previous_run_intact(tmp_path, monkeypatch):
     def interrupt():
         raise KeyboardInterrupt
 
-    out = tmp_path / "r"
-    out.mkdir()
-    (out / "result.json").write_text("{}")
+    out = _previous_run(tmp_path / "r")
     _single_fake(monkeypatch, interrupt)
     res = runner.invoke(app, ["run", "fake", "--out", str(out)])
     assert res.exit_code == 130
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
     assert sorted(p.name for p in out.iterdir()) == ["result.json"]
+    assert json.loads((out / "result.json").read_text())["name"] == "old"
 
 
 def test_out_pointing_at_a_file_exits_2(tmp_path):
@@ -208,13 +225,10 @@ def test_out_folder_holding_other_files_is_refused_before_running(tmp_path, monk
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
 
 
-@pytest.mark.parametrize("before", [[], ["result.json", "report.md"]])
+@pytest.mark.parametrize("before", [[], ["result.json"], ["result.json", "report.md", "figures"]])
 def test_out_empty_folder_or_previous_run_is_replaced(tmp_path, monkeypatch, before):
     calls = _recording_fake(monkeypatch)
-    out = tmp_path / "r"
-    out.mkdir()
-    for name in before:
-        (out / name).write_text("{}")
+    out = _previous_run(tmp_path / "r", before)
     res = runner.invoke(app, ["run", "fake", "--out", str(out), "--quiet"])
     assert res.exit_code == 0, res.output
     assert len(calls) == 1
@@ -264,6 +278,7 @@ def test_run_all_summary_lists_skipped_methods(tmp_path, monkeypatch):
     summary = (tmp_path / "all" / "summary.md").read_text()
     assert "| a | ok |" in summary and "| b | skipped |" in summary
     assert "skipped: no preset 'full'" in summary and "FAILED" not in summary
+    assert "| b | skipped | — |" in summary  # a skipped method has no run time (was "0.0")
     assert (tmp_path / "all" / "a" / "result.json").is_file() and not (tmp_path / "all" / "b").exists()
 
 
@@ -271,8 +286,24 @@ def test_run_all_refuses_a_folder_of_other_files(tmp_path, monkeypatch):
     _recording_fake(monkeypatch)
     (tmp_path / "notes.txt").write_text("x")
     res = runner.invoke(app, ["run", "all", "--out", str(tmp_path)])
-    assert res.exit_code == 2 and "summary.md" in res.output
+    assert res.exit_code == 2 and "not empty" in res.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_run_all_refuses_a_previous_run_all_folder_before_running(tmp_path, monkeypatch):
+    """Defect 2: a second ``run all`` into the same folder merged into (and overwrote the summary of) the first."""
+    calls = _recording_fake(monkeypatch)
+    root = tmp_path / "all"
+    res = runner.invoke(app, ["run", "all", "--out", str(root), "--quiet"])
+    assert res.exit_code == 0, res.output
+    before = {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    assert len(calls) == 1 and (root / "summary.md").is_file()
+    res = runner.invoke(app, ["run", "all", "--out", str(root), "--quiet"])
+    assert res.exit_code == 2, res.output
+    assert "not empty" in _flat(res) and "new folder" in _flat(res)
+    assert len(calls) == 1  # nothing ran
+    assert {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["all"]
 
 
 @pytest.mark.parametrize(
@@ -365,7 +396,7 @@ def test_sigterm_cleans_up_like_ctrl_c_and_exits_143(tmp_path):
 
     out = tmp_path / "r"
     out.mkdir()
-    (out / "result.json").write_text("{}")  # a previous run: must survive
+    _previous_run(out)  # a previous run: must survive
     proc = subprocess.Popen([sys.executable, "-c", _SLOW_RUN, str(out)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
@@ -382,3 +413,155 @@ def test_sigterm_cleans_up_like_ctrl_c_and_exits_143(tmp_path):
     assert "terminated" in stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]  # no hidden partial folder left
     assert sorted(p.name for p in out.iterdir()) == ["result.json"]
+
+
+# -- defects found by a second tester ----------------------------------------------------
+@pytest.mark.parametrize(
+    "make",
+    [
+        # the tester's case: a result.json that is not a run, beside the user's files
+        lambda f: ((f / "result.json").write_text('{"x": 1}'), (f / "notes.txt").write_text("keep"),
+                   (f / "data").mkdir()),
+        lambda f: (f / "result.json").write_text('{"x": 1}'),  # valid JSON without the run schema
+        lambda f: (f / "result.json").write_text("not json {"),
+        lambda f: (f / "result.json").write_text('{"name": "a", "preset": "q", "records": {}}'),
+        lambda f: (f / "result.json").mkdir(),
+        lambda f: (_previous_run(f), (f / "notes.txt").write_text("keep")),  # a real run plus a user file
+        lambda f: (_previous_run(f), (f / "data").mkdir()),
+        lambda f: (_previous_run(f, ("result.json", "figures")), (f / "figures" / "notes.txt").write_text("k")),
+        lambda f: (_previous_run(f, ("result.json", "figures")), (f / "figures" / "sub").mkdir()),
+        lambda f: (_previous_run(f), (f / "report.md").mkdir()),
+    ],
+)
+def test_out_folder_that_only_looks_like_a_run_is_refused_and_kept(tmp_path, monkeypatch, make):
+    """Defect 1: a folder holding something named result.json was replaced whole, user files included."""
+    calls = _recording_fake(monkeypatch)
+    out = tmp_path / "f"
+    out.mkdir()
+    make(out)
+    before = sorted((str(p.relative_to(out)), p.is_dir() or p.read_bytes()) for p in out.rglob("*"))
+    res = runner.invoke(app, ["run", "fake", "--out", str(out)])
+    assert res.exit_code == 2, res.output
+    assert "not a previous run" in _flat(res) and "new folder" in _flat(res)
+    assert calls == []
+    assert sorted((str(p.relative_to(out)), p.is_dir() or p.read_bytes()) for p in out.rglob("*")) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]
+
+
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt, "terminated"])
+def test_interrupt_while_printing_reports_the_complete_run_and_exits_0(tmp_path, monkeypatch, interrupt):
+    """Defect 3: an interrupt after the folder was in place said 'no new run folder was written'."""
+    from reprozoo import cli
+
+    calls = _recording_fake(monkeypatch)
+    exc = cli.Terminated if interrupt == "terminated" else KeyboardInterrupt
+
+    def print_result(result):
+        raise exc
+
+    monkeypatch.setattr(cli, "_print_result", print_result)
+    out = _previous_run(tmp_path / "r", ("result.json", "report.md"))
+    res = runner.invoke(app, ["run", "fake", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "run complete and written to" in _flat(res) and "no new run folder" not in _flat(res)
+    assert len(calls) == 1
+    assert json.loads((out / "result.json").read_text())["name"] == "fake"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
+
+
+def test_run_all_interrupted_while_printing_lists_that_method_as_ok_and_stops(tmp_path, monkeypatch):
+    from reprozoo import cli
+
+    specs = {n: registry.ExperimentSpec(n, n, "test", "none", ("D",), ("quick",), "ACC") for n in ("a", "b")}
+    monkeypatch.setattr(registry, "REGISTRY", specs)
+    ran = []
+
+    def run(config, out_dir):
+        ran.append(config)
+        return _fake_module(fail=False).run(config, out_dir)
+
+    monkeypatch.setattr(registry, "load", lambda name: types.SimpleNamespace(Config=_Cfg, run=run))
+
+    def print_result(result):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_print_result", print_result)
+    root = tmp_path / "all"
+    res = runner.invoke(app, ["run", "all", "--out", str(root)])
+    assert res.exit_code == 130, res.output
+    assert len(ran) == 1 and "after a was complete and written" in _flat(res)
+    summary = (root / "summary.md").read_text()
+    assert "| a | ok |" in summary and "| D | M | 0.900 | B | 0.500 |" in summary and "| b |" not in summary
+    assert (root / "a" / "result.json").is_file() and not (root / "b").exists()
+
+
+_PRINT_SLOWLY = """
+import sys, time, types
+from dataclasses import dataclass
+from pathlib import Path
+from reprozoo import cli
+from reprozoo.core import registry
+from reprozoo.core.experiment import ExperimentConfig
+from reprozoo.core.results import Result
+
+@dataclass
+class C(ExperimentConfig):
+    datasets: tuple = ("D",)
+
+def run(config, out_dir):
+    r = Result(name="fast", preset=config.preset, config=config.to_dict())
+    r.add("D", "M", "method", "ACC", 0.9, seed=0)
+    return r
+
+MARKER = Path(sys.argv[2])
+
+def print_slowly(result):
+    MARKER.write_text("")
+    time.sleep(60)
+
+registry.REGISTRY = {"fast": registry.ExperimentSpec("fast", "fast", "test", "none", ("D",), ("quick",), "ACC")}
+registry.load = lambda name: types.SimpleNamespace(Config=C, run=run)
+cli._print_result = print_slowly
+sys.argv = ["reprozoo", "run", "fast", "--out", sys.argv[1]]
+cli.main()
+"""
+
+
+def test_sigterm_while_printing_exits_0_and_says_the_run_is_written(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "r"
+    marker = tmp_path / "printing"
+    proc = subprocess.Popen([sys.executable, "-c", _PRINT_SLOWLY, str(out), str(marker)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the run never reached printing"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stderr
+    stderr = " ".join(stderr.split())
+    assert "run complete and written to" in stderr and "no new run folder" not in stderr
+    assert json.loads((out / "result.json").read_text())["name"] == "fast"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["printing", "r"]
+
+
+@pytest.mark.parametrize("value, shown", [("0", False), ("", False), ("false", False), ("No", False),
+                                          ("off", False), ("1", True), ("yes", True)])
+def test_reprozoo_debug_off_values_hide_the_traceback(tmp_path, monkeypatch, value, shown):
+    def boom():
+        raise ValueError("deliberate")
+
+    _single_fake(monkeypatch, boom)
+    monkeypatch.setenv("REPROZOO_DEBUG", value)
+    res = runner.invoke(app, ["run", "fake", "--out", str(tmp_path / "r")])
+    assert res.exit_code == 1
+    assert ("Traceback" in res.output) == shown

@@ -1,20 +1,27 @@
 """``reprozoo`` command line: ``list``, ``info NAME``, ``run NAME|all``.
 
 Exit codes: 0 success; 1 a run failed (for ``run all``: at least one method failed), with a
-one-line reason (``REPROZOO_DEBUG=1`` prints the traceback); 2 a usage error (unknown method,
-preset, data set or ``--set`` key, a bad seed, conflicting options, an unusable ``--out``), with
-the valid choices, reported before anything runs or is written; 130 interrupted (Ctrl-C);
-143 terminated (SIGTERM, e.g. ``timeout``), cleaned up like Ctrl-C.
+one-line reason (``REPROZOO_DEBUG=1`` prints the traceback; "", "0", "false", "no", "off" mean off);
+2 a usage error (unknown method, preset, data set or ``--set`` key, a bad seed, conflicting options,
+an unusable ``--out``), with the valid choices, reported before anything runs or is written;
+130 interrupted (Ctrl-C); 143 terminated (SIGTERM, e.g. ``timeout``), cleaned up like Ctrl-C.
 
-A run is written to a hidden partial folder and moved to its place only when complete. ``--out``
-must be a new folder, an empty one, or a previous run (a folder holding ``result.json``; for
-``run all``, ``summary.md``), which a complete new run replaces; anything else is refused.
+A run is written to a hidden partial folder and moved to its place only when complete. Once it is
+in place the run counts as complete: an interrupt that lands later (while the tables print) says so
+and exits 0 (``run all`` stops there, exiting 130/143, with that method listed as ok).
+
+``--out`` of ``run NAME`` must be a new folder, an empty one, or a previous run, which a complete
+new run replaces whole. A previous run is a folder holding nothing but a ``result.json`` file in the
+run schema (valid JSON with name, preset, records), optionally ``report.md`` and a ``figures/``
+folder of image files; anything else is refused (pick a new folder or delete it). ``--out`` of
+``run all`` must be a new or empty folder (the default, ``runs/<UTC time>-all``, always is).
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import json
 import os
 import shutil
 import signal
@@ -93,11 +100,52 @@ def _signals_blocked():
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
-def _out_problem(out_dir: Path, markers: tuple[str, ...] = ("result.json",)) -> str | None:
+_RUN_ENTRIES = ("result.json", "report.md", "figures")  # all that write_run and the methods put in a run folder
+_FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
+_RESULT_KEYS = ("name", "preset", "records")
+
+
+def _not_a_previous_run(path: Path) -> str | None:
+    """Why the non-empty folder ``path`` is not a previous single-method run (None when it is).
+
+    Conservative, as the folder is replaced whole: only ``result.json`` (a file holding valid JSON
+    with the run schema's keys), ``report.md`` (a file) and ``figures/`` (a folder of image files)
+    may be there, none of them a symlink.
+    """
+    entries = {p.name: p for p in path.iterdir()}
+    extra = sorted(set(entries) - set(_RUN_ENTRIES))
+    if extra:
+        shown = ", ".join(extra[:3]) + (f" and {len(extra) - 3} more" if len(extra) > 3 else "")
+        return f"it holds {shown}, which a run does not write (a run holds only result.json, report.md, figures/)"
+    rj = entries.get("result.json")
+    if rj is None or rj.is_symlink() or not rj.is_file():
+        return "it has no result.json file"
+    try:
+        data = json.loads(rj.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return "its result.json is not valid JSON"
+    if not isinstance(data, dict) or any(k not in data for k in _RESULT_KEYS) or not isinstance(
+            data["records"], list):
+        return f"its result.json lacks the run schema ({', '.join(_RESULT_KEYS)})"
+    report = entries.get("report.md")
+    if report is not None and (report.is_symlink() or not report.is_file()):
+        return "its report.md is not a file"
+    figures = entries.get("figures")
+    if figures is not None:
+        if figures.is_symlink() or not figures.is_dir():
+            return "its figures is not a folder"
+        for f in figures.iterdir():
+            if f.is_symlink() or not f.is_file() or f.suffix.lower() not in _FIGURE_SUFFIXES:
+                return f"its figures/ holds {f.name}, which is not an image file a run writes"
+    return None
+
+
+def _out_problem(out_dir: Path, previous_run_ok: bool = True) -> str | None:
     """Why ``out_dir`` cannot take a run (None when it can), checked before anything runs.
 
-    Accepted: a path that does not exist and whose parent can be created; an empty folder; a
-    previous run (a folder holding one of ``markers``), which a complete new run replaces.
+    Accepted: a path that does not exist and whose parent can be created; an empty folder; and,
+    when ``previous_run_ok``, a previous run (see :func:`_not_a_previous_run`), which a complete new
+    run replaces whole.
     """
     shown = f"--out {str(out_dir)!r}"
     try:
@@ -113,12 +161,16 @@ def _out_problem(out_dir: Path, markers: tuple[str, ...] = ("result.json",)) -> 
         if not path.is_dir():
             return f"{shown} exists and is not a folder"
         try:
-            entries = [p.name for p in path.iterdir()]
+            nonempty = any(True for _ in path.iterdir())
+            why = _not_a_previous_run(path) if nonempty and previous_run_ok else None
         except OSError as exc:
             return f"{shown} cannot be read: {exc}"
-        if entries and not any(m in entries for m in markers):
-            return (f"{shown} is a folder that holds other files and is not a previous run (no "
-                    f"{' or '.join(markers)}); the run would replace it whole: give a new or empty folder")
+        if nonempty and not previous_run_ok:
+            return (f"{shown} is not empty; run all writes into a new or empty folder only: "
+                    "pick a new folder (or delete this one)")
+        if why:
+            return (f"{shown} is not a previous run: {why}; a run would replace it whole, so "
+                    "pick a new folder (or delete this one)")
         parent = path.parent
     else:
         parent = path.parent
@@ -129,6 +181,11 @@ def _out_problem(out_dir: Path, markers: tuple[str, ...] = ("result.json",)) -> 
     if not os.access(parent, os.W_OK | os.X_OK):
         return f"{shown} cannot be written: no write permission in {str(parent)!r}"
     return None
+
+
+def _debug() -> bool:
+    """``REPROZOO_DEBUG`` is on (anything but unset, "", "0", "false", "no", "off")."""
+    return os.environ.get("REPROZOO_DEBUG", "").strip().lower() not in ("", "0", "false", "no", "off")
 
 
 def _dedupe(values: list, option: str) -> list:
@@ -223,11 +280,13 @@ def _print_result(result: Result) -> None:
         console.print(table)
 
 
-def _run_one(name: str, module, cfg, out_dir: Path, quiet: bool) -> Result:
+def _run_one(name: str, module, cfg, out_dir: Path, quiet: bool, written: dict | None = None) -> Result:
     """Run into a hidden sibling folder and move it to ``out_dir`` only when complete.
 
     An interrupted or failed run leaves no half-written run folder; an existing ``out_dir``
-    is replaced only by a complete new run.
+    is replaced only by a complete new run. ``written`` (a dict, if given) gets ``"result"``
+    and ``"folder"`` the moment the run is in place (signals are blocked across the move), so that
+    a caller catching a later interrupt (e.g. while the tables print) knows the run is complete.
     """
     problem = _out_problem(out_dir)
     if problem:
@@ -250,6 +309,8 @@ def _run_one(name: str, module, cfg, out_dir: Path, quiet: bool) -> Result:
                 shutil.rmtree(old, ignore_errors=True)
             else:
                 os.replace(partial, out_dir)
+            if written is not None:
+                written.update(result=result, folder=out_dir)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     if not quiet:
@@ -301,22 +362,34 @@ def run(
     problem = _out_problem(out_dir)
     if problem:
         raise _usage_error(problem)
+    written: dict = {}
     try:
         with _sigterm_raises():
-            _run_one(name, module, cfg, out_dir, quiet)
+            _run_one(name, module, cfg, out_dir, quiet, written)
     except KeyboardInterrupt as exc:
         what = "terminated" if isinstance(exc, Terminated) else "interrupted"
-        err.print(f"[bold red]{what}:[/] {name} stopped; no new run folder was written at {out_dir}")
+        if written:  # the run folder is in place: the run is complete, only the printing was cut short
+            err.print(f"[yellow]{what} while printing:[/] {name} run complete and written to "
+                      f"{escape(str(written['folder']))}")
+            return
+        err.print(f"[bold red]{what}:[/] {name} stopped; no new run folder was written at {escape(str(out_dir))}")
         raise typer.Exit(code=_interrupt_code(exc)) from None
     except ConfigError as exc:
         raise _usage_error(str(exc)) from None
     except Exception as exc:
         err.print(f"[bold red]error:[/] {name} failed: {type(exc).__name__}: {exc}")
-        if os.environ.get("REPROZOO_DEBUG"):
+        if _debug():
             err.print(traceback.format_exc())
         else:
             err.print("[dim](set REPROZOO_DEBUG=1 for the traceback)[/]")
         raise typer.Exit(code=1) from None
+
+
+def _ok_entry(spec: registry.ExperimentSpec, written: dict) -> dict:
+    result = written["result"]
+    rows = primary_comparison(result, spec.primary_metric, spec.higher_is_better)
+    return {"name": spec.name, "status": "ok", "seconds": result.seconds, "metric": spec.primary_metric,
+            "rows": rows, "folder": str(written["folder"])}
 
 
 def _run_all(preset: str, seeds: list[int], out: Path | None, quiet: bool) -> None:
@@ -330,48 +403,65 @@ def _run_all(preset: str, seeds: list[int], out: Path | None, quiet: bool) -> No
         except ConfigError as exc:
             raise _usage_error(str(exc)) from None
     root = out if out is not None else Path("runs") / f"{_timestamp()}-all"
-    problem = _out_problem(root, markers=("summary.md",))
+    problem = _out_problem(root, previous_run_ok=False)
     if problem:
         raise _usage_error(problem)
     root.mkdir(parents=True, exist_ok=True)
     summary = root / "summary.md"
     entries: list[dict] = []
+    current: dict = {}  # the method running now (name, spec, t0, written); empty between methods
+    done = False
     with _sigterm_raises():
-        for name in registry.names():
-            spec = registry.get(name)
-            if preset not in spec.presets:
-                entries.append({"name": name, "status": "skipped", "error": f"no preset {preset!r}"})
+        try:
+            for name in registry.names():
+                spec = registry.get(name)
+                if preset not in spec.presets:
+                    entries.append({"name": name, "status": "skipped", "error": f"no preset {preset!r}"})
+                    write_summary(entries, summary)
+                    continue
+                current.update(name=name, spec=spec, t0=time.perf_counter(), written={})
+                if not quiet:
+                    console.rule(f"[bold]{name}[/] ({preset})")
+                try:
+                    module, cfg = _build_config(name, preset, [], seeds, {})
+                    _run_one(name, module, cfg, root / name, quiet, current["written"])
+                    entries.append(_ok_entry(spec, current["written"]))
+                except Exception as exc:  # one failing method must not stop the others
+                    msg = f"{type(exc).__name__}: {exc}"
+                    entries.append({"name": name, "status": "failed", "seconds": time.perf_counter() - current["t0"],
+                                    "error": msg, "folder": ""})
+                    err.print(f"[bold red]{name} failed:[/] {escape(msg)}")
+                    if _debug():
+                        err.print(traceback.format_exc())
+                current.clear()
                 write_summary(entries, summary)
-                continue
-            folder = root / name
-            t0 = time.perf_counter()
+            write_summary(entries, summary)  # also when the registry is empty
+            done = True
             if not quiet:
-                console.rule(f"[bold]{name}[/] ({preset})")
-            try:
-                module, cfg = _build_config(name, preset, [], seeds, {})
-                result = _run_one(name, module, cfg, folder, quiet)
-                rows = primary_comparison(result, spec.primary_metric, spec.higher_is_better)
-                entries.append({"name": name, "status": "ok", "seconds": result.seconds,
-                                "metric": spec.primary_metric, "rows": rows, "folder": str(folder)})
-            except KeyboardInterrupt as exc:
-                what = "terminated" if isinstance(exc, Terminated) else "interrupted"
-                entries.append({"name": name, "status": what, "seconds": time.perf_counter() - t0})
+                console.rule("summary")
+                console.print(summary.read_text())
+        except KeyboardInterrupt as exc:
+            what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+            if done:
+                err.print(f"[yellow]{what} while printing:[/] run all complete; summary at {escape(str(summary))}")
+            else:
+                if current and not any(e["name"] == current["name"] for e in entries):
+                    if current["written"]:  # its folder is in place: that method is complete
+                        entries.append(_ok_entry(current["spec"], current["written"]))
+                    else:
+                        entries.append({"name": current["name"], "status": what,
+                                        "seconds": time.perf_counter() - current["t0"]})
+                if not current:
+                    where = "between methods"
+                elif current["written"]:
+                    where = f"after {current['name']} was complete and written"
+                else:
+                    where = f"during {current['name']}"
                 write_summary(entries, summary)
-                err.print(f"[bold red]{what}[/] during {name}; summary of what finished: {summary}")
+                err.print(f"[bold red]{what}[/] {where}; the methods after it did not run; summary of what "
+                          f"finished: {escape(str(summary))}")
                 raise typer.Exit(code=_interrupt_code(exc)) from None
-            except Exception as exc:  # one failing method must not stop the others
-                msg = f"{type(exc).__name__}: {exc}"
-                entries.append({"name": name, "status": "failed", "seconds": time.perf_counter() - t0,
-                                "error": msg, "folder": ""})
-                err.print(f"[bold red]{name} failed:[/] {escape(msg)}")
-                if os.environ.get("REPROZOO_DEBUG"):
-                    err.print(traceback.format_exc())
-            write_summary(entries, summary)
-    write_summary(entries, summary)  # also when the registry is empty
     failed = [e["name"] for e in entries if e["status"] == "failed"]
-    if not quiet:
-        console.rule("summary")
-        console.print(summary.read_text())
     if failed:
         err.print(f"[bold red]{len(failed)} method(s) failed:[/] {', '.join(failed)}")
         raise typer.Exit(code=1)
