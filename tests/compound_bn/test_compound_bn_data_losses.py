@@ -176,3 +176,26 @@ def test_full_cifar_loader_reads_batches_and_reports_missing(tmp_path, monkeypat
     ds = load_cifar10()
     assert ds.x_train.shape == (20, 32, 32, 3) and ds.x_test.shape == (4, 32, 32, 3)
     assert ds.y_train.tolist() == [0, 1, 2, 3] * 5
+
+
+@pytest.mark.parametrize("bad, match", [
+    ([100.5, 5, 10], r"counts \(training samples per class\).*non-integer counts: \[100\.5"),
+    ([], r">= 2 counts.*got 0 count\(s\)"),
+    ([7], r">= 2 counts.*got 1 count\(s\)"),
+    ([5, 0], r"counts below 1"),
+    ([5, float("nan")], r"NaN or infinite"),
+    ([[1, 2], [3, 4]], r"shape \(2, 2\)"),
+])
+def test_ldam_class_counts_messages_speak_of_counts(bad, match):
+    with pytest.raises(ValueError, match=match) as err:
+        LDAMLoss(bad)
+    assert "label" not in str(err.value) and "row(s)" not in str(err.value)
+    with pytest.raises(ValueError, match=match):
+        class_balanced_weights(bad)
+
+
+def test_ldam_class_counts_of_wrong_type():
+    with pytest.raises(TypeError, match="class_counts"):
+        LDAMLoss(["a", "b"])
+    with pytest.raises(TypeError, match="class_counts"):
+        LDAMLoss([True, False])

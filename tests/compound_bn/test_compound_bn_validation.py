@@ -40,6 +40,8 @@ def smoke():
     ("width", "0", r"width=0 .*>= 1"),
     ("batch_size", "1", r"batch_size=1 .*>= 2"),
     ("n_max", "-5", r"n_max=-5 .*>= 0"),
+    ("n_max", "100000", r"n_max=100000 is out of range for CIFAR-10-LT.*1000 training images.*\[0, 1000\]"),
+    ("n_max", "1001", r"n_max=1001 is out of range for CIFAR-10-LT"),
     ("data_seed", "-1", r"data_seed=-1 .*\[0, 2\*\*32\)"),
     ("warmup_epochs", "-1", r"warmup_epochs=-1 .*\[0, epochs\]"),
     ("warmup_epochs", "4", r"warmup_epochs=4 .*\[0, epochs\] = \[0, 3\]"),
@@ -200,3 +202,27 @@ def test_convert_bn_to_cbn_warns_when_there_is_no_batchnorm():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a model with BatchNorm converts without a warning
         convert_bn_to_cbn(nn.Sequential(nn.Conv2d(1, 2, 1), nn.BatchNorm2d(2)), 2)
+
+
+def test_n_max_bound_follows_the_chosen_data_sets(smoke):
+    assert smoke.replace(n_max=1000).n_max == 1000  # the CIFAR-10 subset's full class is allowed
+    assert smoke.replace(datasets=("MNIST-LT",), n_max=5421).n_max == 5421
+    with pytest.raises(ConfigError, match=r"n_max=5422 is out of range for MNIST-LT.*\[0, 5421\]"):
+        smoke.replace(datasets=("MNIST-LT",), n_max=5422)
+    with pytest.raises(ConfigError, match=r"n_max=2000 is out of range for CIFAR-10-LT"):
+        smoke.replace(datasets=("MNIST-LT", "CIFAR-10-LT"), n_max=2000)
+
+
+def test_n_max_bound_matches_the_shipped_cifar_subset():
+    """The constant is the data's real smallest class: make_longtail accepts it and rejects one more."""
+    import numpy as np
+
+    from reprozoo.compound_bn.experiment import _TRAIN_PER_CLASS
+    from reprozoo.datasets import load_cifar10_subset
+    from reprozoo.datasets.longtail import make_longtail
+
+    y = load_cifar10_subset().y_train
+    assert int(np.bincount(y).min()) == _TRAIN_PER_CLASS["CIFAR-10-LT"]
+    make_longtail(y, 100.0, n_max=_TRAIN_PER_CLASS["CIFAR-10-LT"])
+    with pytest.raises(ValueError, match="n_max"):
+        make_longtail(y, 100.0, n_max=_TRAIN_PER_CLASS["CIFAR-10-LT"] + 1)

@@ -46,3 +46,24 @@ def test_failed_rebuild_raises_an_error_naming_the_file(tmp_path, monkeypatch):
     assert str(data_pt) in str(err.value) and "even after rebuilding" in str(err.value)
     assert isinstance(err.value, RuntimeError)
     assert len(calls) == 2  # one load, one rebuild, no loop
+
+
+def test_another_data_sets_processed_cache_is_rebuilt_with_a_warning(tmp_path):
+    cora = load_planetoid("Cora", cache_dir=tmp_path)
+    load_planetoid("CiteSeer", cache_dir=tmp_path)
+    (cite_pt,) = tmp_path.glob("*/CiteSeer/processed/data.pt")
+    data_pt = _processed_file(tmp_path)
+    data_pt.write_bytes(cite_pt.read_bytes())  # CiteSeer's processed file copied over Cora's: it loads
+    with pytest.warns(RuntimeWarning, match=r"3327 nodes x 3703 features, 6 classes.*Cora has 2708 x 1433") as rec:
+        again = load_planetoid("Cora", cache_dir=tmp_path)
+    assert str(data_pt) in str(rec[0].message) and "rebuilding" in str(rec[0].message)
+    assert (again.num_nodes, again.num_features, again.num_classes) == (2708, 1433, 7)
+    assert bool((again.x == cora.x).all()) and bool((again.y == cora.y).all())
+
+
+def test_known_sizes_match_the_shipped_graphs(tmp_path):
+    from reprozoo.datasets.planetoid import PLANETOID_SIZES
+
+    for name in ("Cora", "CiteSeer"):
+        g = load_planetoid(name, cache_dir=tmp_path)
+        assert (g.num_nodes, g.num_features, g.num_classes) == PLANETOID_SIZES[name]

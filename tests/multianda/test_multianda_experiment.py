@@ -79,6 +79,7 @@ def test_smoke_run_is_deterministic(smoke, tmp_path, monkeypatch):
     ({"steps": 0}, "steps"),
     ({"max_rank": 1}, "max_rank"),
     ({"sample_counts": (0,)}, "sample_counts"),
+    ({"sample_counts": (1, 437)}, r"with n_images=200 each entry should be <= 436"),  # quick: 200 images
 ])
 def test_bad_config(changes, match):
     with pytest.raises(ConfigError, match=match):
@@ -125,6 +126,8 @@ def test_bad_baseline():
     ("epsilons", "", "epsilons=.* should be a non-empty tuple"),
     ("epsilons", "0", r"epsilons=.*\(0, 1\]"),
     ("sample_counts", "", "sample_counts=.* should be a non-empty tuple"),
+    ("sample_counts", "100000", r"n=100000 draws per image is too many; with n_images=24 each entry should be <= 1000"),
+    ("sample_counts", "1,1001", r"sample_counts=\(1, 1001\).*<= 1000.*GiB"),
     ("n_images", "6000", r"n_images=6000 should be an int in \[1, 5000\]"),
     ("train_limit", "6000", r"train_limit=6000 should be an int in \[0, 5000\]"),
     ("chain_noise", "-0.1", r"chain_noise=-0.1 .*\[0, 1\]"),
@@ -156,3 +159,18 @@ def test_a_variant_alone_runs_its_parent_attack(smoke, tmp_path, monkeypatch):
     first = {(r.setting, r.metric): r.value for r in result.records if r.method == "ANDA-sample"}
     got = {(r.setting, r.metric): r.value for r in again.records if r.method == "ANDA-sample" and r.metric == "ASR"}
     assert got and all(first[k] == v for k, v in got.items())
+
+
+def test_sample_counts_cap_follows_n_images():
+    from reprozoo.multianda.experiment import SAMPLE_BYTES_LIMIT, max_sample_count
+
+    smoke = Config.from_preset("smoke")  # 24 images: the 1000-draw cap binds
+    assert max_sample_count(24) == 1000 and smoke.with_strings({"sample_counts": "1,1000"}).sample_counts[-1] == 1000
+    with pytest.raises(ConfigError, match="<= 1000"):
+        smoke.with_strings({"sample_counts": "1001"})
+    # the memory cap binds for many images; the bound is exact: the kept draws fit in SAMPLE_BYTES_LIMIT
+    cap = max_sample_count(1000)
+    assert cap * 1000 * 3 * 32 * 32 * 4 <= SAMPLE_BYTES_LIMIT < (cap + 1) * 1000 * 3 * 32 * 32 * 4
+    assert Config.from_preset("full").sample_counts[-1] <= cap  # the shipped presets stay allowed
+    with pytest.raises(ConfigError, match=f"<= {cap}"):
+        Config.from_preset("full", sample_counts=(cap + 1,))

@@ -1,6 +1,8 @@
 """The UDBGL experiment end to end (smoke preset), its config, and the baselines' inputs."""
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,8 +10,9 @@ import pytest
 from reprozoo.core.experiment import ConfigError
 from reprozoo.core.report import write_run
 from reprozoo.datasets import load_multiview
+from reprozoo.datasets.multiview import name_user_files
 from reprozoo.udbgl.baselines import anchor_graph_concat, kmeans_concat, kmeans_single, spectral_concat
-from reprozoo.udbgl.experiment import BASELINES, Config, run
+from reprozoo.udbgl.experiment import BASELINES, Config, dataset_names, run
 
 
 def test_smoke_run_is_real(tmp_path):
@@ -65,6 +68,9 @@ def test_presets():
         ({"spectral_neighbors": -3}, r"spectral_neighbors=-3 should be an int >= 1"),
         ({"max_iter": 2.5}, r"max_iter=2.5 should be an int >= 1"),
         ({"anchor_factors": 1}, r"anchor_factors=1 should be a tuple"),
+        ({"anchor_factors": (1, 1)}, r"anchor_factors=\(1, 1\) repeats 1; give each once"),
+        ({"anchor_factors": (1, 2, 2)}, r"anchor_factors=.* repeats 2"),
+        ({"baselines": ("KMeans-concat", "KMeans-concat")}, r"baselines=.* repeats KMeans-concat"),
     ],
 )
 def test_config_errors(changes, match):
@@ -110,3 +116,72 @@ def test_card_describes_when_the_rank_constraint_warning_is_issued():
     assert sentence is not None and "only when the path is `kmeans_fallback`" in sentence.group(0)
     src = inspect.getsource(mod.UDBGL.fit)
     assert 'if self.label_path_ == "kmeans_fallback":' in src  # the condition the card describes
+
+
+# -- user .mat files: distinct names, one run per file; no run that records nothing ------------------------
+DATA = Path(__file__).resolve().parents[2] / "data" / "multiview"
+
+
+def _fast(datasets):
+    return Config.from_preset("smoke").replace(datasets=tuple(datasets), baselines=("KMeans-concat",),
+                                               max_iter=3, kmeans_n_init=1)
+
+
+def test_user_files_sharing_a_stem_are_recorded_apart(tmp_path):
+    (tmp_path / "t" / "a").mkdir(parents=True)
+    first, second = tmp_path / "t" / "m.mat", tmp_path / "t" / "a" / "m.mat"
+    shutil.copy(DATA / "Texas.mat", first)
+    shutil.copy(DATA / "Cornell.mat", second)
+    cfg = _fast([str(first), str(second)])
+    assert [n for _, n in dataset_names(cfg.datasets)] == ["t/m", "a/m"]
+    result = run(cfg, tmp_path / "out")
+    names = {r.dataset for r in result.records}
+    assert names == {"t/m", "a/m"}  # not both "m", which would average two data sets together
+    n_texas = load_multiview(DATA / "Texas.mat").n_samples
+    n_cornell = load_multiview(DATA / "Cornell.mat").n_samples
+    assert n_texas != n_cornell
+    per = {n: sorted(r.value for r in result.records if r.dataset == n and r.metric == "ACC") for n in names}
+    assert per["t/m"] != per["a/m"]
+    assert any("recorded as 't/m'" in note for note in result.notes)
+
+
+def test_the_same_file_twice_runs_once(tmp_path, monkeypatch):
+    shutil.copy(DATA / "Texas.mat", tmp_path / "m.mat")
+    (tmp_path / "link.mat").symlink_to(tmp_path / "m.mat")
+    monkeypatch.chdir(tmp_path)
+    cfg = _fast([str(tmp_path / "m.mat"), "./m.mat", "m.mat", "link.mat"])
+    assert cfg.datasets == (str(tmp_path / "m.mat"),)
+    result = run(cfg, tmp_path / "out")
+    assert {r.dataset for r in result.records} == {"m"}
+    assert len([r for r in result.records if r.method == "UDBGL" and r.metric == "ACC"]) == 1  # one seed
+
+
+def test_a_user_file_never_takes_a_shipped_name(tmp_path):
+    shutil.copy(DATA / "Cornell.mat", tmp_path / "Texas.mat")  # other data under a shipped set's name
+    user = str(tmp_path / "Texas.mat")
+    assert dataset_names(("Texas", user)) == [("Texas", "Texas"), (user, "Texas (file)")]
+    assert dataset_names((user,)) == [(user, "Texas (file)")]
+    # a path to the shipped file itself is the shipped set: run once
+    assert _fast(["Texas", str(DATA / "Texas.mat")]).datasets == ("Texas",)
+
+
+def test_name_user_files_rules():
+    assert name_user_files(["/x/a/m.mat", "/x/b/m.mat", "/y/z.mat"]) == ["a/m", "b/m", "z"]
+    assert name_user_files(["/p/x/m.mat", "/q/y/x/m.mat"]) == ["p/x/m", "y/x/m"]  # shortest telling suffix
+    assert name_user_files(["/x/m.mat", "/y/x/m.mat"]) == ["/x/m", "y/x/m"]
+    assert name_user_files(["/d/HW.mat"], reserved=("HW",)) == ["HW (file)"]
+    with pytest.raises(ValueError, match="distinct files"):
+        name_user_files(["/d/m.mat", "/d/./m.mat"])
+
+
+def test_anchor_factors_that_skip_every_setting_are_an_error(tmp_path):
+    n = load_multiview("Texas").n_samples
+    c = load_multiview("Texas").n_clusters
+    cfg = _fast(["Texas"]).replace(anchor_factors=(1000,))
+    with pytest.raises(ConfigError, match=rf"anchor_factors=\(1000,\).*Texas \(n={n} samples, c={c} clusters\)"
+                                          rf".*factors in \[1, {n // c}\]"):
+        run(cfg, tmp_path)
+    assert not (tmp_path / "figures").exists()  # refused before any fit
+    result = run(cfg.replace(anchor_factors=(1, 1000)), tmp_path)  # one setting left: it runs, with a note
+    assert {r.setting for r in result.records} == {"m=c"}
+    assert any("m=1000c skipped" in note for note in result.notes)

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 pytest.importorskip("torch_geometric")
 
@@ -45,6 +46,7 @@ def test_robust_protocol_tiny(tmp_path):
     assert all(0.0 <= r.value <= 1.0 for r in result.records if r.metric == "AUROC")
     assert all(0.0 <= r.value <= 100.0 for r in result.records if r.metric == "top1")
     assert any("ood_auroc" in f for f in result.figures)
+    assert any("round(0.4·C) classes held out of training (Cora: 3 of 7;" in n for n in result.notes)
 
 
 def test_deep_preset_config_and_validation():
@@ -126,3 +128,40 @@ def test_bad_weight_l1_fails_before_any_training(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="weight_l1"):
         run(cfg, tmp_path)
     assert calls == []
+
+
+@pytest.mark.parametrize(("key", "text", "pattern"), [
+    ("sparsities", "0.9,0.9", r"sparsities=\(0.9, 0.9\) repeats 0.9; give each once"),
+    ("depths", "2,4,2", r"depths=.* repeats 2"),
+    ("archs", "GCN,GCN", r"archs=.* repeats GCN"),
+    ("feature_noise", "0.1,0.1", r"feature_noise=.* repeats 0.1"),
+    ("edge_noise", "0.5,1,0.5", r"edge_noise=.* repeats 0.5"),
+])
+def test_repeated_tuple_entries_are_rejected(key, text, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        Config.from_preset("smoke").with_strings({key: text})
+
+
+@pytest.mark.parametrize("frac", ["0.01", "0.99", "0.07"])
+def test_ood_frac_must_hold_out_one_to_c_minus_2_classes(frac):
+    """Cora (7 classes): round(0.01·7) = 0 and round(0.99·7) = 7 were silently clamped to 1 and 5."""
+    with pytest.raises(ConfigError, match=rf"ood_frac={frac}.*of the 7 classes of Cora.*1 to 5"):
+        Config.from_preset("robust").with_strings({"ood_frac": frac})
+    Config.from_preset("quick").with_strings({"ood_frac": frac})  # the standard protocol does not use it
+
+
+def test_ood_frac_bounds_follow_each_data_set():
+    from reprozoo.ugt.analysis import ood_split
+    from reprozoo.ugt.experiment import n_ood_classes, ood_frac_range
+
+    robust = Config.from_preset("robust")
+    assert robust.with_strings({"ood_frac": "0.75"}).ood_frac == 0.75  # Cora: round(5.25) = 5 = C - 2
+    with pytest.raises(ConfigError, match=r"classes of PubMed.*1 to 1.*\[0.167, 0.5\]"):
+        robust.replace(datasets=("Cora", "PubMed"), ood_frac=0.6)
+    for c in (3, 6, 7):
+        lo, hi = ood_frac_range(c)
+        assert n_ood_classes(lo, c) == 1 and n_ood_classes(hi, c) == c - 2
+        y = torch.arange(c).repeat(4)
+        mask = torch.ones_like(y, dtype=torch.bool)
+        for frac in (lo, (lo + hi) / 2, hi):  # validated values are exactly what ood_split holds out
+            assert len(ood_split(y, mask, mask, mask, frac_left_out=frac).ood_classes) == n_ood_classes(frac, c)

@@ -100,7 +100,9 @@ class CompoundBNConfig(ExperimentConfig):
 
         Ranges: ``imbalance_ratios`` non-empty, each >= 1; ``losses`` non-empty, each in ``LOSSES``, no
         repeats (nor in ``imbalance_ratios``, ``ablations``: a repeat would record the same run twice);
-        ``ablations`` in ``ABLATIONS``; ``n_max`` >= 0; ``data_seed`` in [0, 2**32); ``depth`` = 6n+2 >= 8;
+        ``ablations`` in ``ABLATIONS``; ``n_max`` >= 0 and at most the smallest class of each data set
+        (``_TRAIN_PER_CLASS``: 1000 for the shipped CIFAR-10 subset, 5421 for MNIST); ``data_seed`` in
+        [0, 2**32); ``depth`` = 6n+2 >= 8;
         ``width``, ``epochs``, ``n_components``, ``eval_batch_size`` >= 1; ``batch_size`` >= 2;
         ``lr`` > 0; SGD ``momentum`` in [0, 1); ``weight_decay`` >= 0; ``warmup_epochs`` in [0, epochs];
         ``decay_at`` items and ``drw_at`` in [0, 1]; ``cbn_momentum`` in (0, 1] or None; ``min_weight`` in
@@ -160,6 +162,12 @@ class CompoundBNConfig(ExperimentConfig):
         for name, ok, allowed in ranges:
             if not ok:
                 raise ConfigError(f"{name}={getattr(self, name)!r} is out of range; it should be {allowed}")
+        for d in self.datasets:  # checked here, not after loading and training has started
+            per_class = _TRAIN_PER_CLASS.get(d)
+            if per_class is not None and self.n_max > per_class:
+                raise ConfigError(f"n_max={self.n_max} is out of range for {d}: its smallest class holds "
+                                  f"{per_class} training images, so n_max should be in [0, {per_class}] "
+                                  "(0 = the largest the data set allows)")
         if self.consistency not in CONSISTENCY:
             raise ConfigError(f"consistency={self.consistency!r}; valid: {', '.join(CONSISTENCY)}")
         if self.group_by not in ("classes", "samples"):
@@ -188,6 +196,12 @@ class CompoundBNConfig(ExperimentConfig):
 
 #: classes of each data set (the dual path needs K <= C groups)
 _N_CLASSES = {"CIFAR-10-LT": 10, "MNIST-LT": 10, "CIFAR-10-LT-full": 10, "CIFAR-100-LT-full": 100}
+#: Training images of the smallest class of each data set, known without loading it: the largest n_max
+#: (head-class size) :func:`make_longtail` accepts for every class order. CIFAR-10-LT = the shipped subset,
+#: two shards of 500 per class (data/cifar10_jpeg_subset/PROVENANCE.md); MNIST-LT = class 5 of the full
+#: MNIST training set, 5,421 images (data/mnist/PROVENANCE.md); the full CIFAR-10 / CIFAR-100 training
+#: sets hold 5,000 / 500 per class (Krizhevsky 2009).
+_TRAIN_PER_CLASS = {"CIFAR-10-LT": 1000, "MNIST-LT": 5421, "CIFAR-10-LT-full": 5000, "CIFAR-100-LT-full": 500}
 
 
 def _check_scalar(name: str, value: Any, hint: Any) -> None:

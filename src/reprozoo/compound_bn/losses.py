@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reprozoo.core.checks import check_choice, check_float, check_int, check_labels
+from reprozoo.core.checks import check_choice, check_float, check_int
 
 __all__ = ["LOSSES", "LDAMLoss", "LongTailLoss", "NormedLinear", "check_logits_target",
            "class_balanced_weights"]
@@ -26,10 +26,27 @@ LOSSES = ("CE", "CE-DRW", "LDAM-DRW")
 
 
 def _counts(class_counts: Any) -> np.ndarray:
-    counts = check_labels(class_counts, "class_counts")
-    if counts.size < 2 or (counts < 1).any():
-        raise ValueError(f"class_counts should hold >= 2 counts, each >= 1, got {counts.tolist()}")
-    return counts
+    """``class_counts`` (C,) as int64: samples per class, C >= 2, each an integer >= 1."""
+    want = "class_counts should hold >= 2 counts (training samples per class), each an integer >= 1"
+    if isinstance(class_counts, torch.Tensor):
+        class_counts = class_counts.detach().cpu().numpy()
+    arr = np.asarray(class_counts) if not isinstance(class_counts, (str, bytes)) else np.asarray([class_counts])
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        raise TypeError(f"{want}; got values of dtype {arr.dtype}")
+    if arr.dtype == np.bool_:
+        raise TypeError(f"{want}; got booleans {arr.tolist()}")
+    arr = arr.reshape(-1) if arr.ndim == 2 and 1 in arr.shape else arr
+    if arr.ndim != 1:
+        raise ValueError(f"{want}; got an array of shape {arr.shape} (should be 1-D)")
+    if arr.size < 2:
+        raise ValueError(f"{want}; got {arr.size} count(s): {arr.tolist()}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{want}; got NaN or infinite values: {arr.tolist()}")
+    if not np.all(np.equal(np.mod(arr, 1), 0)):
+        raise ValueError(f"{want}; got non-integer counts: {arr.tolist()}")
+    if (arr < 1).any():
+        raise ValueError(f"{want}; got counts below 1: {arr.tolist()}")
+    return arr.astype(np.int64)
 
 
 def check_logits_target(logits: Any, target: Any, n_classes: int) -> None:

@@ -19,7 +19,7 @@ import scipy.sparse as sp
 
 from reprozoo.datasets._paths import data_roots, find_data_file
 
-__all__ = ["MultiViewDataset", "load_multiview", "list_multiview", "VIEW_KEYS", "LABEL_KEYS"]
+__all__ = ["MultiViewDataset", "load_multiview", "list_multiview", "name_user_files", "VIEW_KEYS", "LABEL_KEYS"]
 
 VIEW_KEYS = ("X", "x", "data", "views", "fea")
 LABEL_KEYS = ("y", "Y", "gt", "gnd", "truth", "label", "labels", "Label", "Labels", "GT")
@@ -79,6 +79,43 @@ def list_multiview() -> list[str]:
 def _name_of(path: Path) -> str:
     stem = path.stem
     return stem[5:] if stem.startswith("data_") else stem
+
+def name_user_files(paths: list[str | os.PathLike], reserved: tuple[str, ...] | list[str] = ()) -> list[str]:
+    """Distinct display names for distinct user ``.mat`` files (one per path, same order).
+
+    Each file is named by its stem; files whose stems collide are named by the shortest suffix of
+    their resolved paths (``a/m``, ``t/m``, ...) that tells them apart; a name equal to one in
+    ``reserved`` (e.g. the shipped data sets' names) gets `` (file)`` appended, and any remaining
+    tie a counter. The paths should already be distinct files (dedupe them by resolved path first).
+    Cost O(P² · depth) for P paths.
+
+    Raises ``ValueError`` if two paths resolve to the same file.
+    """
+    resolved = [Path(p).expanduser().resolve() for p in paths]
+    if len(set(resolved)) != len(resolved):
+        raise ValueError(f"paths should be distinct files, got {[str(p) for p in paths]} (resolved: "
+                         f"{[str(r) for r in resolved]})")
+    bare = [r.with_suffix("") for r in resolved]
+    names = [b.name for b in bare]
+    for stem in {n for n in names if names.count(n) > 1}:
+        group = [i for i, n in enumerate(names) if n == stem]
+        for k in range(2, max(len(bare[i].parts) for i in group) + 1):
+            cand = {i: str(Path(*bare[i].parts[-k:])) for i in group}
+            if len(set(cand.values())) == len(group):
+                break
+        for i in group:
+            names[i] = cand[i]
+    taken = set(reserved)
+    out: list[str] = []
+    for n in names:
+        name = f"{n} (file)" if n in taken else n
+        base, j = name, 2
+        while name in taken:
+            name, j = f"{base} ({j})", j + 1
+        taken.add(name)
+        out.append(name)
+    return out
+
 
 def load_multiview(name_or_path: str | os.PathLike) -> MultiViewDataset:
     """Load a multi-view data set by name (``"MSRC-v1"``, ``"HW"``, ...) or by path to a ``.mat`` file.

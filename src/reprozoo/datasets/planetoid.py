@@ -28,10 +28,15 @@ from typing import Any
 from reprozoo.core.io import cache_dir as _cache_root
 from reprozoo.datasets._paths import DataNotFoundError, find_data_file
 
-__all__ = ["PLANETOID_NAMES", "PlanetoidCacheError", "PlanetoidGraph", "load_planetoid", "planetoid_raw_files"]
+__all__ = ["PLANETOID_NAMES", "PLANETOID_SIZES", "PlanetoidCacheError", "PlanetoidGraph", "load_planetoid",
+           "planetoid_raw_files"]
 
 #: Canonical names (as PyG spells them) -> the lower-case stem of the raw files.
 PLANETOID_NAMES = {"Cora": "cora", "CiteSeer": "citeseer", "PubMed": "pubmed"}
+#: Known sizes ``(nodes, features, classes)`` of each graph as PyG builds it (Yang et al. 2016, Table 1;
+#: CiteSeer's 3327 includes the 15 isolated test nodes PyG pads). A processed cache that loads with other
+#: sizes is another data set's file (e.g. CiteSeer's ``data.pt`` copied over Cora's) and is rebuilt.
+PLANETOID_SIZES = {"Cora": (2708, 1433, 7), "CiteSeer": (3327, 3703, 6), "PubMed": (19717, 500, 3)}
 _RAW_KEYS = ("x", "tx", "allx", "y", "ty", "ally", "graph", "test.index")
 _SOURCE = (
     "https://github.com/kimiyoung/planetoid/tree/master/data (file {file}; the same blob is in "
@@ -177,14 +182,28 @@ def _open_processed(canon: str, pyg_root: Path, transform):
     from torch_geometric.datasets import Planetoid
 
     ds = Planetoid(str(pyg_root), canon, split="public", transform=transform)
-    return ds, ds[0]
+    data = ds[0]
+    _check_sizes(canon, data, int(ds.num_classes))
+    return ds, data
+
+
+def _check_sizes(canon: str, data, num_classes: int) -> None:
+    """Raise ``ValueError`` unless ``data`` has the known (nodes, features, classes) of ``canon``."""
+    got = (int(data.x.shape[0]), int(data.x.shape[1]), int(num_classes))
+    want = PLANETOID_SIZES[canon]
+    if got != want:
+        raise ValueError(
+            f"it holds {got[0]} nodes x {got[1]} features, {got[2]} classes, but {canon} has "
+            f"{want[0]} x {want[1]}, {want[2]} classes (another data set's file?)"
+        )
 
 
 def _load_cached(canon: str, files: dict[str, Path], cache: Path, transform):
     """``(dataset, data)`` from the processed cache; a cache that fails to load is rebuilt once.
 
     A truncated or otherwise corrupt ``processed/data.pt`` (e.g. "PytorchStreamReader failed
-    reading zip archive") is reported with a ``RuntimeWarning`` naming the file; its cache folder
+    reading zip archive"), or one that loads with sizes other than :data:`PLANETOID_SIZES` (another
+    data set's file copied over it), is reported with a ``RuntimeWarning`` naming the file; its cache folder
     (``<cache>/<digest>/``: only links to the raw files and PyG's ``processed/``) is deleted and
     rebuilt from the raw files. If loading still fails, :class:`PlanetoidCacheError` names the
     file. ``PermissionError`` is passed through (the caller falls back to a temporary folder).

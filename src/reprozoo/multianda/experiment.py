@@ -41,6 +41,18 @@ PARENT = {"MultiANDA-mixture": "MultiANDA", "ANDA-sample": "ANDA"}
 CIFAR_SHARDS = (0, 1)
 CIFAR_SHARD_IMAGES = 5000
 CIFAR_TEST_IMAGES = 5000
+#: cap on the draws ANDA / MultiANDA keep for the ASR-vs-samples curve: max(sample_counts) draws of every
+#: attacked image, float32 (n, n_images, 3, 32, 32), at most 1 GiB per attack (both attacks keep one such
+#: tensor, plus the batch being drawn); and at most this many draws per image in any case, since each draw
+#: is also classified by every black-box target
+SAMPLE_BYTES_LIMIT = 2**30
+SAMPLE_COUNT_LIMIT = 1000
+CIFAR_IMAGE_FLOATS = 3 * 32 * 32
+
+
+def max_sample_count(n_images: int) -> int:
+    """The largest ``sample_counts`` entry allowed when ``n_images`` images are attacked (>= 1)."""
+    return max(1, min(SAMPLE_COUNT_LIMIT, SAMPLE_BYTES_LIMIT // (max(n_images, 1) * CIFAR_IMAGE_FLOATS * 4)))
 
 
 @dataclass
@@ -112,6 +124,15 @@ class MultiANDAConfig(ExperimentConfig):
         _tuple_of(self, "sample_counts", int)
         if min(self.sample_counts) < 1:
             raise ConfigError(f"sample_counts={self.sample_counts} should be ints >= 1")
+        cap = max_sample_count(self.n_images)
+        if max(self.sample_counts) > cap:
+            n = max(self.sample_counts)
+            gib = n * self.n_images * CIFAR_IMAGE_FLOATS * 4 / 2**30
+            raise ConfigError(
+                f"sample_counts={self.sample_counts}: n={n} draws per image is too many; with n_images="
+                f"{self.n_images} each entry should be <= {cap} (the draws are kept as float32 (n, n_images, "
+                f"3, 32, 32): n={n} needs {gib:.3g} GiB per attack, the cap is {SAMPLE_BYTES_LIMIT / 2**30:g} GiB "
+                f"and {SAMPLE_COUNT_LIMIT} draws)")
         _tuple_of(self, "train_shards", int, CIFAR_SHARDS,
                   unknown="train_shards: {item!r} is not a shard of the shipped CIFAR-10 subset; valid: {valid}")
         if not isinstance(self.use_cache, bool):

@@ -25,6 +25,7 @@ from reprozoo.core.progress import log, track
 from reprozoo.core.registry import get as registry_get
 from reprozoo.core.results import Result
 from reprozoo.datasets import load_multiview
+from reprozoo.datasets.multiview import list_multiview, name_user_files
 from reprozoo.udbgl.baselines import anchor_graph_concat, kmeans_concat, kmeans_single, spectral_concat
 from reprozoo.udbgl.udbgl import UDBGL, RankConstraintWarning
 
@@ -75,6 +76,13 @@ class UDBGLConfig(ExperimentConfig):
             raise ConfigError(f"unknown dataset {name!r}; valid datasets: {', '.join(self.KNOWN_DATASETS)} "
                               "or a path to a multi-view .mat file")
 
+    def replace(self, **changes: Any) -> UDBGLConfig:
+        """As the base class, and user ``.mat`` paths naming the same file (``m.mat``, ``./m.mat``, a link)
+        are kept once (first occurrence), so the same file never runs twice."""
+        if "datasets" in changes and isinstance(changes["datasets"], (tuple, list)):
+            changes["datasets"] = tuple(_dedupe_files(tuple(changes["datasets"])))
+        return super().replace(**changes)
+
     def validate(self) -> None:
         super().validate()
         if not self.datasets:
@@ -82,6 +90,11 @@ class UDBGLConfig(ExperimentConfig):
         for key in ("anchor_factors", "baselines"):
             if not isinstance(getattr(self, key), tuple):
                 raise ConfigError(f"{key}={getattr(self, key)!r} should be a tuple (comma-separated with --set)")
+            values = getattr(self, key)
+            repeats = sorted({v for v in values if values.count(v) > 1}, key=str)
+            if repeats:
+                raise ConfigError(f"{key}={values!r} repeats {', '.join(map(str, repeats))}; give each once "
+                                  "(a repeat would run and record the same setting twice)")
         if not self.anchor_factors or any(
             isinstance(f, bool) or not isinstance(f, int) or f < 1 for f in self.anchor_factors
         ):
@@ -100,6 +113,51 @@ class UDBGLConfig(ExperimentConfig):
 
 
 Config = UDBGLConfig
+
+
+def _is_user_file(name: str) -> bool:
+    return isinstance(name, str) and name not in ALL_DATASETS and name.lower().endswith(".mat")
+
+
+def _shipped_file(name: str) -> Path | None:
+    """The file a shipped name loads from (first data root holding it, as find_data_file), unverified."""
+    from reprozoo.datasets._paths import find_data_file
+
+    try:
+        return find_data_file([f"multiview/{name}.mat", f"multiview/data_{name}.mat"], source="", verify=False)
+    except (FileNotFoundError, OSError):
+        return None
+
+
+def _dedupe_files(datasets: tuple) -> list:
+    """``datasets`` without entries that resolve to a file already listed (first kept): user ``.mat``
+    paths by resolved path, and a user path to a shipped set's own file beside that set's name."""
+    seen: set[Path] = set()
+    out = []
+    for d in datasets:
+        path = Path(d).expanduser() if _is_user_file(d) else (_shipped_file(d) if isinstance(d, str) else None)
+        if path is not None:
+            key = path.resolve()
+            if key in seen:
+                continue
+            seen.add(key)
+        out.append(d)
+    return out
+
+
+def dataset_names(datasets: tuple[str, ...]) -> list[tuple[str, str]]:
+    """``(entry, record name)`` per distinct data set of ``datasets``, in order.
+
+    Shipped sets keep their names. User ``.mat`` paths are deduplicated by resolved path and named
+    by :func:`reprozoo.datasets.multiview.name_user_files`: the file stem, a longer path suffix when
+    two stems collide (``a/m``, ``t/m``), `` (file)`` appended when it equals a shipped set's name.
+    """
+    entries = _dedupe_files(tuple(datasets))
+    users = [d for d in entries if _is_user_file(d)]
+    reserved = tuple(dict.fromkeys((*ALL_DATASETS, *list_multiview(),
+                                    *(d for d in entries if not _is_user_file(d)))))
+    named = dict(zip(users, name_user_files(users, reserved), strict=True))
+    return [(d, named.get(d, d)) for d in entries]
 
 
 def _setting(factor: int) -> str:
@@ -124,14 +182,27 @@ def run(config: UDBGLConfig, out_dir: Path) -> Result:
     settings = [(f, _setting(f)) for f in config.anchor_factors]
     paths: dict[str, dict[str, int]] = {}
     curves: dict[str, tuple[list[int], list[float]]] = {}
-    jobs = [(name, seed) for name in config.datasets for seed in config.seeds]
+    named = dataset_names(config.datasets)
+    for entry, name in named:
+        if _is_user_file(entry) and name != Path(entry).stem:
+            result.notes.append(f"the data set file {entry} is recorded as {name!r} (its stem is shared by "
+                                "another data set)")
+    # up front, before any fit: a data set on which every anchor setting has m = factor * c > n
+    # would give no records at all
+    for entry, name in named:
+        data = load_multiview(entry)
+        n, c = data.n_samples, data.n_clusters
+        if all(f * c > n for f in config.anchor_factors):
+            raise ConfigError(
+                f"anchor_factors={config.anchor_factors!r}: on {name} (n={n} samples, c={c} clusters) every "
+                f"setting has m = factor * c > n, so nothing would run; use factors in [1, {n // c}]")
+    jobs = [(entry, name, seed) for entry, name in named for seed in config.seeds]
     cache: dict[str, Any] = {}
-    for name, seed in track(jobs, "udbgl: data sets x seeds"):
-        if name not in cache:
+    for entry, name, seed in track(jobs, "udbgl: data sets x seeds"):
+        if entry not in cache:
             cache.clear()
-            cache[name] = load_multiview(name)
-        data = cache[name]
-        name = data.name  # a user's .mat path is reported by its file stem
+            cache[entry] = load_multiview(entry)
+        data = cache[entry]  # recorded under `name`: a user's file by a unique name (see dataset_names)
         views, y, c = data.views, data.labels, data.n_clusters
 
         def add(method: str, role: str, labels, seconds: float, setting: str, _y=y, _name=name, _seed=seed):
@@ -194,9 +265,10 @@ def run(config: UDBGLConfig, out_dir: Path) -> Result:
                         "NMImax.m.")
 
     fig_dir = out_dir / "figures"
+    plotted = [s for _, s in settings if any(r.setting == s for r in result.records)]  # skipped ones: none
     for metric in (*METRICS, "seconds"):
-        for _, setting in settings:
-            suffix = "" if len(settings) == 1 else "_" + setting.replace("=", "")
+        for setting in plotted:
+            suffix = "" if len(plotted) == 1 else "_" + setting.replace("=", "")
             path = fig_dir / f"{metric.lower()}_by_dataset{suffix}.png"
             metric_by_dataset(result, metric, path, setting=setting)
             result.figures.append(str(path.relative_to(out_dir)))

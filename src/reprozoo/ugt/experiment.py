@@ -35,6 +35,7 @@ from reprozoo.core.plots import figure, metric_by_dataset
 from reprozoo.core.progress import log, track
 from reprozoo.core.results import Result
 from reprozoo.core.seed import seed_everything
+from reprozoo.datasets.planetoid import PLANETOID_SIZES
 
 __all__ = ["UGTConfig", "Config", "run", "setting_name"]
 
@@ -91,6 +92,12 @@ class UGTConfig(ExperimentConfig):
         for name in ("sparsities", "feature_noise", "edge_noise", "depths", "archs"):
             if not isinstance(getattr(self, name), tuple):
                 raise ConfigError(f"{name}={getattr(self, name)!r} should be a tuple (comma-separated with --set)")
+        for name in ("archs", "sparsities", "depths", "feature_noise", "edge_noise"):
+            values = getattr(self, name)
+            repeats = sorted({v for v in values if values.count(v) > 1}, key=str)
+            if repeats:
+                raise ConfigError(f"{name}={values!r} repeats {', '.join(map(str, repeats))}; give each once "
+                                  "(a repeat would train and record the same setting twice)")
         if self.protocol not in ("standard", "robust"):
             raise ConfigError(f"protocol={self.protocol!r} is not valid; choose 'standard' or 'robust'")
         for a in self.archs:
@@ -130,12 +137,32 @@ class UGTConfig(ExperimentConfig):
             raise ConfigError(f"ramp_fraction={self.ramp_fraction!r} should be in (0, 1]")
         if not _is_real(self.ood_frac) or not 0.0 < self.ood_frac < 1.0:
             raise ConfigError(f"ood_frac={self.ood_frac!r} should be in (0, 1)")
+        if self.protocol == "robust":  # ood_split holds out round(ood_frac * C) classes: keep >= 2 ID, >= 1 OOD
+            for d in self.datasets:
+                c = PLANETOID_SIZES[d][2] if d in PLANETOID_SIZES else None
+                if c is not None and not 1 <= n_ood_classes(self.ood_frac, c) <= c - 2:
+                    lo, hi = ood_frac_range(c)
+                    raise ConfigError(
+                        f"ood_frac={self.ood_frac!r} holds out round({self.ood_frac:g} x {c}) = "
+                        f"{n_ood_classes(self.ood_frac, c)} of the {c} classes of {d}; it should hold out 1 to "
+                        f"{c - 2} (at least 2 classes stay in distribution): choose ood_frac in [{lo:.3g}, {hi:.3g}]")
         for f in self.feature_noise:
             if not _is_real(f) or not 0.0 <= f <= 1.0:
                 raise ConfigError(f"feature_noise holds {f!r}; each level should be a fraction of nodes in [0, 1]")
         for b in self.edge_noise:
             if not _is_real(b) or not 0.0 <= b < math.inf:
                 raise ConfigError(f"edge_noise holds {b!r}; each budget should be a finite number >= 0 (x |E|)")
+
+
+def n_ood_classes(ood_frac: float, num_classes: int) -> int:
+    """Classes the robust protocol holds out: ``round(ood_frac · C)`` (Python's round, half to even)."""
+    return round(ood_frac * num_classes)
+
+
+def ood_frac_range(num_classes: int) -> tuple[float, float]:
+    """An ``ood_frac`` interval ``[lo, hi]`` whose every value holds out 1 to C − 2 classes (approximate
+    at the rounding ties, which it stays inside of by a small margin)."""
+    return (0.5 + 1e-9) / num_classes, (num_classes - 2 + 0.5 - 1e-9) / num_classes
 
 
 def _is_real(v: Any) -> bool:
@@ -251,9 +278,11 @@ def _run_robust(cfg: UGTConfig, result: Result) -> None:
     s = cfg.sparsities[0]
     depth = cfg.depths[0]
     kinds = (["dense"] if cfg.dense else []) + ["ugt"] + (["edgepopup"] if cfg.edge_popup else [])
+    held_out: dict[str, tuple[int, int]] = {}
     for dname in cfg.datasets:
         graph = _load(dname)
         split = ood_split(graph.y, graph.train_mask, graph.val_mask, graph.test_mask, frac_left_out=cfg.ood_frac)
+        held_out[dname] = (len(split.ood_classes), graph.num_classes)
         y_fit = split.y.clamp_min(0)  # OOD nodes are in no training/validation mask; their label is unused
         jobs = [(seed, arch, kind, "ood", 0.0) for seed in cfg.seeds for arch in cfg.archs for kind in kinds]
         jobs += [(seed, arch, kind, "features", f) for seed in cfg.seeds for arch in cfg.archs for kind in kinds
@@ -284,8 +313,10 @@ def _run_robust(cfg: UGTConfig, result: Result) -> None:
                        setting=f"{what}={level:g},{setting_name(s, depth)}")
             log(f"{dname} seed={seed} {name} {what}={level:g}: top1={100 * fit.test_acc:.1f} %")
     result.notes.append(
-        f"robust: OOD = the last round({cfg.ood_frac}·C) classes held out of training (AUROC of -max softmax on "
-        "test nodes); perturbations are applied before training (poisoning): features of a fraction of nodes "
+        f"robust: OOD = the last round({cfg.ood_frac}·C) classes held out of training ("
+        + ", ".join(f"{d}: {k} of {c}" for d, (k, c) in held_out.items())
+        + "; AUROC of -max softmax on test nodes); perturbations are applied before training (poisoning): "
+        "features of a fraction of nodes "
         "replaced by Bernoulli noise, random edges added with a budget relative to |E|."
     )
 
