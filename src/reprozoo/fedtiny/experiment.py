@@ -86,6 +86,13 @@ class FedTinyConfig(ExperimentConfig):
         for key in ("methods", "densities", "candidates"):
             if not isinstance(getattr(self, key), tuple):
                 raise ConfigError(f"{key}={getattr(self, key)!r} should be a tuple (comma-separated with --set)")
+        for key in ("methods", "densities", "candidates", "datasets", "seeds"):
+            values = tuple(getattr(self, key))
+            seen = [float(v) if key == "densities" and _is_real(v) else v for v in values]
+            repeats = sorted({str(values[i]) for i, v in enumerate(seen) if v in seen[:i]})
+            if repeats:
+                raise ConfigError(f"{key}={values!r} repeats {', '.join(repeats)}: each entry should appear once "
+                                  "(a repeat would run and record the same setting twice)")
         bad = [m for m in self.methods if m not in _METHODS]
         if bad or not self.methods:
             raise ConfigError(f"methods {list(self.methods)} should be a non-empty subset of {list(_METHODS)}")
@@ -116,6 +123,15 @@ class FedTinyConfig(ExperimentConfig):
             if not ok:
                 rng = f"{'[' if lo_in else '('}{lo:g}, {hi:g}{']' if hi_in else ')'}"
                 raise ConfigError(f"{key}={v!r} should lie in {rng}" + (" (finite)" if hi == math.inf else ""))
+        sizes = {d: DATA_SIZES[d] for d in self.datasets if d in DATA_SIZES}
+        if sizes:  # above the largest selected data set is an error; a smaller one uses all it has (noted)
+            for key, i, what in (("n_train", 0, "training"), ("n_test", 1, "test")):
+                most = max(v[i] for v in sizes.values())
+                if getattr(self, key) > most:
+                    have = ", ".join(f"{d} {v[i]}" for d, v in sizes.items())
+                    raise ConfigError(f"{key}={getattr(self, key)} is more than the {what} images of the selected "
+                                      f"dataset(s) ({have}); use at most {most}"
+                                      + (" (0 = the whole test set)" if key == "n_test" else ""))
         if self.n_clients * 2 > self.n_train:
             raise ConfigError(f"n_clients={self.n_clients} is more than n_train/2={self.n_train // 2}: every client "
                               "needs >= 2 samples; raise n_train or lower n_clients")
@@ -143,6 +159,19 @@ class FedTinyConfig(ExperimentConfig):
         if (self.fail_client == -1) != (self.fail_round == -1):
             raise ConfigError(f"fail_client={self.fail_client} and fail_round={self.fail_round}: set both (a client in "
                               f"[0, {self.n_clients}) and a round in [0, {self.rounds}]) or neither (-1 = off)")
+
+
+#: (training, test) images of each shipped data set, known without loading it (checked against the
+#: loaders in tests/fedtiny): Config.validate rejects n_train / n_test above them up front
+DATA_SIZES: dict[str, tuple[int, int]] = {"MNIST": (60000, 10000), "CIFAR-10-subset": (10000, 5000)}
+_N_PUBLIC = 128  # training images kept for the server's public batch (federated_data's n_public default)
+
+
+def _effective_sizes(config: FedTinyConfig, dataset: str) -> tuple[int, int]:
+    """(n_train, n_test) that the run on ``dataset`` really uses: client.federated_data caps n_train at the
+    training images less the public batch, and n_test = 0 or above the test set means all of it."""
+    n_tr, n_te = DATA_SIZES[dataset]
+    return min(config.n_train, n_tr - _N_PUBLIC), (n_te if config.n_test == 0 else min(config.n_test, n_te))
 
 
 def _is_real(v: Any) -> bool:
@@ -215,6 +244,13 @@ def run(config: FedTinyConfig, out_dir: Path) -> Result:
             result.notes.append(f"{ds} d={d:g} seed={s} {m}: {out['abns']['failed']} failed ABNS quer(y/ies) "
                                 "left out of the candidate selection")
     result.notes.append(f"engine={config.engine}: {len(jobs)} federated runs in {seconds:.1f} s wall")
+    for ds in config.datasets:  # a setting above a smaller data set's size: record what was really used
+        n_tr, n_te = _effective_sizes(config, ds)
+        if n_tr != config.n_train:
+            result.notes.append(f"{ds}: n_train={config.n_train} is more than its {DATA_SIZES[ds][0]} training images "
+                                f"less the server's {_N_PUBLIC}-image public batch; used n_train={n_tr}")
+        if config.n_test and n_te != config.n_test:
+            result.notes.append(f"{ds}: n_test={config.n_test} is more than its test set; used all {n_te} images")
     _figures(result, config, curves, out_dir)
     return result
 

@@ -27,6 +27,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -54,7 +56,7 @@ from reprozoo.fedtiny.pruning import (
 from reprozoo.fedtiny.sparse import Mask, masked_fedavg, pack_state, unpack_state
 
 __all__ = ["FedTinyStrategy", "client_app", "server_app", "make_server_app", "LocalGrid", "run_federated",
-           "spec_from_run_config"]
+           "spec_from_run_config", "SimulationStopped"]
 
 log = logging.getLogger("reprozoo.fedtiny")
 
@@ -329,19 +331,84 @@ def torch_bool(a: np.ndarray):
 
 
 # -- server app -----------------------------------------------------------------------------------------
-def make_server_app(jobs: Sequence[Callable[[Grid], Any]], results: list) -> ServerApp:
+class SimulationStopped(RuntimeError):
+    """Raised in the ServerApp thread by a grid call once :func:`run_federated` was interrupted."""
+
+
+class _StoppableGrid(Grid):
+    """Delegates to ``inner``; ``send_and_receive`` polls in short steps and raises
+    :class:`SimulationStopped` once ``stop`` is set, so an interrupted simulation's ServerApp thread (not a
+    daemon: the interpreter waits for it at exit) ends within ``poll`` seconds instead of waiting out the
+    reply timeout (Flower's in-memory grid does not watch its own stop event)."""
+
+    def __init__(self, inner: Grid, stop: threading.Event, poll: float = 0.1) -> None:
+        self.inner, self.stop, self.poll = inner, stop, float(poll)
+
+    def _check(self) -> None:
+        if self.stop.is_set():
+            raise SimulationStopped("the Flower simulation was interrupted")
+
+    def set_run(self, run_id: int) -> None:  # noqa: D401 - Grid API
+        self.inner.set_run(run_id)
+
+    @property
+    def run(self):
+        return self.inner.run
+
+    def create_message(self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str,
+                       ttl: float | None = None) -> Message:
+        return self.inner.create_message(content, message_type, dst_node_id, group_id, ttl)
+
+    def get_node_ids(self) -> Iterable[int]:
+        self._check()
+        return self.inner.get_node_ids()
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        self._check()
+        return self.inner.push_messages(messages)
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        self._check()
+        return self.inner.pull_messages(message_ids)
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        pending = set(self.push_messages(messages))
+        end = None if timeout is None else time.monotonic() + timeout
+        replies: list[Message] = []
+        while pending and (end is None or time.monotonic() < end):
+            got = list(self.pull_messages(pending))
+            replies.extend(got)
+            pending.difference_update(m.metadata.reply_to_message_id for m in got)
+            if pending and self.stop.wait(self.poll):
+                self._check()
+        return replies
+
+
+def make_server_app(jobs: Sequence[Callable[[Grid], Any]], results: list, stop: threading.Event | None = None,
+                    began: threading.Event | None = None, done: threading.Event | None = None) -> ServerApp:
     """A ``ServerApp`` whose main runs each ``job(grid)`` in turn, appending their returns to ``results``
-    (an exception is appended instead and stops the remaining jobs)."""
+    (an exception is appended instead and stops the remaining jobs).
+
+    With ``stop``, the jobs see a grid whose calls raise :class:`SimulationStopped` once ``stop`` is set;
+    ``began`` / ``done`` (if given) are set when the main starts / returns, however it ends."""
     app = ServerApp()
 
     @app.main()
     def _main(grid: Grid, context: Context) -> None:
-        for job in jobs:
-            try:
-                results.append(job(grid))
-            except BaseException as exc:  # surfaced by run_federated
-                results.append(exc)
-                return
+        if began is not None:
+            began.set()
+        if stop is not None:
+            grid = _StoppableGrid(grid, stop)
+        try:
+            for job in jobs:
+                try:
+                    results.append(job(grid))
+                except BaseException as exc:  # surfaced by run_federated
+                    results.append(exc)
+                    return
+        finally:
+            if done is not None:
+                done.set()
 
     return app
 
@@ -482,6 +549,11 @@ def run_federated(jobs: Sequence[Callable[[Grid], Any]], n_clients: int, engine:
 
     Returns ``(values, seconds)``; re-raises the first job's exception.
 
+    Interrupts (engine "flower"): a KeyboardInterrupt, or whatever the caller's SIGTERM handler raises,
+    stops the simulation (the ServerApp thread ends at its next grid call), shuts Ray down when this call
+    started it, puts the caller's SIGINT/SIGTERM handlers back (Ray replaces SIGTERM's at init; they are
+    also put back right after ``ray.init``) and is re-raised.
+
     Output: client failures ("node 2 failed: ...") go through :func:`reprozoo.core.progress.log`
     (silent under ``--quiet`` and pytest) and the ``reprozoo.fedtiny`` logger at INFO. Flower's
     own logger is set to WARNING (ERROR when quiet; INFO with ``verbose``) for the run, and its
@@ -506,18 +578,7 @@ def run_federated(jobs: Sequence[Callable[[Grid], Any]], n_clients: int, engine:
                 for job in jobs:
                     results.append(job(grid))
         else:
-            import warnings
-
-            from flwr.simulation import run_simulation
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                run_simulation(
-                    server_app=make_server_app(jobs, results), client_app=client_app, num_supernodes=n_clients,
-                    backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-                                    "init_args": {"num_cpus": num_cpus, "include_dashboard": False,
-                                                  "log_to_driver": verbose}},
-                    verbose_logging=verbose)
+            _run_flower(jobs, results, n_clients, num_cpus, verbose)
     for r in results:
         if isinstance(r, BaseException):
             raise RuntimeError(f"a server job failed in the Flower simulation: {r!r}") from r
@@ -525,3 +586,123 @@ def run_federated(jobs: Sequence[Callable[[Grid], Any]], n_clients: int, engine:
         raise RuntimeError(f"the Flower simulation returned {len(results)} of {len(jobs)} job results; "
                            "see the Flower log above (run with verbose=True)")
     return results, time.perf_counter() - t0
+
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _restore_handlers(saved: Mapping[int, Any]) -> None:
+    """Reinstall the caller's Python signal handlers (``signal.signal`` also resets the C-level handler,
+    which Ray's core worker replaces at init with a failure handler that aborts on SIGTERM: exit 134)."""
+    for sig, handler in saved.items():
+        if handler is not None:  # None: not installed from Python, nothing we can restore
+            signal.signal(sig, handler)
+
+
+def _install_stopping_handlers(saved: Mapping[int, Any], stop: threading.Event) -> None:
+    """For the simulation: SIGINT / SIGTERM first set ``stop`` (the ServerApp thread and Flower's error log
+    go quiet at once), then run the caller's handler (which raises, e.g. KeyboardInterrupt).  Handlers that
+    are not Python callables (SIG_IGN, SIG_DFL, None) are left as they are."""
+    for sig, handler in saved.items():
+        if callable(handler):
+            def _stopping(signum: int, frame: Any, _handler: Callable = handler) -> Any:
+                stop.set()
+                return _handler(signum, frame)
+
+            signal.signal(sig, _stopping)
+
+
+class _HushAfterStop(logging.Filter):
+    """Drops Flower's records once ``stop`` is set: after an interrupt its Ray workers report the actors
+    we (or the signal) ended as errors with tracebacks, which is noise, not a failure of the run."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        super().__init__()
+        self.stop = stop
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not self.stop.is_set()
+
+
+def _init_ray(num_cpus: int, verbose: bool, saved: Mapping[int, Any]) -> bool:
+    """Start Ray as Flower's Ray backend would (``RayBackend.init_ray``: same init args and PYTHONPATH for
+    the actors), then give the caller its signal handlers back.  Returns whether we started Ray."""
+    import os
+    import sys
+
+    import ray
+
+    if ray.is_initialized():
+        return False
+    pythonpath = os.pathsep.join(sys.path)
+    if os.environ.get("PYTHONPATH"):
+        pythonpath = f"{pythonpath}{os.pathsep}{os.environ['PYTHONPATH']}"
+    os.environ["PYTHONPATH"] = pythonpath
+    # Ray's daemons (GCS, raylet, and the workers they fork) inherit this thread's signal mask: with SIGTERM
+    # blocked they outlive a SIGTERM sent to the whole process group (``timeout``, a job runner), so the
+    # driver can still shut Ray down in order; otherwise Ray calls in the driver block on the dead GCS and
+    # Ray ends the process after 60 s (exit 1, no cleanup). Ray blocks SIGINT in them itself.
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM}) if saved else None
+    try:
+        try:
+            ray.init(runtime_env={"env_vars": {"PYTHONPATH": pythonpath}}, num_cpus=num_cpus,
+                     include_dashboard=False, log_to_driver=verbose)
+        finally:
+            _restore_handlers(saved)  # first: a SIGTERM that came during init goes to the caller's handler
+            if old_mask is not None:
+                signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+    except SystemExit as exc:
+        # a SIGTERM that reached Ray's own handler (sys.exit(15)); hand it to the caller's handler
+        if ray.is_initialized():
+            ray.shutdown()
+        handler = saved.get(signal.SIGTERM)
+        if exc.code == signal.SIGTERM and callable(handler):
+            handler(signal.SIGTERM, None)
+        raise
+    except BaseException:
+        if ray.is_initialized():
+            ray.shutdown()
+        raise
+    return True
+
+
+def _run_flower(jobs: Sequence[Callable[[Grid], Any]], results: list, n_clients: int, num_cpus: int,
+                verbose: bool) -> None:
+    """``flwr.simulation.run_simulation`` of ``jobs``; on an interrupt (KeyboardInterrupt, or the caller's
+    SIGTERM handler raising) it stops the ServerApp thread, shuts Ray down if we started it, restores the
+    caller's signal handlers and re-raises, so the caller can clean up and exit (no hang, no abort)."""
+    import warnings
+
+    import ray
+    from flwr.simulation import run_simulation
+
+    main = threading.current_thread() is threading.main_thread()
+    saved = {sig: signal.getsignal(sig) for sig in _SIGNALS} if main else {}
+    stop, began, done = threading.Event(), threading.Event(), threading.Event()
+    started = False
+    hush = _HushAfterStop(stop)
+    flwr_log = logging.getLogger("flwr")
+    flwr_log.addFilter(hush)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            started = _init_ray(num_cpus, verbose, saved)
+            _install_stopping_handlers(saved, stop)
+            run_simulation(
+                server_app=make_server_app(jobs, results, stop, began, done), client_app=client_app,
+                num_supernodes=n_clients,
+                backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+                                "init_args": {"num_cpus": num_cpus, "include_dashboard": False,
+                                              "log_to_driver": verbose}},
+                verbose_logging=verbose)
+    except BaseException:
+        stop.set()  # the ServerApp thread raises SimulationStopped at its next grid call
+        if began.is_set():
+            done.wait(30.0)  # a job between grid calls (e.g. evaluating) finishes that step first
+        raise
+    finally:
+        stop.set()
+        if started and ray.is_initialized():
+            ray.shutdown()  # Flower's backend shuts Ray down on a normal end; this covers an interrupt
+        _restore_handlers(saved)
+        flwr_log.removeFilter(hush)
