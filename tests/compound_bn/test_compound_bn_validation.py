@@ -85,7 +85,7 @@ def test_config_rejects_empty_tuples(smoke, key):
 @pytest.mark.parametrize("key,value", [("imbalance_ratios", "10,10"), ("losses", "CE,CE"),
                                        ("ablations", "no-dual,no-dual")])
 def test_config_rejects_repeated_items(smoke, key, value):
-    with pytest.raises(ConfigError, match=f"{key}=.*repeats an item"):
+    with pytest.raises(ConfigError, match=f"{key}=.*repeats "):
         smoke.with_strings({key: value})
 
 

@@ -125,11 +125,7 @@ class CompoundBNConfig(ExperimentConfig):
         if bad_rho:
             raise ConfigError(f"imbalance_ratios={self.imbalance_ratios!r} is out of range; each ratio "
                               f"rho = n_max / n_min should be >= 1, got {bad_rho}")
-        for name in ("imbalance_ratios", "losses", "ablations"):
-            values = getattr(self, name)
-            if len(set(values)) != len(values):
-                raise ConfigError(f"{name}={values!r} repeats an item; give each once (a repeat would train "
-                                  "and record the same run twice)")
+        self.check_unique("imbalance_ratios", "losses", "ablations")
         if (self.depth - 2) % 6 or self.depth < 8:
             raise ConfigError(f"depth={self.depth} should be 6n+2 >= 8 (8, 14, 20, 32, ...)")
         k_max = max([max(self.n_components, 1)] + [3 for a in self.ablations if a == "K=3"])

@@ -86,13 +86,7 @@ class FedTinyConfig(ExperimentConfig):
         for key in ("methods", "densities", "candidates"):
             if not isinstance(getattr(self, key), tuple):
                 raise ConfigError(f"{key}={getattr(self, key)!r} should be a tuple (comma-separated with --set)")
-        for key in ("methods", "densities", "candidates", "datasets", "seeds"):
-            values = tuple(getattr(self, key))
-            seen = [float(v) if key == "densities" and _is_real(v) else v for v in values]
-            repeats = sorted({str(values[i]) for i, v in enumerate(seen) if v in seen[:i]})
-            if repeats:
-                raise ConfigError(f"{key}={values!r} repeats {', '.join(repeats)}: each entry should appear once "
-                                  "(a repeat would run and record the same setting twice)")
+        self.check_unique("methods", "densities", "candidates", "datasets", "seeds")
         bad = [m for m in self.methods if m not in _METHODS]
         if bad or not self.methods:
             raise ConfigError(f"methods {list(self.methods)} should be a non-empty subset of {list(_METHODS)}")

@@ -180,9 +180,7 @@ def _tuple_of(cfg, key: str, kind: type, choices: tuple | None = None, unknown: 
 
 
 def _unique(cfg, key: str) -> None:
-    v = getattr(cfg, key)
-    if len(set(v)) != len(v):
-        raise ConfigError(f"{key}={v!r} repeats an entry; list each once (repeats would duplicate records)")
+    cfg.check_unique(key)
 
 
 Config = MultiANDAConfig

@@ -132,11 +132,7 @@ class RSD4Config(ExperimentConfig):
                               f"{self.softmax_beta} >= 0")
         if self.gradient_steps < 0:
             raise ConfigError(f"gradient_steps={self.gradient_steps} should be >= 0 (0 = n_users)")
-        for name in ("methods", "n_users", "arrivals", "budget_grid", "rl_budget_grid"):
-            values = tuple(getattr(self, name))
-            if len(set(values)) != len(values):
-                raise ConfigError(f"{name}={values} repeats an entry; each should appear once (a repeat would "
-                                  "train and record the same setting twice)")
+        self.check_unique("methods", "n_users", "arrivals", "budget_grid", "rl_budget_grid")
         if not self.sb3_net_arch or any(w < 1 for w in self.sb3_net_arch):
             raise ConfigError(f"sb3_net_arch={self.sb3_net_arch} should be non-empty positive layer widths")
         if any(b <= 0 for b in (*self.budget_grid, *self.rl_budget_grid)):

@@ -90,11 +90,7 @@ class UDBGLConfig(ExperimentConfig):
         for key in ("anchor_factors", "baselines"):
             if not isinstance(getattr(self, key), tuple):
                 raise ConfigError(f"{key}={getattr(self, key)!r} should be a tuple (comma-separated with --set)")
-            values = getattr(self, key)
-            repeats = sorted({v for v in values if values.count(v) > 1}, key=str)
-            if repeats:
-                raise ConfigError(f"{key}={values!r} repeats {', '.join(map(str, repeats))}; give each once "
-                                  "(a repeat would run and record the same setting twice)")
+        self.check_unique("anchor_factors", "baselines")
         if not self.anchor_factors or any(
             isinstance(f, bool) or not isinstance(f, int) or f < 1 for f in self.anchor_factors
         ):

@@ -92,12 +92,7 @@ class UGTConfig(ExperimentConfig):
         for name in ("sparsities", "feature_noise", "edge_noise", "depths", "archs"):
             if not isinstance(getattr(self, name), tuple):
                 raise ConfigError(f"{name}={getattr(self, name)!r} should be a tuple (comma-separated with --set)")
-        for name in ("archs", "sparsities", "depths", "feature_noise", "edge_noise"):
-            values = getattr(self, name)
-            repeats = sorted({v for v in values if values.count(v) > 1}, key=str)
-            if repeats:
-                raise ConfigError(f"{name}={values!r} repeats {', '.join(map(str, repeats))}; give each once "
-                                  "(a repeat would train and record the same setting twice)")
+        self.check_unique("archs", "sparsities", "depths", "feature_noise", "edge_noise")
         if self.protocol not in ("standard", "robust"):
             raise ConfigError(f"protocol={self.protocol!r} is not valid; choose 'standard' or 'robust'")
         for a in self.archs:
