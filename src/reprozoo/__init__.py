@@ -1,8 +1,13 @@
-"""reprozoo: ten recent machine-learning papers as working, tested, fast software.
+"""reprozoo: recent machine-learning papers as working, tested, fast software.
 
-Importing the package is cheap: no torch, no method code. Use ``reprozoo.<method>``
-for a method's public API and ``reprozoo.core`` for the shared spine.
+Importing the package is cheap: no torch, no method code. ``reprozoo.run(name, ...)`` runs a method's
+experiment and writes its run folder exactly as the CLI does; use ``reprozoo.<method>`` for a method's
+public API and ``reprozoo.core`` for the shared spine.
 """
 
 __version__ = "0.1.0"
-__all__ = ["__version__"]
+
+from reprozoo.core.results import Result  # noqa: E402  (after __version__, which results reads)
+from reprozoo.core.run import run, run_all  # noqa: E402
+
+__all__ = ["__version__", "Result", "run", "run_all"]

@@ -26,8 +26,9 @@ from torch import nn
 from reprozoo.compound_bn.dual_path import CONSISTENCY, DualPathLoss
 from reprozoo.compound_bn.layers import CompoundBatchNorm2d, compound_layers
 from reprozoo.compound_bn.losses import LOSSES, LongTailLoss, NormedLinear
-from reprozoo.core.experiment import ConfigError, ExperimentConfig
+from reprozoo.core.experiment import ConfigError, TorchExperimentConfig
 from reprozoo.core.progress import log, track
+from reprozoo.core.registry import ExperimentSpec
 from reprozoo.core.results import Result
 from reprozoo.core.seed import seed_everything
 from reprozoo.datasets.longtail import make_longtail, shot_accuracies, shot_split
@@ -39,7 +40,7 @@ ABLATIONS = ("no-dual", "no-consistency", "K=1", "K=3")
 
 
 @dataclass
-class CompoundBNConfig(ExperimentConfig):
+class CompoundBNConfig(TorchExperimentConfig):
     """Knobs of the BN-vs-CBN long-tail experiment (defaults = the ``quick`` preset)."""
 
     datasets: tuple[str, ...] = ("CIFAR-10-LT",)
@@ -493,3 +494,15 @@ def _plot_responsibility(resp: dict[str, np.ndarray], counts: np.ndarray, path: 
     fig.suptitle(f"Which component each class uses (all CBN layers, test images): {title}", fontsize=9)
     atomic_savefig(fig, path)
     return str(path.relative_to(out_dir))
+
+
+SPEC = ExperimentSpec(
+    name="compound_bn",
+    title="Compound batch normalization: Gaussian-mixture BN with dual-path learning for long-tailed data",
+    field="vision",
+    paper="Cheng et al., 'Compound Batch Normalization for Long-tailed Image Classification', ACM MM 2022, "
+    "arXiv:2212.01007",
+    config=CompoundBNConfig,
+    run=run,
+    primary_metric="top1",
+)

@@ -7,14 +7,45 @@ assume validated input and do not re-check.
 
 from __future__ import annotations
 
-from collections.abc import Container, Sequence
+import contextlib
+from collections.abc import Container, Iterator, Sequence
 from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
 
+
+class ConfigError(ValueError):
+    """A bad preset, data set or setting of an experiment config; the message lists the valid choices.
+
+    The CLI reports it as a usage error (exit 2) before anything runs.
+    """
+
+
+@contextlib.contextmanager
+def config_errors() -> Iterator[None]:
+    """Config-error mode: inside, a ``ValueError`` or ``TypeError`` from any check becomes a
+    :class:`ConfigError` with the same message, so that a config's field checks reuse these functions.
+
+    >>> try:
+    ...     with config_errors():
+    ...         check_int(0, "epochs", low=1)
+    ... except ConfigError as exc:
+    ...     print(exc)
+    epochs=0 should be >= 1
+    """
+    try:
+        yield
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(str(exc)) from None
+
 __all__ = [
+    "ConfigError",
+    "config_errors",
     "check_array",
+    "check_tensor",
     "check_views",
     "check_int",
     "check_float",
@@ -137,3 +168,48 @@ def check_labels(y: Any, name: str = "labels", *, n_samples: int | None = None) 
     if n_samples is not None and arr.shape[0] != n_samples:
         raise ValueError(f"{name} has {arr.shape[0]} entries but n_samples={n_samples}")
     return arr.astype(np.int64)
+
+
+def check_tensor(
+    x: Any,
+    name: str,
+    *,
+    ndim: int | tuple[int, ...] | None = None,
+    shape: tuple[int | None, ...] | None = None,
+    floating: bool | None = None,
+    finite: bool = True,
+):
+    """Check a ``torch.Tensor`` at a public boundary and return it unchanged.
+
+    ``ndim``: the allowed number(s) of dimensions; ``shape``: the expected shape, ``None`` entries free;
+    ``floating``: True requires a floating dtype, False an integer (or bool) dtype; ``finite``: reject NaN or
+    infinity in a floating tensor. The finiteness check reads one flag back from the device, so call this at
+    the public boundary, not inside a hot loop.
+
+    >>> import torch
+    >>> check_tensor(torch.zeros(2, 3), "images", ndim=4)
+    Traceback (most recent call last):
+    ...
+    ValueError: images should be 4-D, got shape (2, 3)
+    """
+    import torch
+
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} should be a torch.Tensor, got {type(x).__name__}")
+    dims = (ndim,) if isinstance(ndim, int) else ndim
+    if dims is not None and x.ndim not in dims:
+        want = " or ".join(str(d) for d in dims)
+        raise ValueError(f"{name} should be {want}-D, got shape {tuple(x.shape)}")
+    if shape is not None:
+        if len(shape) != x.ndim or any(s is not None and s != t for s, t in zip(shape, x.shape, strict=False)):
+            want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+            raise ValueError(f"{name} should have shape {want}, got {tuple(x.shape)}")
+    is_float = x.is_floating_point() or x.is_complex()
+    if floating is True and not is_float:
+        raise TypeError(f"{name} should be a floating-point tensor, got dtype {x.dtype}")
+    if floating is False and is_float:
+        raise TypeError(f"{name} should be an integer tensor, got dtype {x.dtype}")
+    if finite and is_float and x.numel() and not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(f"{name} contains {bad} NaN or infinite value(s)")
+    return x

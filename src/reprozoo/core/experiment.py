@@ -1,17 +1,24 @@
-"""What every method's ``experiment.py`` builds on: a config dataclass with presets.
+"""What every method's ``experiment.py`` builds on: a config dataclass with presets and declared bounds.
 
 A method defines::
 
     @dataclass
     class UDBGLConfig(ExperimentConfig):
-        alpha: float = 1e-3          # one docstring-commented field per knob
-        PRESETS = {"quick": {...}, "full": {...}}   # overrides of the field defaults
+        #: ridge weight alpha on ||Z_v||^2 (one docstring-commented field per knob)
+        alpha: float = knob(1e-3, ge=0)
+        #: anchor settings m = factor * c
+        anchor_factors: tuple[int, ...] = knob((1,), ge=1, nonempty=True, unique=True)
+        PRESETS = {"quick": {...}, "full": {...}, "smoke": {...}}   # overrides of the field defaults
 
     def run(config: UDBGLConfig, out_dir: Path) -> Result: ...
 
-and registers itself in :mod:`reprozoo.core.registry`. The CLI builds the config with
-:meth:`ExperimentConfig.from_preset`, applies ``--dataset``, ``--seed`` and
-``--set key=value`` and calls ``run``; the runner writes figures under
+    SPEC = ExperimentSpec(name="udbgl", config=UDBGLConfig, run=run, ...)   # see core.registry
+
+The base class checks every field against its annotation (``int``, ``float``, ``bool``, ``str``,
+``X | None``, ``tuple[X, ...]``) and the bounds declared with :func:`knob`, so a method's ``validate``
+holds only its cross-field rules. A config whose work is torch derives from :class:`TorchExperimentConfig`
+(a ``device`` field). :func:`reprozoo.run` builds the config with :meth:`ExperimentConfig.from_preset`,
+applies data sets, seeds and overrides and calls ``run``; the runner writes figures under
 ``out_dir / "figures"`` and lists them (relative to ``out_dir``) in ``Result.figures``.
 """
 
@@ -28,11 +35,40 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-__all__ = ["ExperimentConfig", "ConfigError", "check_seeds"]
+from reprozoo.core.checks import ConfigError, check_choice, check_float, check_int, config_errors
+
+__all__ = ["ExperimentConfig", "TorchExperimentConfig", "ConfigError", "check_seeds", "knob"]
 
 
-class ConfigError(ValueError):
-    """A bad preset, data set or ``--set`` key/value; the message lists the valid choices."""
+def knob(
+    default: Any,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    choices: tuple[Any, ...] | None = None,
+    nonempty: bool = False,
+    unique: bool = False,
+) -> Any:
+    """A config field with declared bounds, checked by :meth:`ExperimentConfig.validate`.
+
+    ``ge``/``gt``/``le``/``lt`` bound a number (each item of a tuple); ``choices`` lists the valid values
+    (each item of a tuple); ``nonempty`` rejects an empty tuple; ``unique`` rejects a tuple that lists an
+    entry twice (a repeated grid entry would run and record the same setting twice).
+
+    >>> from dataclasses import dataclass
+    >>> @dataclass
+    ... class C(ExperimentConfig):
+    ...     datasets: tuple[str, ...] = ("D",)
+    ...     lr: float = knob(0.1, gt=0)
+    >>> C().replace(lr=-1.0)
+    Traceback (most recent call last):
+    ...
+    reprozoo.core.checks.ConfigError: lr=-1.0 should be > 0
+    """
+    bounds = {"ge": ge, "gt": gt, "le": le, "lt": lt, "choices": choices, "nonempty": nonempty, "unique": unique}
+    return dataclasses.field(default=default, metadata={"knob": bounds})
 
 
 @dataclass
@@ -83,6 +119,10 @@ class ExperimentConfig:
         unknown = [k for k in changes if k not in names]
         if unknown:
             raise ConfigError(f"unknown setting(s) {unknown}; valid keys: {', '.join(sorted(names))}")
+        hints = self.field_types()
+        for k, v in list(changes.items()):  # a list given from Python for a tuple field becomes a tuple
+            if isinstance(v, list) and _tuple_item_types(hints.get(k)) is not None:
+                changes[k] = tuple(v)
         for k in ("datasets", "seeds"):
             # a tuple, each item once (first occurrence kept): a repeated seed would be counted twice
             changes[k] = tuple(dict.fromkeys(changes.get(k, getattr(self, k))))
@@ -164,10 +204,95 @@ class ExperimentConfig:
                     raise ConfigError(f"no such file: {d!r} ({hint})") from None
                 raise
         check_seeds(self.seeds)
+        self.check_fields()
+
+    def check_fields(self) -> None:
+        """Check every field against its annotation and the bounds declared with :func:`knob`.
+
+        Annotations understood: ``int`` (not bool), ``float`` (an int is accepted), ``bool``, ``str``,
+        ``X | None`` and ``tuple[X, ...]`` of those; other annotations are not checked here.
+        """
+        hints = self.field_types()
+        for f in dataclasses.fields(self):
+            if f.name in ("preset", "datasets", "seeds"):
+                continue
+            bounds = f.metadata.get("knob", {})
+            _check_value(getattr(self, f.name), f.name, hints.get(f.name), bounds)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict of every field (tuples become lists)."""
         return json.loads(json.dumps(dataclasses.asdict(self), default=str))
+
+
+@dataclass
+class TorchExperimentConfig(ExperimentConfig):
+    """Base of the config of an experiment whose work is torch: adds ``device``.
+
+    ``device``: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``. A CUDA device on
+    a machine without one is a :class:`ConfigError`. :func:`reprozoo.run` resolves ``auto`` before the run
+    starts, so ``config.device`` inside ``run`` is the device actually used, and records it in result.json.
+    """
+
+    #: torch device: auto | cpu | cuda | cuda:N (auto picks CUDA when available)
+    device: str = "auto"
+
+    def validate(self) -> None:
+        super().validate()
+        from reprozoo.core.device import resolve_device
+
+        try:
+            resolve_device(self.device)
+        except (ValueError, TypeError, RuntimeError) as exc:
+            raise ConfigError(str(exc)) from None
+
+
+def _check_value(value: Any, name: str, hint: Any, bounds: dict[str, Any]) -> None:
+    """Check one config value against its annotation ``hint`` and declared ``bounds`` (ConfigError)."""
+    item_types = _tuple_item_types(hint)
+    with config_errors():
+        if item_types is not None:
+            if not isinstance(value, tuple):
+                raise ConfigError(f"{name}={value!r} should be a tuple (comma-separated with --set)")
+            if bounds.get("nonempty") and not value:
+                raise ConfigError(f"{name} is empty; give at least one entry")
+            if bounds.get("unique"):
+                repeats = [v for i, v in enumerate(value) if v in value[:i]]
+                if repeats:
+                    listed = ", ".join(dict.fromkeys(map(str, repeats)))
+                    raise ConfigError(f"{name}={value!r} repeats {listed}; give each once (a repeat would run "
+                                      "and record the same setting twice)")
+            types_ = [item_types[0]] * len(value) if item_types[-1] is Ellipsis else list(item_types)
+            if len(types_) != len(value):
+                raise ConfigError(f"{name}={value!r} should have {len(types_)} entries")
+            for i, (v, tp) in enumerate(zip(value, types_, strict=True)):
+                _check_scalar(v, f"{name}[{i}]" if bounds.get("choices") is None else name, tp, bounds)
+        else:
+            _check_scalar(value, name, hint, bounds)
+
+
+def _check_scalar(value: Any, name: str, hint: Any, bounds: dict[str, Any]) -> None:
+    if _is_union(hint):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return
+        options = [a for a in args if a is not type(None)]
+        hint = options[0] if len(options) == 1 else None
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} should be a bool, got {type(value).__name__} ({value!r})")
+    elif hint is int:
+        check_int(value, name)
+    elif hint is float:
+        check_float(value, name)
+    elif hint is str and not isinstance(value, str):
+        raise TypeError(f"{name} should be a string, got {type(value).__name__} ({value!r})")
+    if bounds.get("choices") is not None:
+        check_choice(value, name, tuple(bounds["choices"]))
+    for key, ok, word in (("ge", lambda v, b: v >= b, ">="), ("gt", lambda v, b: v > b, ">"),
+                          ("le", lambda v, b: v <= b, "<="), ("lt", lambda v, b: v < b, "<")):
+        b = bounds.get(key)
+        if b is not None and not ok(value, b):
+            raise ValueError(f"{name}={value!r} should be {word} {b}")
 
 
 def _parse_scalar(text: str, like: Any, key: str) -> Any:

@@ -1,151 +1,130 @@
-"""Experiment registry: method name -> lazily imported experiment module.
+"""Method registry: method name -> experiment module, and the spec each experiment declares.
 
-Importing this module (and the CLI) imports no method code and no heavy library;
-:func:`load` imports ``reprozoo.<name>.experiment`` only when a run asks for it.
-Each experiment module exposes ``Config`` (an :class:`~reprozoo.core.experiment.ExperimentConfig`
-subclass) and ``run(config, out_dir) -> Result``.
+Core knows no method. A method is a package ``reprozoo/<name>/`` with an ``experiment.py`` that declares
+``SPEC = ExperimentSpec(...)``; :data:`MODULES` finds them by that file (and takes third-party methods from the
+``reprozoo.methods`` entry-point group), so adding a method touches only its own package. Importing this
+module imports no method code and no heavy library; :func:`get` imports one experiment module when asked.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from types import ModuleType
+from pathlib import Path
+from typing import Any
 
-__all__ = ["ExperimentSpec", "REGISTRY", "get", "load", "names"]
+__all__ = ["ExperimentSpec", "MODULES", "names", "get", "register"]
 
 
 @dataclass(frozen=True)
 class ExperimentSpec:
-    """What the CLI knows about a method without importing it."""
+    """What a method's ``experiment.py`` declares about itself.
+
+    Data sets and presets are read from ``config`` (its ``KNOWN_DATASETS`` and ``PRESETS``), never repeated.
+    ``qualifies(config, stats)`` (optional) says whether a baseline row may be named "best baseline" in
+    ``summary.md`` (``config``: the run's config dict; ``stats``: ``{metric: (mean, std, n)}`` of that row), e.g.
+    only schedulers that kept the resource budget. ``threads``: the thread count the workload runs best with
+    (see :mod:`reprozoo.core.threads`).
+    """
 
     name: str
     title: str
     field: str
     paper: str
-    datasets: tuple[str, ...]
-    presets: tuple[str, ...]
+    config: type
+    run: Callable[..., Any]
     primary_metric: str
-    # presets: "quick" (shipped data, minutes), "full"/"standard" (paper-scale, long), "smoke"
-    # (seconds: checks the whole pipeline, used by the tests; numbers not meaningful)
-    extra: str = ""  # pip extra that holds its heavy dependencies
     higher_is_better: bool = True
+    extra: str = ""  # the pip extra that holds its heavy dependencies
+    threads: int = 1
+    qualifies: Callable[[dict, dict], bool] | None = None
 
     @property
-    def module(self) -> str:
-        return f"reprozoo.{self.name}.experiment"
+    def datasets(self) -> tuple[str, ...]:
+        return tuple(self.config.KNOWN_DATASETS)
+
+    @property
+    def presets(self) -> tuple[str, ...]:
+        # "quick" (shipped data, minutes), "standard"/"full" (the paper's scale), "smoke" (seconds, tests)
+        return tuple(self.config.PRESETS)
+
+    @property
+    def uses_torch(self) -> bool:
+        """Its work is torch: the config has a ``device`` field (``--device`` applies)."""
+        return "device" in self.config.field_names()
 
 
-REGISTRY: dict[str, ExperimentSpec] = {}
+def _discover() -> dict[str, str]:
+    """``{name: module}``: every ``reprozoo/<name>/experiment.py`` (sorted), then the entry points of the
+    group ``reprozoo.methods`` (``name = "package.module"``), which may not shadow a built-in name."""
+    root = Path(__file__).resolve().parents[1]
+    found = {p.parent.name: f"reprozoo.{p.parent.name}.experiment" for p in sorted(root.glob("*/experiment.py"))
+             if p.parent.name not in ("core", "datasets", "models")}
+    try:
+        for ep in importlib.metadata.entry_points(group="reprozoo.methods"):
+            found.setdefault(ep.name, ep.value)
+    except Exception:  # broken distribution metadata must not break the CLI
+        pass
+    return found
 
 
-def register(spec: ExperimentSpec) -> ExperimentSpec:
-    REGISTRY[spec.name] = spec
-    return spec
-
-
-register(
-    ExperimentSpec(
-        name="udbgl",
-        title="UDBGL: multi-view clustering by unified, discrete bipartite graph learning",
-        field="clustering",
-        paper="Fang et al., IEEE TNNLS 2023, doi:10.1109/TNNLS.2023.3261460",
-        datasets=(
-            "MSRC-v1", "HW", "3Sources", "BBCSport", "ORL_4views", "Texas", "Cornell",
-            "Washington", "WebKB-Texas", "synthetic3d",
-        ),
-        presets=("quick", "full", "smoke"),
-        primary_metric="NMImax",
-    )
-)
-
-# Each method below owns its own entry; keep them in the order of the README's table.
-register(
-    ExperimentSpec(
-        name="ugt",
-        title="Untrained GNN tickets: sparse subnetworks of randomly initialised GNNs",
-        field="graph learning",
-        paper="Huang et al., 'You Can Have Better Graph Neural Networks by Not Training Weights at All: "
-        "Finding Untrained GNNs Tickets', LoG 2022, arXiv:2211.15335",
-        datasets=("Cora", "CiteSeer", "PubMed"),
-        presets=("quick", "full", "deep", "robust", "smoke"),
-        primary_metric="top1",
-        extra="graph",
-    )
-)
-register(
-    ExperimentSpec(
-        name="compound_bn",
-        title="Compound batch normalization: Gaussian-mixture BN with dual-path learning for long-tailed data",
-        field="vision",
-        paper="Cheng et al., 'Compound Batch Normalization for Long-tailed Image Classification', ACM MM 2022, "
-        "arXiv:2212.01007",
-        datasets=("CIFAR-10-LT", "MNIST-LT", "CIFAR-10-LT-full", "CIFAR-100-LT-full"),
-        presets=("quick", "standard", "full", "smoke"),
-        primary_metric="top1",
-    )
-)
-register(
-    ExperimentSpec(
-        name="multianda",
-        title="MultiANDA: transfer attacks sampled from a learned Gaussian mixture of perturbations",
-        field="adversarial ML",
-        paper="Fang et al., 'Strong Transferable Adversarial Attacks via Ensembles of Asymptotically Normal "
-        "Distribution Learning', CVPR 2024, arXiv:2209.11964",
-        datasets=("CIFAR-10-subset",),
-        presets=("quick", "full", "smoke"),
-        primary_metric="ASR",
-        extra="attacks",
-    )
-)
-register(
-    ExperimentSpec(
-        name="fedtiny",
-        title="FedTiny: adaptive-BN candidate selection plus progressive pruning in federated learning",
-        field="federated learning",
-        paper="Huang et al., 'Distributed Pruning Towards Tiny Neural Networks in Federated Learning', ICDCS 2023, "
-        "arXiv:2212.01977",
-        datasets=("MNIST", "CIFAR-10-subset"),
-        presets=("quick", "standard", "full", "smoke"),
-        primary_metric="top1",
-        extra="fl",
-    )
-)
-register(
-    ExperimentSpec(
-        name="rsd4",
-        title="RSD4: recurrent deep RL for multi-user delay-constrained scheduling",
-        field="networking / RL",
-        paper="Hu et al., 'Effective Multi-User Delay-Constrained Scheduling with Deep Recurrent Reinforcement "
-        "Learning', MobiHoc 2022, arXiv:2208.14074",
-        datasets=("trace", "markov"),
-        presets=("quick", "standard", "smoke"),
-        primary_metric="throughput",
-        extra="rl",
-    )
-)
+#: name -> experiment module path, found by :func:`_discover` when this module is imported
+MODULES: dict[str, str] = _discover()
+_SPECS: dict[str, ExperimentSpec] = {}
 
 
 def names() -> list[str]:
-    """Registered method names, in registration order."""
-    return list(REGISTRY)
+    """The method names, in :data:`MODULES` order."""
+    return list(MODULES)
+
+
+def register(spec: ExperimentSpec) -> ExperimentSpec:
+    """Add a method defined in your own code (a notebook, a plugin) for this process."""
+    if not isinstance(spec, ExperimentSpec):
+        raise TypeError(f"spec should be an ExperimentSpec, got {type(spec).__name__}")
+    MODULES[spec.name] = spec.run.__module__
+    _SPECS[spec.name] = spec
+    return spec
 
 
 def get(name: str) -> ExperimentSpec:
-    """The spec of ``name``; ``KeyError`` listing the valid names otherwise."""
-    if name not in REGISTRY:
-        raise KeyError(f"unknown method {name!r}; valid methods: {', '.join(REGISTRY)}")
-    return REGISTRY[name]
+    """The spec of ``name``, importing its experiment module.
 
-
-def load(name: str) -> ModuleType:
-    """Import and return ``reprozoo.<name>.experiment`` (has ``Config`` and ``run``)."""
-    spec = get(name)
+    ``KeyError`` listing the valid names for an unknown one; ``ModuleNotFoundError`` saying which extra to
+    install when the method's dependencies are missing.
+    """
+    if name in _SPECS:
+        return _SPECS[name]
+    if name not in MODULES:
+        raise KeyError(f"unknown method {name!r}; valid methods: {', '.join(MODULES)}")
     try:
-        return importlib.import_module(spec.module)
+        module = importlib.import_module(MODULES[name])
     except ModuleNotFoundError as exc:
         missing = exc.name or "a dependency"
         if missing.startswith("reprozoo"):
             raise
-        hint = f"pip install 'reprozoo[{spec.extra}]'" if spec.extra else "make install"
+        extra = _extra_of(missing)
+        hint = f"pip install 'reprozoo[{extra}]'" if extra else f"pip install {missing}"
         raise ModuleNotFoundError(f"method {name!r} needs the package {missing!r}; install it with {hint}") from exc
+    spec = getattr(module, "SPEC", None)
+    if not isinstance(spec, ExperimentSpec) or spec.name != name:
+        raise TypeError(f"{MODULES[name]} should declare SPEC = ExperimentSpec(name={name!r}, ...)")
+    _SPECS[name] = spec
+    return spec
+
+
+def _extra_of(module: str) -> str:
+    """The reprozoo extra whose requirements include the distribution of ``module`` ('' if none)."""
+    want = re.sub(r"[-_.]+", "-", module.split(".")[0]).lower()
+    try:
+        requires = importlib.metadata.requires("reprozoo") or []
+    except importlib.metadata.PackageNotFoundError:
+        return ""
+    for req in requires:
+        m = re.match(r"\s*([A-Za-z0-9_.\-]+).*extra\s*==\s*['\"]([^'\"]+)['\"]", req)
+        if m and re.sub(r"[-_.]+", "-", m.group(1)).lower() == want:
+            return m.group(2)
+    return ""

@@ -1,45 +1,116 @@
 """Writes a run folder: ``result.json``, ``report.md`` (mean ± std tables) and ``figures/``.
 
-Also the ``summary.md`` of ``reprozoo run all`` (each method's primary metric beside the
-best baseline on the same data and seeds). Every file is written atomically.
+Also the ``summary.md`` of ``reprozoo run all`` (each method's primary metric beside the best qualifying
+baseline on the same data and seeds). Every file is written atomically.
+
+Units and number formats are defined here once, for report.md, the CLI's tables and summary.md:
+
+- a metric whose every value is an integer (``best_epoch``, ``moves``) prints without decimals (its mean
+  over seeds with one decimal when that is not an integer);
+- a metric named ``*flops*`` prints in GFLOPs and one named ``*bytes*`` in MB (result.json keeps the raw
+  counts); the column header says the unit;
+- other numbers print with 3 decimals (1 decimal from 100 up); the spread is the sample std over seeds, shown
+  when there are several.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from reprozoo.core.io import atomic_write_json, atomic_write_text
-from reprozoo.core.results import Result
+from reprozoo.core.results import Result, mean_std
 
-__all__ = ["write_run", "markdown_tables", "fmt_mean_std", "primary_comparison", "write_summary"]
+__all__ = [
+    "write_run", "markdown_tables", "table_blocks", "fmt_mean_std", "fmt_metric", "metric_unit",
+    "primary_comparison", "write_summary", "seeds_phrase",
+]
+
+#: (substring of a metric name, unit shown, scale applied to the raw value)
+UNITS = (("gflops", "GFLOPs", 1.0), ("flops", "GFLOPs", 1e-9), ("bytes", "MB", 1e-6))
 
 
-def fmt_mean_std(mean: float, std: float, n: int) -> str:
-    """``0.712 ± 0.031`` (std omitted for a single seed); 3 significant decimals."""
-    if abs(mean) >= 100:
-        return f"{mean:.1f} ± {std:.1f}" if n > 1 else f"{mean:.1f}"
-    return f"{mean:.3f} ± {std:.3f}" if n > 1 else f"{mean:.3f}"
+def metric_unit(metric: str) -> tuple[str, float]:
+    """``(unit, scale)`` a metric is shown in: ``("GFLOPs", 1e-9)`` for ``train_flops``, ``("", 1.0)`` if none."""
+    low = metric.lower()
+    for key, unit, scale in UNITS:
+        if key in low:
+            return unit, scale
+    return "", 1.0
+
+
+def fmt_mean_std(mean: float, std: float, n: int, *, integer: bool = False) -> str:
+    """``0.712 ± 0.031`` (std omitted for a single seed); 3 decimals, 1 decimal from 100 up; integers bare.
+
+    >>> fmt_mean_std(0.7123, 0.031, 3), fmt_mean_std(26.0, 0.0, 1, integer=True)
+    ('0.712 ± 0.031', '26')
+    >>> fmt_mean_std(26.5, 2.1, 2, integer=True)
+    '26.5 ± 2.1'
+    """
+    if integer:
+        if n == 1 or float(mean).is_integer() and std == 0:
+            return f"{mean:.0f}"
+        return f"{mean:.1f} ± {std:.1f}"
+    digits = 1 if abs(mean) >= 100 else 3
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if n > 1 else f"{mean:.{digits}f}"
+
+
+def fmt_metric(metric: str, values: list[float]) -> str:
+    """The cell of ``metric`` over seeds: its unit applied, integers bare (see the module docstring)."""
+    unit, scale = metric_unit(metric)
+    integer = not unit and all(float(v).is_integer() for v in values)
+    return fmt_mean_std(*mean_std([v * scale for v in values]), integer=integer)
+
+
+def seeds_phrase(n: int) -> str:
+    """``1 seed`` / ``3 seeds``."""
+    return f"{n} seed" if n == 1 else f"{n} seeds"
+
+
+@dataclass
+class Block:
+    """One table: a (dataset, setting) pair, its metric columns and one row per (method, role)."""
+
+    dataset: str
+    setting: str
+    columns: list[str]  # metric names
+    headers: list[str]  # metric names with their unit
+    rows: list[tuple[str, str, list[str]]]  # (method, role, formatted cells)
+    seeds: int
+
+    @property
+    def title(self) -> str:
+        return self.dataset + ("" if self.setting == "default" else f" ({self.setting})")
+
+
+def table_blocks(result: Result) -> list[Block]:
+    """The run's tables, in first-seen order: what report.md and the CLI print."""
+    values: dict[tuple[str, str], dict[tuple[str, str], dict[str, list[float]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(list)))
+    for r in result.records:
+        values[(r.dataset, r.setting)][(r.method, r.role)][r.metric].append(r.value)
+    metrics = result.metrics()
+    blocks = []
+    for (dataset, setting), rows in values.items():
+        cols = [m for m in metrics if any(m in by_metric for by_metric in rows.values())]
+        headers = [m + (f" ({metric_unit(m)[0]})" if metric_unit(m)[0] else "") for m in cols]
+        seeds = max(len(v) for by_metric in rows.values() for v in by_metric.values())
+        cells = [(method, role, [fmt_metric(c, by_metric[c]) if c in by_metric else "" for c in cols])
+                 for (method, role), by_metric in rows.items()]
+        blocks.append(Block(dataset, setting, cols, headers, cells, seeds))
+    return blocks
 
 
 def markdown_tables(result: Result) -> str:
     """One markdown table per (dataset, setting): rows = methods, columns = metrics (mean ± std)."""
-    summary = result.summary()
-    by_block: dict[tuple[str, str], list[tuple[str, str, dict]]] = defaultdict(list)
-    for (dataset, setting, method, role), stats in summary.items():
-        by_block[(dataset, setting)].append((method, role, stats))
-    metrics = result.metrics()
     parts = []
-    for (dataset, setting), rows in by_block.items():
-        cols = [m for m in metrics if any(m in s for _, _, s in rows)]
-        title = f"### {dataset}" + (f" ({setting})" if setting != "default" else "")
-        seeds = max(s[c][2] for _, _, s in rows for c in cols if c in s)
-        lines = [title, "", f"mean ± std over {seeds} seed(s)", ""]
-        lines.append("| method | role | " + " | ".join(cols) + " |")
-        lines.append("|---|---|" + "---|" * len(cols))
-        for method, role, stats in rows:
-            cells = [fmt_mean_std(*stats[c]) if c in stats else "" for c in cols]
-            lines.append(f"| {method} | {role} | " + " | ".join(cells) + " |")
+    for b in table_blocks(result):
+        lines = [f"### {b.title}", "", f"mean ± std over {seeds_phrase(b.seeds)}", ""]
+        lines.append("| method | role | " + " | ".join(b.headers) + " |")
+        lines.append("|---|---|" + "---|" * len(b.headers))
+        lines += [f"| {method} | {role} | " + " | ".join(cells) + " |" for method, role, cells in b.rows]
         parts.append("\n".join(lines))
     return "\n\n".join(parts)
 
@@ -66,18 +137,25 @@ def write_run(result: Result, out_dir: str | Path) -> Path:
 
 
 def primary_comparison(
-    result: Result, metric: str, higher_is_better: bool = True
+    result: Result,
+    metric: str,
+    higher_is_better: bool = True,
+    qualifies: Callable[[dict, dict], bool] | None = None,
 ) -> list[tuple[str, str, float, str, float]]:
-    """Per (dataset, setting): the best method-role row vs the best baseline on ``metric``.
+    """Per (dataset, setting): the best method-role row vs the best qualifying baseline on ``metric``.
 
-    Returns ``[(block, method, mean, best_baseline, mean), ...]`` (means over seeds).
+    ``qualifies(config, stats)`` filters the baselines (see ``ExperimentSpec.qualifies``); a block with no
+    qualifying baseline is left out. Returns ``[(block, method, mean, best_baseline, mean), ...]``.
     """
     best = max if higher_is_better else min
     blocks: dict[str, dict[str, dict[str, float]]] = defaultdict(lambda: {"method": {}, "baseline": {}})
     for (dataset, setting, method, role), stats in result.summary().items():
-        if metric in stats and role in ("method", "baseline"):
-            block = dataset if setting == "default" else f"{dataset} ({setting})"
-            blocks[block][role][method] = stats[metric][0]
+        if metric not in stats or role not in ("method", "baseline"):
+            continue
+        if role == "baseline" and qualifies is not None and not qualifies(result.config, stats):
+            continue
+        block = dataset if setting == "default" else f"{dataset} ({setting})"
+        blocks[block][role][method] = stats[metric][0]
     rows = []
     for block, d in blocks.items():
         if not d["method"] or not d["baseline"]:
@@ -117,5 +195,5 @@ def write_summary(entries: list[dict], path: str | Path) -> Path:
             continue
         lines += [f"| data | method | {e['metric']} | best baseline | {e['metric']} |", "|---|---|---|---|---|"]
         for block, m, mv, b, bv in e["rows"]:
-            lines.append(f"| {block} | {m} | {mv:.3f} | {b} | {bv:.3f} |")
+            lines.append(f"| {block} | {m} | {fmt_mean_std(mv, 0.0, 1)} | {b} | {fmt_mean_std(bv, 0.0, 1)} |")
     return atomic_write_text(path, "\n".join(lines) + "\n")

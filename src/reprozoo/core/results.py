@@ -7,9 +7,10 @@ The JSON shape is the ``result.json`` schema of ARCHITECTURE.md::
      "figures": ["figures/....png", ...],
      "notes": ["...", ...]}          # only when the run left remarks (fallbacks taken, ...)
 
-``environment`` is ``{"python", "torch", "reprozoo", "git", "device"}``: ``torch`` is the
+``environment`` is ``{"python", "torch", "reprozoo", "git", "device", "threads"}``: ``torch`` is the
 installed version (``"not installed"`` without it), ``git`` the short commit of the checkout
-reprozoo runs from, with ``-dirty`` when it has uncommitted or untracked changes (``unknown`` outside git).
+reprozoo runs from, with ``-dirty`` when it has uncommitted or untracked changes (``unknown`` outside git),
+``device`` the device the run actually used and ``threads`` the torch/BLAS thread count it ran with.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any
 
 from reprozoo import __version__
 
-__all__ = ["ROLES", "Record", "Result", "environment", "utc_now"]
+__all__ = ["ROLES", "Record", "Result", "environment", "mean_std", "utc_now"]
 
 ROLES = ("method", "baseline", "reference")
 RECORD_KEYS = ("dataset", "method", "role", "setting", "seed", "metric", "value")
@@ -97,17 +98,20 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
-def environment(device: str = "cpu") -> dict[str, str]:
+def environment(device: str = "cpu", threads: int | None = None) -> dict[str, str]:
     """Versions that identify where a run happened: python, torch (installed version, read with
     :mod:`importlib.metadata` so it does not depend on what the method imported), reprozoo, git
-    (commit, ``-dirty`` with uncommitted changes) and device."""
-    return {
+    (commit, ``-dirty`` with uncommitted changes), the device used and the thread count."""
+    env = {
         "python": platform.python_version(),
         "torch": _version("torch"),
         "reprozoo": __version__,
         "git": git_commit(),
         "device": device,
     }
+    if threads is not None:
+        env["threads"] = str(threads)
+    return env
 
 
 @dataclass
@@ -171,7 +175,7 @@ class Result:
             groups[(r.dataset, r.setting, r.method, r.role)][r.metric].append(r.value)
         out = {}
         for key, by_metric in groups.items():
-            out[key] = {m: _mean_std(v) for m, v in by_metric.items()}
+            out[key] = {m: mean_std(v) for m, v in by_metric.items()}
         return out
 
     # -- (de)serialisation -------------------------------------------------------
@@ -218,7 +222,12 @@ class Result:
         return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
 
 
-def _mean_std(values: list[float]) -> tuple[float, float, int]:
+def mean_std(values: list[float]) -> tuple[float, float, int]:
+    """``(mean, sample std, n)`` of ``values`` (std 0 for one value).
+
+    >>> mean_std([1.0, 3.0])
+    (2.0, 1.4142135623730951, 2)
+    """
     n = len(values)
     mean = sum(values) / n
     std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0

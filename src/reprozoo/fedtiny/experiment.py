@@ -20,8 +20,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from reprozoo.core.experiment import ConfigError, ExperimentConfig
+from reprozoo.core.experiment import ConfigError, TorchExperimentConfig
 from reprozoo.core.progress import log
+from reprozoo.core.registry import ExperimentSpec
 from reprozoo.core.results import Result
 
 __all__ = ["FedTinyConfig", "Config", "run"]
@@ -31,7 +32,7 @@ _CANDIDATES = ("erk-magnitude", "erk-random", "er-magnitude", "er-random", "unif
 
 
 @dataclass
-class FedTinyConfig(ExperimentConfig):
+class FedTinyConfig(TorchExperimentConfig):
     """Knobs of the fedtiny experiment (same for the method and every baseline)."""
 
     datasets: tuple[str, ...] = ("MNIST",)
@@ -284,3 +285,16 @@ def _figures(result: Result, config: FedTinyConfig, curves, out_dir: Path) -> No
         line_plot(series, path, xlabel="density", ylabel="test top1 (%)", logx=True,
                   title=f"fedtiny: {ds}, accuracy vs density (mean over seeds)")
         result.figures.append(str(path.relative_to(out_dir)))
+
+
+SPEC = ExperimentSpec(
+    name="fedtiny",
+    title="FedTiny: adaptive-BN candidate selection plus progressive pruning in federated learning",
+    field="federated learning",
+    paper="Huang et al., 'Distributed Pruning Towards Tiny Neural Networks in Federated Learning', ICDCS 2023, "
+    "arXiv:2212.01977",
+    config=FedTinyConfig,
+    run=run,
+    primary_metric="top1",
+    extra="fl",
+)

@@ -19,10 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from reprozoo.core.experiment import ConfigError, ExperimentConfig
+from reprozoo.core.experiment import ConfigError, TorchExperimentConfig
 from reprozoo.core.io import atomic_savefig
 from reprozoo.core.plots import figure
 from reprozoo.core.progress import log, track
+from reprozoo.core.registry import ExperimentSpec
 from reprozoo.core.results import Result
 from reprozoo.core.seed import seed_everything
 from reprozoo.datasets import load_cifar10_subset
@@ -56,7 +57,7 @@ def max_sample_count(n_images: int) -> int:
 
 
 @dataclass
-class MultiANDAConfig(ExperimentConfig):
+class MultiANDAConfig(TorchExperimentConfig):
     """Knobs of the transfer experiment (``--set key=value``)."""
 
     datasets: tuple[str, ...] = ("CIFAR-10-subset",)
@@ -436,3 +437,16 @@ def _heatmaps(heat, eps, config, zoo_names, path: Path) -> Path | None:
     fig.suptitle(f"ASR (%) surrogate (rows) × target (columns), eps={eps_label(eps)}", fontsize=10)
     fig.tight_layout()
     return atomic_savefig(fig, path)
+
+
+SPEC = ExperimentSpec(
+    name="multianda",
+    title="MultiANDA: transfer attacks sampled from a learned Gaussian mixture of perturbations",
+    field="adversarial ML",
+    paper="Fang et al., 'Strong Transferable Adversarial Attacks via Ensembles of Asymptotically Normal "
+    "Distribution Learning', CVPR 2024, arXiv:2209.11964",
+    config=MultiANDAConfig,
+    run=run,
+    primary_metric="ASR",
+    extra="attacks",
+)

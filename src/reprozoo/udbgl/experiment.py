@@ -22,7 +22,7 @@ from reprozoo.core.experiment import ConfigError, ExperimentConfig
 from reprozoo.core.metrics import clustering_scores
 from reprozoo.core.plots import line_plot, metric_by_dataset
 from reprozoo.core.progress import log, track
-from reprozoo.core.registry import get as registry_get
+from reprozoo.core.registry import ExperimentSpec
 from reprozoo.core.results import Result
 from reprozoo.datasets import load_multiview
 from reprozoo.datasets.multiview import list_multiview, name_user_files
@@ -33,7 +33,11 @@ __all__ = ["Config", "UDBGLConfig", "run", "METRICS", "BASELINES"]
 
 METRICS = ("ACC", "NMI", "NMImax", "ARI", "PUR")
 BASELINES = ("KMeans-concat", "Spectral-concat", "KMeans-single", "AnchorGraph-concat")
-ALL_DATASETS = registry_get("udbgl").datasets
+#: the shipped multi-view sets (data/multiview/, see its PROVENANCE.md)
+ALL_DATASETS = (
+    "MSRC-v1", "HW", "3Sources", "BBCSport", "ORL_4views", "Texas", "Cornell", "Washington", "WebKB-Texas",
+    "synthetic3d",
+)
 
 
 @dataclass
@@ -275,3 +279,14 @@ def run(config: UDBGLConfig, out_dir: Path) -> Result:
         result.figures.append(str(path.relative_to(out_dir)))
     log(f"udbgl: {len(result.records)} records, {len(result.figures)} figures")
     return result
+
+
+SPEC = ExperimentSpec(
+    name="udbgl",
+    title="UDBGL: multi-view clustering by unified, discrete bipartite graph learning",
+    field="clustering",
+    paper="Fang et al., IEEE TNNLS 2023, doi:10.1109/TNNLS.2023.3261460",
+    config=UDBGLConfig,
+    run=run,
+    primary_metric="NMImax",
+)

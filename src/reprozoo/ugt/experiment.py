@@ -29,10 +29,11 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from reprozoo.core.experiment import ConfigError, ExperimentConfig
+from reprozoo.core.experiment import ConfigError, TorchExperimentConfig
 from reprozoo.core.io import atomic_savefig
 from reprozoo.core.plots import figure, metric_by_dataset
 from reprozoo.core.progress import log, track
+from reprozoo.core.registry import ExperimentSpec
 from reprozoo.core.results import Result
 from reprozoo.core.seed import seed_everything
 from reprozoo.datasets.planetoid import PLANETOID_SIZES
@@ -41,7 +42,7 @@ __all__ = ["UGTConfig", "Config", "run", "setting_name"]
 
 
 @dataclass
-class UGTConfig(ExperimentConfig):
+class UGTConfig(TorchExperimentConfig):
     """Knobs of the UGT experiments (defaults = the ``quick`` preset; reference values in brackets)."""
 
     datasets: tuple[str, ...] = ("Cora", "CiteSeer")
@@ -438,3 +439,16 @@ def run(config: UGTConfig, out_dir: Path) -> Result:
         _run_standard(config, result)
     _figures(config, result, Path(out_dir))
     return result
+
+
+SPEC = ExperimentSpec(
+    name="ugt",
+    title="Untrained GNN tickets: sparse subnetworks of randomly initialised GNNs",
+    field="graph learning",
+    paper="Huang et al., 'You Can Have Better Graph Neural Networks by Not Training Weights at All: Finding "
+    "Untrained GNNs Tickets', LoG 2022, arXiv:2211.15335",
+    config=UGTConfig,
+    run=run,
+    primary_metric="top1",
+    extra="graph",
+)

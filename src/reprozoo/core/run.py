@@ -1,0 +1,372 @@
+"""The one way a run folder is made: :func:`run` (one method) and :func:`run_all` (every method).
+
+A library user gets the same folder as the CLI::
+
+    import reprozoo
+    result = reprozoo.run("udbgl", preset="smoke", out="runs/x", seeds=[0, 1], overrides={"alpha": 0.01})
+
+A run is written to a hidden partial folder beside ``out`` and moved into place only when complete, so an
+interrupted or failed run never leaves a half-written folder and a previous run at ``out`` stays intact.
+``out`` must be a new folder, an empty one, or a previous run (a folder holding nothing but a
+``result.json`` in the run schema, optionally ``report.md`` and a ``figures/`` folder of images), which a
+complete new run replaces whole; anything else is refused before the run starts. While a run is in progress
+in the main thread, SIGTERM raises :class:`Terminated` (a ``KeyboardInterrupt``), so ``timeout`` and job
+schedulers clean up like Ctrl-C.
+
+Errors: :class:`~reprozoo.core.checks.ConfigError` (a usage error: unknown preset, data set or setting, a
+bad seed, device or ``out``) before anything runs or is written; ``KeyError`` for an unknown method;
+whatever the method raises, after which nothing is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from reprozoo.core import registry
+from reprozoo.core.checks import ConfigError
+from reprozoo.core.experiment import check_seeds
+from reprozoo.core.report import primary_comparison, write_run, write_summary
+from reprozoo.core.results import Result, environment, utc_now
+from reprozoo.core.threads import resolve_threads, thread_limits
+
+__all__ = ["run", "run_all", "build_config", "check_out", "Terminated", "sigterm_raises"]
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during a run, raised in the main thread; handled like Ctrl-C (the CLI exits 143 = 128 + 15)."""
+
+
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """While inside, SIGTERM raises :class:`Terminated` (once; a second SIGTERM during the clean-up is
+    ignored). Outside the main thread (an embedding application) SIGTERM is left alone."""
+
+    def handler(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _signals_blocked() -> Iterator[None]:
+    """Defer SIGINT/SIGTERM across the few renames that swap a finished run into place."""
+    sigs = {signal.SIGINT, signal.SIGTERM}
+    try:
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+    except (AttributeError, ValueError, OSError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+# -- the run folder -------------------------------------------------------------------------------
+_RUN_ENTRIES = ("result.json", "report.md", "figures")  # all that write_run and the methods put in a run folder
+_FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
+_RESULT_KEYS = ("name", "preset", "records")
+
+
+def _not_a_previous_run(path: Path) -> str | None:
+    """Why the non-empty folder ``path`` is not a previous single-method run (None when it is).
+
+    Conservative, as the folder is replaced whole: only ``result.json`` (a file holding valid JSON
+    with the run schema's keys), ``report.md`` (a file) and ``figures/`` (a folder of image files)
+    may be there, none of them a symlink.
+    """
+    entries = {p.name: p for p in path.iterdir()}
+    extra = sorted(set(entries) - set(_RUN_ENTRIES))
+    if extra:
+        shown = ", ".join(extra[:3]) + (f" and {len(extra) - 3} more" if len(extra) > 3 else "")
+        return f"it holds {shown}, which a run does not write (a run holds only result.json, report.md, figures/)"
+    rj = entries.get("result.json")
+    if rj is None or rj.is_symlink() or not rj.is_file():
+        return "it has no result.json file"
+    try:
+        data = json.loads(rj.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return "its result.json is not valid JSON"
+    if not isinstance(data, dict) or any(k not in data for k in _RESULT_KEYS) or not isinstance(
+            data["records"], list):
+        return f"its result.json lacks the run schema ({', '.join(_RESULT_KEYS)})"
+    report = entries.get("report.md")
+    if report is not None and (report.is_symlink() or not report.is_file()):
+        return "its report.md is not a file"
+    figures = entries.get("figures")
+    if figures is not None:
+        if figures.is_symlink() or not figures.is_dir():
+            return "its figures is not a folder"
+        for f in figures.iterdir():
+            if f.is_symlink() or not f.is_file() or f.suffix.lower() not in _FIGURE_SUFFIXES:
+                return f"its figures/ holds {f.name}, which is not an image file a run writes"
+    return None
+
+
+def check_out(out: str | Path, *, previous_run_ok: bool = True) -> Path:
+    """Resolve ``out`` and raise :class:`ConfigError` (naming ``--out``/``out``) if it cannot take a run.
+
+    Accepted: a path that does not exist and whose parent can be created; an empty folder; and, when
+    ``previous_run_ok``, a previous run, which a complete new run replaces whole.
+    """
+    shown = f"--out {str(out)!r}"
+    try:
+        path = Path(out).expanduser().resolve()
+        cwd = Path.cwd().resolve()
+    except (OSError, RuntimeError) as exc:
+        raise ConfigError(f"{shown} cannot be resolved: {exc}") from None
+    if path == Path(path.anchor):
+        raise ConfigError(f"{shown} is the filesystem root; give a folder for the run")
+    if path == cwd or path in cwd.parents:
+        raise ConfigError(f"{shown} is the current folder or holds it; give a new folder for the run "
+                          "(it is replaced whole)")
+    if path.exists():
+        if not path.is_dir():
+            raise ConfigError(f"{shown} exists and is not a folder")
+        try:
+            nonempty = any(True for _ in path.iterdir())
+            why = _not_a_previous_run(path) if nonempty and previous_run_ok else None
+        except OSError as exc:
+            raise ConfigError(f"{shown} cannot be read: {exc}") from None
+        if nonempty and not previous_run_ok:
+            raise ConfigError(f"{shown} is not empty; run all writes into a new or empty folder only: "
+                              "pick a new folder (or delete this one)")
+        if why:
+            raise ConfigError(f"{shown} is not a previous run: {why}; a run would replace it whole, so "
+                              "pick a new folder (or delete this one)")
+        parent = path.parent
+    else:
+        parent = path.parent
+        while not parent.exists():
+            parent = parent.parent
+        if not parent.is_dir():
+            raise ConfigError(f"{shown} cannot be created: {str(parent)!r} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{shown} cannot be written: no write permission in {str(parent)!r}")
+    return path
+
+
+def default_out(name: str) -> Path:
+    """``runs/<UTC time>-<name>``."""
+    return Path("runs") / f"{utc_now().replace('-', '').replace(':', '')}-{name}"
+
+
+# -- building a config ----------------------------------------------------------------------------
+def build_config(
+    name: str,
+    preset: str = "quick",
+    *,
+    datasets: Sequence[str] | None = None,
+    seeds: Sequence[int] | None = None,
+    overrides: dict[str, Any] | None = None,
+    device: str | None = None,
+):
+    """``(spec, config)``: the preset's config with data sets, seeds, ``overrides`` (field: value, or
+    field: string as ``--set`` gives it) and ``device`` applied and validated (:class:`ConfigError`)."""
+    spec = registry.get(name)
+    cfg = spec.config.from_preset(preset)
+    changes: dict[str, Any] = {}
+    if datasets:
+        changes["datasets"] = tuple(datasets)
+    if seeds:
+        changes["seeds"] = tuple(seeds)
+    if device is not None:
+        if not spec.uses_torch:
+            raise ConfigError(f"{name} has no device setting: it runs NumPy/SciPy on the CPU (leave --device out)")
+        changes["device"] = device
+    overrides = dict(overrides or {})
+    for key in ("datasets", "seeds", "device"):
+        if key in overrides and key in changes:
+            raise ConfigError(f"{key} is given twice (as an argument and in overrides); use one of them")
+    strings = {k: v for k, v in overrides.items() if isinstance(v, str) and not isinstance(getattr(cfg, k, None), str)}
+    values = {k: v for k, v in overrides.items() if k not in strings}
+    if "preset" in values:
+        raise ConfigError("preset cannot be changed with an override; use preset=/--preset")
+    cfg = cfg.replace(**changes, **values) if changes or values else cfg
+    if strings:
+        cfg = cfg.with_strings(strings)
+    return spec, cfg
+
+
+# -- one run --------------------------------------------------------------------------------------
+def run(
+    name: str,
+    preset: str = "quick",
+    out: str | Path | None = None,
+    *,
+    datasets: Sequence[str] | None = None,
+    seeds: Sequence[int] | None = None,
+    overrides: dict[str, Any] | None = None,
+    device: str | None = None,
+    threads: int | None = None,
+    quiet: bool | None = None,
+    on_written: Callable[[Result, Path], None] | None = None,
+) -> Result:
+    """Run method ``name`` (its method and baselines) and write ``out/{result.json,report.md,figures/}``.
+
+    ``overrides``: ``{setting: value}`` (``reprozoo info NAME`` lists them; a string is parsed as
+    ``--set`` does); ``device``: ``auto|cpu|cuda[:N]`` for a method whose work is torch (resolved before the
+    run; the device used is recorded); ``threads``: torch/BLAS threads (default: the method's own choice);
+    ``quiet``: silence progress bars (None leaves the current setting); ``out`` defaults to
+    ``runs/<UTC time>-<name>``. ``on_written(result, folder)`` is called the moment the folder is in place.
+    Returns the :class:`Result`, also readable later with ``Result.load(out / "result.json")``.
+    """
+    from reprozoo.core.progress import set_quiet
+
+    spec, cfg = build_config(name, preset, datasets=datasets, seeds=seeds, overrides=overrides, device=device)
+    try:
+        n_threads = resolve_threads(threads, spec.threads)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    out_dir = check_out(out if out is not None else default_out(name))
+    if quiet is not None:
+        set_quiet(quiet)
+    used = "cpu"
+    if spec.uses_torch:
+        from reprozoo.core.device import describe_device, resolve_device
+
+        dev = resolve_device(cfg.device)
+        cfg = cfg.replace(device=str(dev))
+        used = describe_device(dev)
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    partial = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    with sigterm_raises():
+        try:
+            partial.mkdir()
+            t0 = time.perf_counter()
+            with thread_limits(n_threads, torch=spec.uses_torch):
+                result = spec.run(cfg, partial)
+            result.seconds = time.perf_counter() - t0
+            result.environment = environment(device=used, threads=n_threads)
+            write_run(result, partial)
+            with _signals_blocked():
+                if out_dir.exists():
+                    old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+                    os.replace(out_dir, old)
+                    os.replace(partial, out_dir)
+                    shutil.rmtree(old, ignore_errors=True)
+                else:
+                    os.replace(partial, out_dir)
+                if on_written is not None:
+                    on_written(result, out_dir)
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+    return result
+
+
+# -- every method ---------------------------------------------------------------------------------
+def run_all(
+    preset: str = "quick",
+    out: str | Path | None = None,
+    *,
+    seeds: Sequence[int] | None = None,
+    device: str | None = None,
+    threads: int | None = None,
+    quiet: bool | None = None,
+    on_start: Callable[[str], None] | None = None,
+    on_done: Callable[[dict], None] | None = None,
+) -> list[dict]:
+    """Run every method that has ``preset`` into ``out/<name>/`` and write ``out/summary.md``.
+
+    A failing method is recorded and does not stop the others; ``device`` applies to the torch methods.
+    Returns the summary entries (``name``, ``status`` ok/failed/skipped, ``seconds``, ``metric``, ``rows``,
+    ``error``, ``folder``). On an interrupt the summary of what finished is written and the
+    ``KeyboardInterrupt`` re-raised with ``.entries`` and ``.where`` (between methods, during one, or after
+    one was written) attached. ``on_start(name)`` / ``on_done(entry)`` report progress.
+    """
+    valid = list(dict.fromkeys(p for n in registry.names() for p in _presets_of(n)))
+    if preset not in valid:
+        raise ConfigError(f"unknown preset {preset!r}; valid presets: {', '.join(valid)} "
+                          "(run all runs each method that has the preset and skips the others)")
+    if seeds:
+        check_seeds(list(seeds))
+    if threads is not None:
+        try:
+            resolve_threads(threads)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    root = check_out(out if out is not None else default_out("all"), previous_run_ok=False)
+    root.mkdir(parents=True, exist_ok=True)
+    summary = root / "summary.md"
+    entries: list[dict] = []
+    current: dict = {}  # the method running now (name, spec, t0, written); empty between methods
+
+    def finish(entry: dict) -> None:
+        entries.append(entry)
+        write_summary(entries, summary)
+        if on_done is not None:
+            on_done(entry)
+
+    with sigterm_raises():
+        try:
+            for name in registry.names():
+                try:
+                    spec = registry.get(name)
+                except Exception as exc:  # e.g. a missing extra: one method must not stop the others
+                    finish({"name": name, "status": "failed", "seconds": 0.0, "error": f"{type(exc).__name__}: "
+                            f"{exc}", "folder": ""})
+                    continue
+                if preset not in spec.presets:
+                    finish({"name": name, "status": "skipped", "error": f"no preset {preset!r}"})
+                    continue
+                current.update(name=name, spec=spec, t0=time.perf_counter(), written=None)
+                if on_start is not None:
+                    on_start(name)
+                try:
+                    run(name, preset, root / name, seeds=seeds, threads=threads, quiet=quiet,
+                        device=device if spec.uses_torch else None,
+                        on_written=lambda r, f: current.update(written=(r, f)))
+                    entry = _ok_entry(spec, *current["written"])
+                except Exception as exc:  # one failing method must not stop the others
+                    entry = {"name": name, "status": "failed", "seconds": time.perf_counter() - current["t0"],
+                             "error": f"{type(exc).__name__}: {exc}", "folder": ""}
+                current.clear()
+                finish(entry)
+            write_summary(entries, summary)  # also when no method ran
+        except KeyboardInterrupt as exc:
+            status = "terminated" if isinstance(exc, Terminated) else "interrupted"
+            if not current:
+                where = "between methods"
+            elif current["written"]:  # its folder is in place: that method is complete
+                where = f"after {current['name']} was complete and written"
+                entries.append(_ok_entry(current["spec"], *current["written"]))
+            else:
+                where = f"during {current['name']}"
+                entries.append({"name": current["name"], "status": status,
+                                "seconds": time.perf_counter() - current["t0"]})
+            write_summary(entries, summary)
+            exc.entries, exc.where, exc.summary = entries, where, summary  # type: ignore[attr-defined]
+            raise
+    return entries
+
+
+def _presets_of(name: str) -> tuple[str, ...]:
+    try:
+        return registry.get(name).presets
+    except Exception:
+        return ()
+
+
+def _ok_entry(spec: registry.ExperimentSpec, result: Result, folder: Path) -> dict:
+    rows = primary_comparison(result, spec.primary_metric, spec.higher_is_better, spec.qualifies)
+    return {"name": spec.name, "status": "ok", "seconds": result.seconds, "metric": spec.primary_metric,
+            "rows": rows, "folder": str(folder)}
