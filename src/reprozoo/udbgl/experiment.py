@@ -9,7 +9,6 @@ objective curve. Run with ``reprozoo run udbgl --preset quick``.
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from reprozoo.core.experiment import ConfigError, ExperimentConfig
+from reprozoo.core.experiment import ConfigError, ExperimentConfig, knob
 from reprozoo.core.metrics import clustering_scores
 from reprozoo.core.plots import line_plot, metric_by_dataset
 from reprozoo.core.progress import log, track
@@ -49,21 +48,21 @@ class UDBGLConfig(ExperimentConfig):
     #: seeds: each seeds UDBGL's anchor k-means and every baseline's k-means
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     #: anchor settings: m = factor * c for each factor (setting "m=c", "m=2c", ...)
-    anchor_factors: tuple[int, ...] = (1,)
+    anchor_factors: tuple[int, ...] = knob((1,), ge=1, nonempty=True, unique=True)
     #: ridge weight alpha on ||Z_v||^2 (authors' demo value)
-    alpha: float = 1e-3
+    alpha: float = knob(1e-3, ge=0)
     #: fusion weight beta on ||sum delta_v Z_v - P||^2 (authors' demo value)
-    beta: float = 1e-5
+    beta: float = knob(1e-5, ge=0)
     #: outer iterations of UDBGL (reference: 20)
-    max_iter: int = 20
+    max_iter: int = knob(20, ge=1)
     #: absolute stopping tolerance on the objective / view weights (reference: 1e-5)
-    tol: float = 1e-5
+    tol: float = knob(1e-5, ge=0)
     #: baselines to run, any of BASELINES ("KMeans-single" reports the mean and the best view)
-    baselines: tuple[str, ...] = BASELINES
+    baselines: tuple[str, ...] = knob(BASELINES, choices=BASELINES, unique=True)
     #: k-means restarts of the k-means-based baselines
-    kmeans_n_init: int = 10
+    kmeans_n_init: int = knob(10, ge=1)
     #: neighbours of the kNN affinity of Spectral-concat
-    spectral_neighbors: int = 10
+    spectral_neighbors: int = knob(10, ge=1)
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "quick": {},
@@ -87,29 +86,6 @@ class UDBGLConfig(ExperimentConfig):
             changes["datasets"] = tuple(_dedupe_files(tuple(changes["datasets"])))
         return super().replace(**changes)
 
-    def validate(self) -> None:
-        super().validate()
-        if not self.datasets:
-            raise ConfigError(f"datasets is empty; choose from {', '.join(self.KNOWN_DATASETS)}")
-        for key in ("anchor_factors", "baselines"):
-            if not isinstance(getattr(self, key), tuple):
-                raise ConfigError(f"{key}={getattr(self, key)!r} should be a tuple (comma-separated with --set)")
-        self.check_unique("anchor_factors", "baselines")
-        if not self.anchor_factors or any(
-            isinstance(f, bool) or not isinstance(f, int) or f < 1 for f in self.anchor_factors
-        ):
-            raise ConfigError(f"anchor_factors should be ints >= 1 (m = factor * c), got {self.anchor_factors}")
-        for b in self.baselines:
-            if b not in BASELINES:
-                raise ConfigError(f"unknown baseline {b!r}; valid baselines: {', '.join(BASELINES)}")
-        for key in ("alpha", "beta", "tol"):
-            v = getattr(self, key)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v < math.inf:
-                raise ConfigError(f"{key}={v!r} should be a finite number >= 0")
-        for key in ("max_iter", "kmeans_n_init", "spectral_neighbors"):
-            v = getattr(self, key)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ConfigError(f"{key}={v!r} should be an int >= 1")
 
 
 Config = UDBGLConfig
