@@ -77,6 +77,15 @@ class _Cfg(ExperimentConfig):
     datasets: tuple[str, ...] = ("D",)
 
 
+def _fake_registry(monkeypatch, methods):
+    """Replace the registry by ``{name: (Config, run)}`` for one test."""
+    monkeypatch.setattr(registry, "MODULES", {})
+    monkeypatch.setattr(registry, "_SPECS", {})
+    for name, (config, run) in methods.items():
+        registry.register(registry.ExperimentSpec(name=name, title=name, field="test", paper="none", config=config,
+                                                  run=run, primary_metric="ACC"))
+
+
 def _fake_module(fail: bool):
     def run(config, out_dir):
         if fail:
@@ -87,15 +96,11 @@ def _fake_module(fail: bool):
             r.add("D", "B", "baseline", "ACC", 0.5, seed=s)
         return r
 
-    return types.SimpleNamespace(Config=_Cfg, run=run)
+    return types.SimpleNamespace(run=run)
 
 
 def test_run_all_reports_failures_and_continues(tmp_path, monkeypatch):
-    specs = {
-        n: registry.ExperimentSpec(n, n, "test", "none", ("D",), ("quick",), "ACC") for n in ("bad", "good")
-    }
-    monkeypatch.setattr(registry, "REGISTRY", specs)
-    monkeypatch.setattr(registry, "load", lambda name: _fake_module(fail=(name == "bad")))
+    _fake_registry(monkeypatch, {n: (_Cfg, _fake_module(fail=(n == "bad")).run) for n in ("bad", "good")})
     res = runner.invoke(app, ["run", "all", "--out", str(tmp_path), "--quiet", "--seed", "0", "--seed", "1"])
     assert res.exit_code == 1
     summary = (tmp_path / "summary.md").read_text()
@@ -133,15 +138,12 @@ def test_udbgl_runs_on_a_users_mat_file(tmp_path):
 
 
 def _single_fake(monkeypatch, behaviour):
-    spec = registry.ExperimentSpec("fake", "fake", "test", "none", ("D",), ("quick",), "ACC")
-    monkeypatch.setattr(registry, "REGISTRY", {"fake": spec})
-
     def run(config, out_dir):
         (out_dir / "figures").mkdir()
         (out_dir / "figures" / "half.png").write_bytes(b"")
         behaviour()
 
-    monkeypatch.setattr(registry, "load", lambda name: types.SimpleNamespace(Config=_Cfg, run=run))
+    _fake_registry(monkeypatch, {"fake": (_Cfg, run)})
 
 
 def test_failure_inside_a_run_is_one_line_and_leaves_no_folder(tmp_path, monkeypatch):
@@ -195,11 +197,9 @@ def test_set_non_finite_float_exits_2(tmp_path):
 
 
 # -- defects found by a fresh-user tester ------------------------------------------------
-def _recording_fake(monkeypatch, presets=("quick",)):
+def _recording_fake(monkeypatch):
     """A one-method registry whose run records the config it got; returns that list."""
     calls = []
-    spec = registry.ExperimentSpec("fake", "fake", "test", "none", ("D",), presets, "ACC")
-    monkeypatch.setattr(registry, "REGISTRY", {"fake": spec})
 
     def run(config, out_dir):
         calls.append(config)
@@ -208,7 +208,7 @@ def _recording_fake(monkeypatch, presets=("quick",)):
             r.add("D", "M", "method", "ACC", 0.9, seed=s)
         return r
 
-    monkeypatch.setattr(registry, "load", lambda name: types.SimpleNamespace(Config=_Cfg, run=run))
+    _fake_registry(monkeypatch, {"fake": (_Cfg, run)})
     return calls
 
 
@@ -261,18 +261,12 @@ def test_run_all_unknown_preset_exits_2_and_creates_nothing(tmp_path):
 
 
 def test_run_all_summary_lists_skipped_methods(tmp_path, monkeypatch):
-    specs = {
-        "a": registry.ExperimentSpec("a", "a", "test", "none", ("D",), ("quick", "full"), "ACC"),
-        "b": registry.ExperimentSpec("b", "b", "test", "none", ("D",), ("quick",), "ACC"),  # skipped, last
-    }
-    monkeypatch.setattr(registry, "REGISTRY", specs)
-
     @dataclass
     class CfgFull(_Cfg):
         PRESETS: ClassVar[dict] = {"quick": {}, "full": {}}
 
-    monkeypatch.setattr(registry, "load", lambda name: types.SimpleNamespace(
-        Config=CfgFull, run=_fake_module(fail=False).run))
+    run = _fake_module(fail=False).run
+    _fake_registry(monkeypatch, {"a": (CfgFull, run), "b": (_Cfg, run)})  # b has no "full": skipped, last
     res = runner.invoke(app, ["run", "all", "--preset", "full", "--out", str(tmp_path / "all")])
     assert res.exit_code == 0, res.output
     summary = (tmp_path / "all" / "summary.md").read_text()
@@ -381,8 +375,9 @@ def run(config, out_dir):
     (out_dir / "started").write_text("")
     time.sleep(60)
 
-registry.REGISTRY = {"slow": registry.ExperimentSpec("slow", "slow", "test", "none", ("D",), ("quick",), "ACC")}
-registry.load = lambda name: types.SimpleNamespace(Config=C, run=run)
+registry.MODULES.clear()
+registry.register(registry.ExperimentSpec(name="slow", title="slow", field="test", paper="none", config=C, run=run,
+                                          primary_metric="ACC"))
 sys.argv = ["reprozoo", "run", "slow", "--quiet", "--out", sys.argv[1]]
 cli.main()
 """
@@ -472,15 +467,13 @@ def test_interrupt_while_printing_reports_the_complete_run_and_exits_0(tmp_path,
 def test_run_all_interrupted_while_printing_lists_that_method_as_ok_and_stops(tmp_path, monkeypatch):
     from reprozoo import cli
 
-    specs = {n: registry.ExperimentSpec(n, n, "test", "none", ("D",), ("quick",), "ACC") for n in ("a", "b")}
-    monkeypatch.setattr(registry, "REGISTRY", specs)
     ran = []
 
     def run(config, out_dir):
         ran.append(config)
         return _fake_module(fail=False).run(config, out_dir)
 
-    monkeypatch.setattr(registry, "load", lambda name: types.SimpleNamespace(Config=_Cfg, run=run))
+    _fake_registry(monkeypatch, {"a": (_Cfg, run), "b": (_Cfg, run)})
 
     def print_result(result):
         raise KeyboardInterrupt
@@ -519,8 +512,9 @@ def print_slowly(result):
     MARKER.write_text("")
     time.sleep(60)
 
-registry.REGISTRY = {"fast": registry.ExperimentSpec("fast", "fast", "test", "none", ("D",), ("quick",), "ACC")}
-registry.load = lambda name: types.SimpleNamespace(Config=C, run=run)
+registry.MODULES.clear()
+registry.register(registry.ExperimentSpec(name="fast", title="fast", field="test", paper="none", config=C, run=run,
+                                          primary_metric="ACC"))
 cli._print_result = print_slowly
 sys.argv = ["reprozoo", "run", "fast", "--out", sys.argv[1]]
 cli.main()

@@ -24,10 +24,11 @@ def test_importing_cli_imports_no_heavy_library():
 @pytest.mark.parametrize("name", registry.names())
 def test_presets_build(name):
     spec = registry.get(name)
-    module = registry.load(name)
-    assert issubclass(module.Config, ExperimentConfig)
-    for preset in (*spec.presets, "smoke"):
-        cfg = module.Config.from_preset(preset)
+    assert spec.name == name
+    assert issubclass(spec.config, ExperimentConfig)
+    assert "quick" in spec.presets and "smoke" in spec.presets
+    for preset in spec.presets:
+        cfg = spec.config.from_preset(preset)
         assert cfg.preset == preset
         json.dumps(cfg.to_dict())
 
@@ -35,8 +36,7 @@ def test_presets_build(name):
 @pytest.mark.parametrize("name", registry.names())
 def test_smoke_preset_writes_schema(name, tmp_path):
     spec = registry.get(name)
-    module = registry.load(name)
-    result = module.run(module.Config.from_preset("smoke"), tmp_path)
+    result = spec.run(spec.config.from_preset("smoke"), tmp_path)
     write_run(result, tmp_path)
     d = json.loads((tmp_path / "result.json").read_text())
     assert d["name"] == name and d["preset"] == "smoke"
@@ -51,10 +51,30 @@ def test_smoke_preset_writes_schema(name, tmp_path):
         assert (tmp_path / fig).is_file()
 
 
-@pytest.mark.parametrize("name", registry.names())
-def test_registry_presets_match_the_config(name):
-    """`run all --preset P` trusts the registry's presets: they must be exactly the Config's presets."""
-    spec = registry.get(name)
-    config = registry.load(name).Config
-    assert sorted(spec.presets) == sorted(config.preset_names())
-    assert "quick" in spec.presets and "smoke" in spec.presets
+def test_every_method_package_is_discovered_without_a_core_edit():
+    """A method is found by its experiment.py alone: the registry lists every package that has one."""
+    from pathlib import Path
+
+    import reprozoo
+
+    root = Path(reprozoo.__file__).parent
+    packages = sorted(p.parent.name for p in root.glob("*/experiment.py") if p.parent.name != "core")
+    assert packages and set(packages) <= set(registry.names())
+
+
+def test_unknown_method_lists_the_valid_ones():
+    with pytest.raises(KeyError, match="valid methods"):
+        registry.get("nosuch")
+
+
+def test_missing_dependency_names_the_extra(monkeypatch):
+    import importlib
+
+    def fail(name):
+        raise ModuleNotFoundError("No module named 'torch_geometric'", name="torch_geometric")
+
+    monkeypatch.setattr(registry, "_SPECS", {})
+    monkeypatch.setattr(importlib, "import_module", fail)
+    name = registry.names()[0]
+    with pytest.raises(ModuleNotFoundError, match=r"reprozoo\[graph\]"):
+        registry.get(name)

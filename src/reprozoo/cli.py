@@ -29,7 +29,7 @@ from reprozoo.core.checks import ConfigError
 from reprozoo.core.progress import set_quiet
 from reprozoo.core.report import table_blocks
 from reprozoo.core.results import Result
-from reprozoo.core.run import Terminated, default_out
+from reprozoo.core.run import Terminated, default_out, sigterm_raises
 from reprozoo.core.run import run as run_method
 from reprozoo.core.run import run_all as run_every_method
 
@@ -173,11 +173,13 @@ def run(
     written: dict = {}
     out_dir = out if out is not None else default_out(name)
     try:
-        result = run_method(name, preset, out_dir, datasets=datasets, seeds=seeds, overrides=sets, device=device,
-                            threads=threads, on_written=lambda r, f: written.update(result=r, folder=f))
-        if not quiet:
-            _print_result(result)
-            console.print(f"[dim]{name}: {result.seconds:.1f} s, written to {written['folder']}[/]")
+        with sigterm_raises():  # also while the tables print, after the run (which has its own)
+            result = run_method(name, preset, out_dir, datasets=datasets, seeds=seeds, overrides=sets,
+                                device=device, threads=threads,
+                                on_written=lambda r, f: written.update(result=r, folder=f))
+            if not quiet:
+                _print_result(result)
+                console.print(f"[dim]{name}: {result.seconds:.1f} s, written to {written['folder']}[/]")
     except KeyError as exc:
         raise _usage_error(exc.args[0] + " (or 'all')") from None
     except ConfigError as exc:
@@ -214,11 +216,12 @@ def _run_all(preset: str, seeds: list[int], out: Path | None, device: str | None
     root = out if out is not None else default_out("all")
     entries: list[dict] = []
     try:
-        entries = run_every_method(preset, root, seeds=seeds, device=device, threads=threads, quiet=quiet,
-                                   on_start=on_start, on_done=on_done)
-        if not quiet:
-            console.rule("summary")
-            console.print((Path(root) / "summary.md").read_text())
+        with sigterm_raises():
+            entries = run_every_method(preset, root, seeds=seeds, device=device, threads=threads, quiet=quiet,
+                                       on_start=on_start, on_done=on_done)
+            if not quiet:
+                console.rule("summary")
+                console.print((Path(root) / "summary.md").read_text())
     except ConfigError as exc:
         raise _usage_error(str(exc)) from None
     except KeyboardInterrupt as exc:

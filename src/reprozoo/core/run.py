@@ -344,8 +344,10 @@ def run_all(
             write_summary(entries, summary)  # also when no method ran
         except KeyboardInterrupt as exc:
             status = "terminated" if isinstance(exc, Terminated) else "interrupted"
-            if not current:
-                where = "between methods"
+            if not current:  # between methods (e.g. while the last one's tables printed)
+                last = entries[-1] if entries else None
+                where = (f"after {last['name']} was complete and written" if last and last["status"] == "ok"
+                         else "between methods")
             elif current["written"]:  # its folder is in place: that method is complete
                 where = f"after {current['name']} was complete and written"
                 entries.append(_ok_entry(current["spec"], *current["written"]))
