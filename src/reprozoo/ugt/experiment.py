@@ -20,7 +20,6 @@ convention), ``val_top1`` (percent), ``sparsity`` (reached, fraction in [0, 1]),
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from reprozoo.core.experiment import ConfigError, TorchExperimentConfig
+from reprozoo.core.experiment import ConfigError, TorchExperimentConfig, knob
 from reprozoo.core.io import atomic_savefig
 from reprozoo.core.plots import figure, metric_by_dataset
 from reprozoo.core.progress import log, track
@@ -47,28 +46,36 @@ class UGTConfig(TorchExperimentConfig):
 
     datasets: tuple[str, ...] = ("Cora", "CiteSeer")
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
-    protocol: str = "standard"  # "standard" (accuracy, sparsity, MAD) or "robust" (OOD AUROC, perturbations)
-    archs: tuple[str, ...] = ("GCN",)  # any of GCN, GAT, GIN
-    sparsities: tuple[float, ...] = (0.9,)  # final sparsities (fraction of weights removed) [0.9 for GCN]
-    depths: tuple[int, ...] = (2,)  # numbers of layers [2]
-    hidden: int = 256  # hidden channels [256; 448 for 16/32 layers]
-    gat_heads: int = 1  # GAT heads in hidden layers [1]
-    epochs: int = 400  # full-batch epochs [400]
-    lr: float = 0.01  # AdamW learning rate of the scores [0.01]
-    lr_deep: float = 0.005  # score learning rate for depth >= 32 [0.005]
-    weight_l1: float = 0.0  # weight of the sum of mean(sigmoid(scores)) penalty [0]
-    weight_init: str = "kaiming_uniform"  # frozen weight init: kaiming_uniform | kaiming_normal | signed_constant
-    ramp: str = "linear"  # sparsity ramp: linear (reference code) | polynomial (cubic) | constant
-    ramp_fraction: float = 0.5  # fraction of the epochs spent ramping [0.5]
+    #: "standard" (accuracy, sparsity, MAD) or "robust" (OOD AUROC, perturbations)
+    protocol: str = knob("standard", choices=("standard", "robust"))
+    #: architectures, any of GCN, GAT, GIN
+    archs: tuple[str, ...] = knob(("GCN",), choices=("GCN", "GAT", "GIN"), nonempty=True, unique=True)
+    #: final sparsities (fraction of weights removed) [0.9 for GCN]
+    sparsities: tuple[float, ...] = knob((0.9,), ge=0, lt=1, nonempty=True, unique=True)
+    #: numbers of layers [2]
+    depths: tuple[int, ...] = knob((2,), ge=1, nonempty=True, unique=True)
+    hidden: int = knob(256, ge=1)  # hidden channels [256; 448 for 16/32 layers]
+    gat_heads: int = knob(1, ge=1)  # GAT heads in hidden layers [1]
+    epochs: int = knob(400, ge=1)  # full-batch epochs [400]
+    lr: float = knob(0.01, gt=0)  # AdamW learning rate of the scores [0.01]
+    lr_deep: float = knob(0.005, gt=0)  # score learning rate for depth >= 32 [0.005]
+    weight_l1: float = knob(0.0, ge=0)  # weight of the sum of mean(sigmoid(scores)) penalty [0]
+    #: frozen weight init: kaiming_uniform | kaiming_normal | signed_constant
+    weight_init: str = knob("kaiming_uniform", choices=("kaiming_uniform", "kaiming_normal", "signed_constant"))
+    #: sparsity ramp: linear (reference code) | polynomial (cubic) | constant
+    ramp: str = knob("linear", choices=("linear", "polynomial", "constant"))
+    ramp_fraction: float = knob(0.5, gt=0, le=1)  # fraction of the epochs spent ramping [0.5]
     edge_popup: bool = True  # also run the Edge-Popup baseline
     dense: bool = True  # also run the trained dense baseline
-    dense_lr: float = 0.01  # dense baseline: Adam learning rate
-    dense_weight_decay: float = 5e-4  # dense baseline: weight decay
-    dense_dropout: float = 0.5  # dense baseline: dropout between layers
-    ood_frac: float = 0.4  # robust: fraction of classes held out as OOD [0.4]
-    feature_noise: tuple[float, ...] = (0.0, 0.1, 0.3, 0.5)  # robust: fractions of nodes with noised features
-    # (0.0 = the clean graph, also the zero point of the edge-noise curve)
-    edge_noise: tuple[float, ...] = (0.2, 0.5, 1.0)  # robust: random edges added, relative to |E|
+    dense_lr: float = knob(0.01, gt=0)  # dense baseline: Adam learning rate
+    dense_weight_decay: float = knob(5e-4, ge=0)  # dense baseline: weight decay
+    dense_dropout: float = knob(0.5, ge=0, lt=1)  # dense baseline: dropout between layers
+    ood_frac: float = knob(0.4, gt=0, lt=1)  # robust: fraction of classes held out as OOD [0.4]
+    #: robust: fractions of nodes with noised features (0.0 = the clean graph, also the zero point of the
+    #: edge-noise curve)
+    feature_noise: tuple[float, ...] = knob((0.0, 0.1, 0.3, 0.5), ge=0, le=1, unique=True)
+    #: robust: random edges added, relative to |E|
+    edge_noise: tuple[float, ...] = knob((0.2, 0.5, 1.0), ge=0, unique=True)
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "quick": {},
@@ -90,49 +97,6 @@ class UGTConfig(TorchExperimentConfig):
 
     def validate(self) -> None:
         super().validate()
-        for name in ("sparsities", "feature_noise", "edge_noise", "depths", "archs"):
-            if not isinstance(getattr(self, name), tuple):
-                raise ConfigError(f"{name}={getattr(self, name)!r} should be a tuple (comma-separated with --set)")
-        self.check_unique("archs", "sparsities", "depths", "feature_noise", "edge_noise")
-        if self.protocol not in ("standard", "robust"):
-            raise ConfigError(f"protocol={self.protocol!r} is not valid; choose 'standard' or 'robust'")
-        for a in self.archs:
-            if a not in ("GCN", "GAT", "GIN"):
-                raise ConfigError(f"archs holds {a!r}; valid architectures: GCN, GAT, GIN")
-        if not self.archs or not self.sparsities or not self.depths:
-            raise ConfigError("archs, sparsities and depths should each hold at least one value")
-        for s in self.sparsities:
-            if not _is_real(s) or not 0.0 <= float(s) < 1.0:
-                raise ConfigError(f"sparsities holds {s!r}; each sparsity should be in [0, 1)")
-        for d in self.depths:
-            if isinstance(d, bool) or not isinstance(d, int) or d < 1:
-                raise ConfigError(f"depths holds {d!r}; each depth should be an int >= 1")
-        for name in ("hidden", "epochs", "gat_heads"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ConfigError(f"{name}={v!r} should be an int >= 1")
-        for name in ("lr", "lr_deep", "dense_lr"):
-            v = getattr(self, name)
-            if not _is_real(v) or not 0.0 < float(v) < math.inf:
-                raise ConfigError(f"{name}={v!r} should be a finite number > 0")
-        for name in ("weight_l1", "dense_weight_decay"):
-            v = getattr(self, name)
-            if not _is_real(v) or not 0.0 <= float(v) < math.inf:
-                raise ConfigError(f"{name}={v!r} should be a finite number >= 0")
-        for name in ("edge_popup", "dense"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{name}={getattr(self, name)!r} should be a bool (true/false)")
-        if not _is_real(self.dense_dropout) or not 0.0 <= self.dense_dropout < 1.0:
-            raise ConfigError(f"dense_dropout={self.dense_dropout!r} should be in [0, 1)")
-        if self.weight_init not in ("kaiming_uniform", "kaiming_normal", "signed_constant"):
-            raise ConfigError(
-                f"weight_init={self.weight_init!r}; valid: kaiming_uniform, kaiming_normal, signed_constant")
-        if self.ramp not in ("linear", "polynomial", "constant"):
-            raise ConfigError(f"ramp={self.ramp!r}; valid: linear, polynomial, constant")
-        if not _is_real(self.ramp_fraction) or not 0.0 < self.ramp_fraction <= 1.0:
-            raise ConfigError(f"ramp_fraction={self.ramp_fraction!r} should be in (0, 1]")
-        if not _is_real(self.ood_frac) or not 0.0 < self.ood_frac < 1.0:
-            raise ConfigError(f"ood_frac={self.ood_frac!r} should be in (0, 1)")
         if self.protocol == "robust":  # ood_split holds out round(ood_frac * C) classes: keep >= 2 ID, >= 1 OOD
             for d in self.datasets:
                 c = PLANETOID_SIZES[d][2] if d in PLANETOID_SIZES else None
@@ -142,12 +106,6 @@ class UGTConfig(TorchExperimentConfig):
                         f"ood_frac={self.ood_frac!r} holds out round({self.ood_frac:g} x {c}) = "
                         f"{n_ood_classes(self.ood_frac, c)} of the {c} classes of {d}; it should hold out 1 to "
                         f"{c - 2} (at least 2 classes stay in distribution): choose ood_frac in [{lo:.3g}, {hi:.3g}]")
-        for f in self.feature_noise:
-            if not _is_real(f) or not 0.0 <= f <= 1.0:
-                raise ConfigError(f"feature_noise holds {f!r}; each level should be a fraction of nodes in [0, 1]")
-        for b in self.edge_noise:
-            if not _is_real(b) or not 0.0 <= b < math.inf:
-                raise ConfigError(f"edge_noise holds {b!r}; each budget should be a finite number >= 0 (x |E|)")
 
 
 def n_ood_classes(ood_frac: float, num_classes: int) -> int:
@@ -159,11 +117,6 @@ def ood_frac_range(num_classes: int) -> tuple[float, float]:
     """An ``ood_frac`` interval ``[lo, hi]`` whose every value holds out 1 to C − 2 classes (approximate
     at the rounding ties, which it stays inside of by a small margin)."""
     return (0.5 + 1e-9) / num_classes, (num_classes - 2 + 0.5 - 1e-9) / num_classes
-
-
-def _is_real(v: Any) -> bool:
-    """A real number (int or float, not bool)."""
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 Config = UGTConfig
@@ -200,6 +153,7 @@ def _fit(kind: str, arch: str, graph, depth: int, sparsity: float, cfg: UGTConfi
                                   ramp=cfg.ramp, ramp_fraction=cfg.ramp_fraction, weight_init=cfg.weight_init,
                                   **common)
         lr, wd = (cfg.lr_deep if depth >= 32 else cfg.lr), 0.0
+    model = model.to(x.device)  # built (and seeded) on the CPU, moved once to the data's device
     fit = fit_node_classifier(model, x, edge_index, y, *masks, epochs=cfg.epochs, lr=lr, weight_decay=wd,
                               schedule=sched, weight_l1=cfg.weight_l1 if kind != "dense" else 0.0)
     return model, fit
@@ -214,10 +168,11 @@ def _logits(model, x, edge_index):
     return model(xs, adj)
 
 
-def _load(name: str):
+def _load(name: str, device: str = "cpu"):
+    """The graph ``name`` with its tensors moved once to ``device``."""
     from reprozoo.datasets import load_planetoid
 
-    return load_planetoid(name)
+    return load_planetoid(name).to(device)
 
 
 # -- standard protocol: accuracy / sparsity / MAD -------------------------------------------------
@@ -225,7 +180,7 @@ def _run_standard(cfg: UGTConfig, result: Result) -> None:
     from reprozoo.ugt.analysis import expected_calibration_error, mean_average_distance
 
     for dname in cfg.datasets:
-        graph = _load(dname)
+        graph = _load(dname, cfg.device)
         jobs = []
         for seed in cfg.seeds:
             for arch in cfg.archs:
@@ -276,7 +231,8 @@ def _run_robust(cfg: UGTConfig, result: Result) -> None:
     kinds = (["dense"] if cfg.dense else []) + ["ugt"] + (["edgepopup"] if cfg.edge_popup else [])
     held_out: dict[str, tuple[int, int]] = {}
     for dname in cfg.datasets:
-        graph = _load(dname)
+        cpu_graph = _load(dname)  # perturbations draw on a CPU generator: the same graphs on every device
+        graph = cpu_graph.to(cfg.device)
         split = ood_split(graph.y, graph.train_mask, graph.val_mask, graph.test_mask, frac_left_out=cfg.ood_frac)
         held_out[dname] = (len(split.ood_classes), graph.num_classes)
         y_fit = split.y.clamp_min(0)  # OOD nodes are in no training/validation mask; their label is unused
@@ -301,9 +257,9 @@ def _run_robust(cfg: UGTConfig, result: Result) -> None:
             gen = torch.Generator().manual_seed(10_000 + seed)
             x, ei = graph.x, graph.edge_index
             if what == "features":
-                x = perturb_features(graph.x, level, gen)
+                x = perturb_features(cpu_graph.x, level, gen).to(cfg.device)
             else:
-                ei = perturb_edges(graph.edge_index, graph.num_nodes, level, gen)
+                ei = perturb_edges(cpu_graph.edge_index, graph.num_nodes, level, gen).to(cfg.device)
             _, fit = _fit(kind, arch, graph, depth, s, cfg, seed, x=x, edge_index=ei)
             result.add(dname, name, role, "top1", 100.0 * fit.test_acc, seed=seed,
                        setting=f"{what}={level:g},{setting_name(s, depth)}")
