@@ -107,6 +107,8 @@ def get(name: str) -> ExperimentSpec:
         if missing.startswith("reprozoo"):
             raise
         extra = _extra_of(missing)
+        if not extra and not str(exc).startswith("No module named"):
+            raise  # the method's own message says how to install what it needs
         hint = f"pip install 'reprozoo[{extra}]'" if extra else f"pip install {missing}"
         raise ModuleNotFoundError(f"method {name!r} needs the package {missing!r}; install it with {hint}") from exc
     spec = getattr(module, "SPEC", None)

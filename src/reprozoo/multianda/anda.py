@@ -32,7 +32,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchattacks.attack import Attack
+
+try:
+    from torchattacks.attack import Attack
+except ModuleNotFoundError as exc:  # pragma: no cover - depends on the environment
+    # torchattacks 3.5.1 declares torchvision and an old requests, which break the CPU torch and Flower
+    raise ModuleNotFoundError(
+        "reprozoo.multianda needs torchattacks 3.5.1, installed without its declared dependencies: "
+        "pip install --no-deps torchattacks==3.5.1 (`make install` does this)", name=exc.name) from exc
 
 from reprozoo.core.checks import check_choice, check_float, check_int
 

@@ -448,5 +448,4 @@ SPEC = ExperimentSpec(
     config=MultiANDAConfig,
     run=run,
     primary_metric="ASR",
-    extra="attacks",
 )
