@@ -7,6 +7,14 @@ Heavy libraries (torch_geometric for Planetoid) are imported only when a loader 
 from reprozoo.datasets._paths import ChecksumError, DataNotFoundError, data_roots, find_data_file
 from reprozoo.datasets.cifar import load_cifar10, load_cifar100
 from reprozoo.datasets.images import ImageDataset, load_cifar10_subset, load_mnist
+from reprozoo.datasets.industry import (
+    ICS,
+    FirmSet,
+    SpellSet,
+    load_crosswalk,
+    load_firms_2020,
+    load_sp500_spells,
+)
 from reprozoo.datasets.longtail import (
     longtail_counts,
     make_longtail,
@@ -58,6 +66,13 @@ __all__ = [
     "load_planetoid",
     "PlanetoidCacheError",
     "planetoid_raw_files",
+    # industry classification systems and labelled firms (industry)
+    "ICS",
+    "FirmSet",
+    "SpellSet",
+    "load_crosswalk",
+    "load_firms_2020",
+    "load_sp500_spells",
     # cellular traces (rsd4)
     "CELLULAR_TRACES",
     "CellularTrace",
