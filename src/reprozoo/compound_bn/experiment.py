@@ -9,11 +9,8 @@ linear warm-up, step decay ×0.01 at 80 % / 90 % of the epochs, DRW from 80 %), 
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import math
 import time
-import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +23,7 @@ from torch import nn
 from reprozoo.compound_bn.dual_path import CONSISTENCY, DualPathLoss
 from reprozoo.compound_bn.layers import CompoundBatchNorm2d, compound_layers
 from reprozoo.compound_bn.losses import LOSSES, LongTailLoss, NormedLinear
-from reprozoo.core.experiment import ConfigError, TorchExperimentConfig
+from reprozoo.core.experiment import ConfigError, TorchExperimentConfig, knob
 from reprozoo.core.progress import log, track
 from reprozoo.core.registry import ExperimentSpec
 from reprozoo.core.results import Result
@@ -45,38 +42,44 @@ class CompoundBNConfig(TorchExperimentConfig):
 
     datasets: tuple[str, ...] = ("CIFAR-10-LT",)
     seeds: tuple[int, ...] = (0, 1, 2)
-    imbalance_ratios: tuple[float, ...] = (100.0,)  # ρ = n_max / n_min of the training set
-    losses: tuple[str, ...] = ("CE",)  # long-tail losses (CE, CE-DRW, LDAM-DRW), each run with BN and CBN
-    ablations: tuple[str, ...] = ()  # extra CBN variants: no-dual, no-consistency, K=1, K=3 (with the first loss)
-    n_max: int = 1000  # head-class size (the shipped CIFAR subset holds 1,000 per class)
-    data_seed: int = 0  # which images form the long-tailed subset (fixed across training seeds)
-    depth: int = 8  # CIFAR ResNet depth 6n+2 (32 in the paper)
-    width: int = 8  # first-stage channels (16 in the paper)
-    epochs: int = 20  # training epochs (200 in the paper)
-    batch_size: int = 64  # 128 in the LDAM protocol; 64 gives more steps on the small subset
-    lr: float = 0.05  # SGD learning rate (0.1 at batch 128 in the LDAM protocol; scaled linearly)
-    momentum: float = 0.9
-    weight_decay: float = 2e-4
-    warmup_epochs: int = 1  # linear warm-up (5 of 200 in the LDAM protocol)
-    decay_at: tuple[float, ...] = (0.8, 0.9)  # lr ×0.1 at these fractions of the epochs (160, 180 of 200)
-    drw_at: float = 0.8  # DRW starts at this fraction of the epochs (160 of 200)
+    #: ρ = n_max / n_min of the training set
+    imbalance_ratios: tuple[float, ...] = knob((100.0,), ge=1, nonempty=True, unique=True)
+    #: long-tail losses (CE, CE-DRW, LDAM-DRW), each run with BN and CBN
+    losses: tuple[str, ...] = knob(("CE",), choices=LOSSES, nonempty=True, unique=True)
+    #: extra CBN variants: no-dual, no-consistency, K=1, K=3 (with the first loss)
+    ablations: tuple[str, ...] = knob((), choices=ABLATIONS, unique=True)
+    n_max: int = knob(1000, ge=0)  # head-class size (the shipped CIFAR subset holds 1,000 per class)
+    data_seed: int = knob(0, ge=0, lt=2**32)  # which images form the long-tailed subset (fixed across training seeds)
+    depth: int = knob(8, ge=8)  # CIFAR ResNet depth 6n+2 (32 in the paper)
+    width: int = knob(8, ge=1)  # first-stage channels (16 in the paper)
+    epochs: int = knob(20, ge=1)  # training epochs (200 in the paper)
+    batch_size: int = knob(64, ge=2)  # 128 in the LDAM protocol; 64 gives more steps on the small subset
+    lr: float = knob(0.05, gt=0)  # SGD learning rate (0.1 at batch 128 in the LDAM protocol; scaled linearly)
+    momentum: float = knob(0.9, ge=0, lt=1)
+    weight_decay: float = knob(2e-4, ge=0)
+    warmup_epochs: int = knob(1, ge=0)  # linear warm-up (5 of 200 in the LDAM protocol)
+    #: lr ×0.1 at these fractions of the epochs (160, 180 of 200)
+    decay_at: tuple[float, ...] = knob((0.8, 0.9), ge=0, le=1)
+    drw_at: float = knob(0.8, ge=0, le=1)  # DRW starts at this fraction of the epochs (160 of 200)
     augment: bool = True  # random crop (pad 4) + horizontal flip (flip for CIFAR only)
-    n_components: int = 2  # K of every compound BN layer
-    cbn_momentum: float | None = 0.1  # moving-average EM momentum (unverified; BN convention); None = cumulative
+    n_components: int = knob(2, ge=1)  # K of every compound BN layer
+    #: moving-average EM momentum (unverified; BN convention); None = cumulative
+    cbn_momentum: float | None = knob(0.1, gt=0, le=1)
     detach_responsibilities: bool = False  # stop the gradient through r (unverified)
     per_component_affine: bool = False  # γ_k, β_k per component (unverified)
-    min_weight: float = 1e-3  # collapse floor on the batch weight of a component (port addition)
+    min_weight: float = knob(1e-3, ge=0)  # collapse floor on the batch weight of a component (port addition)
     aux_affine: bool = False  # separate (γ, β) for the auxiliary path; default shared (unverified)
     compiled: bool = False  # torch.compile the soft CBN step (faster; needs a C++ compiler; compiles first)
     dual_path: bool = True  # train CBN with the auxiliary hard path (spec step 7)
-    group_by: str = "classes"  # split of frequency-sorted classes into K groups: classes | samples
-    aux_weight: float = 1.0  # weight of the auxiliary path's classification loss
-    consistency: str = "kl"  # main/aux consistency: kl | mse | none (unverified)
-    consistency_weight: float = 1.0  # λ_c (unverified)
-    many_threshold: int = 100  # many-shot: > this many training images
-    few_threshold: int = 20  # few-shot: < this many
-    eval_batch_size: int = 1000
-    num_threads: int = 0  # torch threads (0 = leave torch's default)
+    #: split of frequency-sorted classes into K groups: classes | samples
+    group_by: str = knob("classes", choices=("classes", "samples"))
+    aux_weight: float = knob(1.0, ge=0)  # weight of the auxiliary path's classification loss
+    consistency: str = knob("kl", choices=CONSISTENCY)  # main/aux consistency: kl | mse | none (unverified)
+    consistency_weight: float = knob(1.0, ge=0)  # λ_c (unverified)
+    many_threshold: int = knob(100, ge=1)  # many-shot: > this many training images
+    few_threshold: int = knob(20, ge=1)  # few-shot: < this many
+    eval_batch_size: int = knob(1000, ge=1)
+    num_threads: int = knob(0, ge=0)  # torch threads (0 = leave torch's default)
     figures: bool = True  # per-class accuracy and per-class responsibility figures
 
     PRESETS = {
@@ -99,62 +102,24 @@ class CompoundBNConfig(TorchExperimentConfig):
         """Reject every out-of-domain value up front (before any training), with a :class:`ConfigError`
         that names the field, the allowed range or choices and the value received.
 
-        Ranges: ``imbalance_ratios`` non-empty, each >= 1; ``losses`` non-empty, each in ``LOSSES``, no
-        repeats (nor in ``imbalance_ratios``, ``ablations``: a repeat would record the same run twice);
-        ``ablations`` in ``ABLATIONS``; ``n_max`` >= 0 and at most the smallest class of each data set
-        (``_TRAIN_PER_CLASS``: 1000 for the shipped CIFAR-10 subset, 5421 for MNIST); ``data_seed`` in
-        [0, 2**32); ``depth`` = 6n+2 >= 8;
-        ``width``, ``epochs``, ``n_components``, ``eval_batch_size`` >= 1; ``batch_size`` >= 2;
-        ``lr`` > 0; SGD ``momentum`` in [0, 1); ``weight_decay`` >= 0; ``warmup_epochs`` in [0, epochs];
-        ``decay_at`` items and ``drw_at`` in [0, 1]; ``cbn_momentum`` in (0, 1] or None; ``min_weight`` in
-        [0, 1/K) for the largest K trained (``n_components``, 3 with the K=3 ablation); with the dual path
-        every K <= the number of classes of each data set; ``aux_weight``, ``consistency_weight`` >= 0;
-        ``1 <= few_threshold <= many_threshold``; ``num_threads`` >= 0; ``consistency``, ``group_by``
-        choices; every field of its declared type (bool, int, float, str, tuple).
+        Types, single-field bounds and choices are declared on the fields (:func:`knob`). Here, the rules
+        that involve several fields or a data set: ``depth`` = 6n+2; ``warmup_epochs`` <= ``epochs``;
+        ``few_threshold`` <= ``many_threshold``; ``min_weight`` < 1/K for the largest K trained
+        (``n_components``, 3 with the K=3 ablation); ``n_max`` at most the smallest class of each data set
+        (``_TRAIN_PER_CLASS``: 1000 for the shipped CIFAR-10 subset, 5421 for MNIST); with the dual path
+        every K <= the number of classes of each data set.
         """
         super().validate()
-        self._check_types()
-        for name, item, choices in (("losses", "loss", LOSSES), ("ablations", "ablation", ABLATIONS)):
-            for v in getattr(self, name):
-                if v not in choices:
-                    raise ConfigError(f"unknown {item} {v!r} in {name}; valid {name}: {', '.join(choices)}")
-        for name, what in (("imbalance_ratios", "at least one ratio rho >= 1, e.g. 100"),
-                           ("losses", "at least one of " + ", ".join(LOSSES))):
-            if not getattr(self, name):
-                raise ConfigError(f"{name} is empty; give {what} (an empty {name} would train nothing)")
-        bad_rho = [r for r in self.imbalance_ratios if not r >= 1]
-        if bad_rho:
-            raise ConfigError(f"imbalance_ratios={self.imbalance_ratios!r} is out of range; each ratio "
-                              f"rho = n_max / n_min should be >= 1, got {bad_rho}")
-        self.check_unique("imbalance_ratios", "losses", "ablations")
-        if (self.depth - 2) % 6 or self.depth < 8:
+        if (self.depth - 2) % 6:
             raise ConfigError(f"depth={self.depth} should be 6n+2 >= 8 (8, 14, 20, 32, ...)")
-        k_max = max([max(self.n_components, 1)] + [3 for a in self.ablations if a == "K=3"])
+        k_max = max([self.n_components] + [3 for a in self.ablations if a == "K=3"])
         ranges = [  # (field, in range?, allowed range)
-            ("n_max", self.n_max >= 0, ">= 0 (0 = the largest the data set allows)"),
-            ("data_seed", 0 <= self.data_seed < 2**32, "in [0, 2**32)"),
-            ("width", self.width >= 1, ">= 1"),
-            ("epochs", self.epochs >= 1, ">= 1"),
-            ("batch_size", self.batch_size >= 2, ">= 2 (batch statistics need two samples)"),
-            ("lr", self.lr > 0, "> 0"),
-            ("momentum", 0 <= self.momentum < 1, "in [0, 1) (SGD momentum; >= 1 diverges)"),
-            ("weight_decay", self.weight_decay >= 0, ">= 0"),
-            ("warmup_epochs", 0 <= self.warmup_epochs <= self.epochs, f"in [0, epochs] = [0, {self.epochs}]"),
-            ("decay_at", all(0 <= f <= 1 for f in self.decay_at), "fractions of the epochs, each in [0, 1]"),
-            ("drw_at", 0 <= self.drw_at <= 1, "a fraction of the epochs in [0, 1]"),
-            ("n_components", self.n_components >= 1, ">= 1"),
-            ("cbn_momentum", self.cbn_momentum is None or 0 < self.cbn_momentum <= 1,
-             "in (0, 1], or None for the cumulative average"),
-            ("min_weight", 0 <= self.min_weight < 1 / k_max,
+            ("warmup_epochs", self.warmup_epochs <= self.epochs, f"in [0, epochs] = [0, {self.epochs}]"),
+            ("min_weight", self.min_weight < 1 / k_max,
              f"in [0, 1/K) = [0, {1 / k_max:.4g}) for K = {k_max}"
              + (" (the K=3 ablation)" if k_max != self.n_components else "")),
-            ("aux_weight", self.aux_weight >= 0, ">= 0"),
-            ("consistency_weight", self.consistency_weight >= 0, ">= 0"),
-            ("many_threshold", self.many_threshold >= 1, ">= 1"),
-            ("few_threshold", 1 <= self.few_threshold <= self.many_threshold,
+            ("few_threshold", self.few_threshold <= self.many_threshold,
              f"in [1, many_threshold] = [1, {self.many_threshold}]"),
-            ("eval_batch_size", self.eval_batch_size >= 1, ">= 1"),
-            ("num_threads", self.num_threads >= 0, ">= 0 (0 = torch's default)"),
         ]
         for name, ok, allowed in ranges:
             if not ok:
@@ -165,30 +130,12 @@ class CompoundBNConfig(TorchExperimentConfig):
                 raise ConfigError(f"n_max={self.n_max} is out of range for {d}: its smallest class holds "
                                   f"{per_class} training images, so n_max should be in [0, {per_class}] "
                                   "(0 = the largest the data set allows)")
-        if self.consistency not in CONSISTENCY:
-            raise ConfigError(f"consistency={self.consistency!r}; valid: {', '.join(CONSISTENCY)}")
-        if self.group_by not in ("classes", "samples"):
-            raise ConfigError(f"group_by={self.group_by!r}; valid: classes, samples")
         if self.dual_path:  # one component per class-frequency group: K <= number of classes
             for d in self.datasets:
                 n_classes = _N_CLASSES.get(d)
                 if n_classes is not None and k_max > n_classes:
                     raise ConfigError(f"n_components={k_max} (K, one per class-frequency group of the dual "
                                       f"path) should be <= the {n_classes} classes of {d}")
-
-    def _check_types(self) -> None:
-        """Every field holds a value of its annotated type (``replace(epochs=2.5)`` is an error)."""
-        hints = self.field_types()
-        for f in dataclasses.fields(self):
-            hint, value = hints.get(f.name), getattr(self, f.name)
-            items = typing.get_args(hint) if typing.get_origin(hint) is tuple else None
-            if items:
-                if not isinstance(value, tuple):
-                    raise ConfigError(f"{f.name} should be a tuple, got {type(value).__name__} ({value!r})")
-                for v in value:
-                    _check_scalar(f.name, v, items[0])
-            elif hint is not None:
-                _check_scalar(f.name, value, hint)
 
 
 #: classes of each data set (the dual path needs K <= C groups)
@@ -199,28 +146,6 @@ _N_CLASSES = {"CIFAR-10-LT": 10, "MNIST-LT": 10, "CIFAR-10-LT-full": 10, "CIFAR-
 #: MNIST training set, 5,421 images (data/mnist/PROVENANCE.md); the full CIFAR-10 / CIFAR-100 training
 #: sets hold 5,000 / 500 per class (Krizhevsky 2009).
 _TRAIN_PER_CLASS = {"CIFAR-10-LT": 1000, "MNIST-LT": 5421, "CIFAR-10-LT-full": 5000, "CIFAR-100-LT-full": 500}
-
-
-def _check_scalar(name: str, value: Any, hint: Any) -> None:
-    """Raise :class:`ConfigError` unless ``value`` fits ``hint`` (bool, int, float, str, or X | None)."""
-    args = typing.get_args(hint)  # (X, NoneType) for X | None; () for a plain type
-    options = [a for a in args if a is not type(None)] if args else [hint]
-    if value is None and type(None) in args:
-        return
-    tp = options[0] if len(options) == 1 else None
-    if tp is bool:
-        ok = isinstance(value, bool)
-    elif tp is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif tp is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    elif tp is str:
-        ok = isinstance(value, str)
-    else:
-        return
-    if not ok:
-        kind = {bool: "a bool", int: "an int", float: "a finite number", str: "a string"}[tp]
-        raise ConfigError(f"{name} should be {kind}, got {type(value).__name__} ({value!r})")
 
 
 Config = CompoundBNConfig
