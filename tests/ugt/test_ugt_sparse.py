@@ -176,3 +176,12 @@ def test_converter_on_a_pyg_basic_gnn():
     set_sparsity(net, 0.5)
     assert current_sparsity(net) == pytest.approx(0.5, abs=0.01)
     assert [n for n, p in net.named_parameters() if p.requires_grad] == ["convs.0.lin.score", "convs.1.lin.score"]
+
+
+def test_sparsity_that_empties_a_tensor_warns():
+    torch.manual_seed(0)
+    with pytest.warns(UserWarning, match=r"keeps no weight in layer\(s\) \['l2'\]"):
+        model = sparsify_(_Two(4, 1, 1), 0.6, mode="layerwise")  # l2 holds one weight: round(0.6) removes it
+    assert layer_sparsities(model) == {"l1": 0.5, "l2": 1.0}
+    with pytest.warns(UserWarning, match="keeps no weight"):
+        set_sparsity(model, 0.7)

@@ -1,4 +1,4 @@
-"""Pruning-at-initialisation baselines computed on the server (issue 6): random ERK, SNIP, SynFlow.
+"""Pruning-at-initialisation baselines computed on the server: random ERK, SNIP, SynFlow.
 
 Each returns a :class:`~reprozoo.fedtiny.sparse.Mask` with exactly ``round(density * N)`` kept prunable
 weights; FedAvg then trains under that fixed mask.  The FedDST-style baseline (whole-model prune and
@@ -14,21 +14,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from reprozoo.core.checks import check_int
-from reprozoo.fedtiny.sparse import Mask, check_density, make_mask, prunable_names
+from reprozoo.fedtiny.sparse import Mask, make_mask, prunable_names
+from reprozoo.sparsity import check_density, global_topk_keep, warn_empty_layers
 
-__all__ = ["random_mask", "snip_mask", "synflow_mask", "global_topk_mask"]
-
-
-def global_topk_mask(scores: dict[str, torch.Tensor], k: int) -> Mask:
-    """Keep the ``k`` largest scores over all layers together (ties by position)."""
-    flat = torch.cat([s.reshape(-1) for s in scores.values()])
-    keep = torch.zeros_like(flat, dtype=torch.bool)
-    keep[torch.topk(flat, k, sorted=False).indices] = True
-    out, i = {}, 0
-    for n, s in scores.items():
-        out[n] = keep[i:i + s.numel()].view(s.shape).clone()
-        i += s.numel()
-    return Mask(out)
+__all__ = ["random_mask", "snip_mask", "synflow_mask"]
 
 
 def random_mask(model: nn.Module, density: float, generator: torch.Generator | None = None) -> Mask:
@@ -56,7 +45,9 @@ def snip_mask(model: nn.Module, density: float, x: torch.Tensor, y: torch.Tensor
     F.cross_entropy(net(x), y).backward()
     scores = {n: (params[n].grad * params[n]).abs().detach() for n in names}
     total = sum(s.numel() for s in scores.values())
-    return global_topk_mask(scores, max(1, round(density * total)))
+    keep = global_topk_keep(scores, max(1, round(density * total)))  # ranked over all layers together
+    warn_empty_layers(keep, "SNIP")
+    return Mask(keep)
 
 
 def synflow_mask(model: nn.Module, density: float, input_shape: tuple[int, ...], n_iter: int = 100) -> Mask:
@@ -88,5 +79,6 @@ def synflow_mask(model: nn.Module, density: float, input_shape: tuple[int, ...],
         scores = {n: torch.where(keep[n], (params[n].grad * params[n]).abs(), torch.full_like(params[n], -1.0))
                   for n in names}
         k = max(1, round(density ** (i / n_iter) * total))
-        keep = global_topk_mask(scores, k).masks
+        keep = global_topk_keep(scores, k)
+    warn_empty_layers(keep, "SynFlow")
     return Mask(keep)

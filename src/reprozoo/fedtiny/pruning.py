@@ -1,4 +1,4 @@
-"""Progressive pruning (FedTiny §3 "progressive pruning", spec §3.4) and candidate selection (spec §3.2).
+"""Progressive pruning (FedTiny Sec. 3, "progressive pruning") and the adaptive BN selection (ABNS) choice.
 
 Client side: :func:`topk_pruned_gradient` keeps a top-K buffer of gradients at pruned positions (O(K)).
 Server side: :func:`aggregate_topk` sums the clients' sparse buffers, :func:`topk_grow_drop` grows the K
@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from reprozoo.core.checks import check_choice, check_float, check_int
+from reprozoo.sparsity import topk_keep
 
 __all__ = [
     "cosine_alpha",
@@ -85,8 +86,9 @@ def topk_pruned_gradient(grad: torch.Tensor, mask: torch.Tensor, k: int) -> tupl
 
     Returns
     -------
-    (indices, values): int64 (k',) flat indices into the weight, float32 (k',) gradient values, with
-    k' = min(k, number of pruned positions).  Only these 2k' numbers are kept and sent: O(K) memory.
+    (indices, values): int64 (k',) flat indices into the weight (ascending), float32 (k',) gradient values,
+    with k' = min(k, number of pruned positions); ties in |grad| follow :func:`reprozoo.sparsity.topk_keep`.
+    Only these 2k' numbers are kept and sent: O(K) memory.
     """
     if grad.shape != mask.shape:
         raise ValueError(f"grad has shape {tuple(grad.shape)} but mask has {tuple(mask.shape)}")
@@ -96,8 +98,8 @@ def topk_pruned_gradient(grad: torch.Tensor, mask: torch.Tensor, k: int) -> tupl
     k = min(k, int(pruned.sum()))
     if k == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.float32)
-    score = torch.where(pruned, g.abs(), torch.full_like(g, -1.0))
-    idx = torch.topk(score, k, sorted=False).indices
+    score = torch.where(pruned, g.abs(), torch.full_like(g, -1.0))  # active positions rank below every pruned one
+    idx = torch.nonzero(topk_keep(score, k)).flatten()  # ascending flat indices
     return idx.cpu().numpy().astype(np.int64), g[idx].cpu().numpy().astype(np.float32)
 
 
@@ -147,8 +149,9 @@ def topk_grow_drop(weight: np.ndarray, mask: np.ndarray, agg_grad: np.ndarray, k
     -------
     (new_weight, new_mask): grown positions are the ``k`` pruned positions of largest |agg_grad| among
     those with a non-zero aggregated gradient (fewer if fewer were reported), and start at weight 0;
-    the same number of previously active weights with the smallest |w| are dropped (set to 0).
-    O(numel log numel).
+    the same number of previously active weights with the smallest |w| are dropped (set to 0).  Ties
+    follow :func:`reprozoo.sparsity.topk_keep` (grow: highest index first; drop: lowest index first).
+    O(numel).
     """
     weight = np.asarray(weight)
     mask = np.asarray(mask, dtype=bool)
@@ -164,9 +167,9 @@ def topk_grow_drop(weight: np.ndarray, mask: np.ndarray, agg_grad: np.ndarray, k
     k = min(k, cand.size, int(m.sum()) - 1 if m.sum() > 1 else 0)
     if k == 0:
         return weight.astype(np.float32).copy(), mask.copy()
-    grow = cand[np.argpartition(-np.abs(g[cand]), k - 1)[:k]]
+    grow = cand[topk_keep(torch.from_numpy(np.abs(g[cand])), k).numpy()]
     active = np.flatnonzero(m)
-    drop = active[np.argpartition(np.abs(w[active]), k - 1)[:k]]
+    drop = active[~topk_keep(torch.from_numpy(np.abs(w[active])), active.size - k).numpy()]  # k smallest |w|
     m[drop] = False
     w[drop] = 0.0
     m[grow] = True

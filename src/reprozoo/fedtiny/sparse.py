@@ -4,7 +4,7 @@ masked FedAvg and the sparse wire format.  No Flower import.
 Terms
 -----
 *prunable layer*: the ``weight`` of every ``nn.Conv2d`` / ``nn.Linear`` (in module order, input to output).
-Biases and BatchNorm parameters and buffers stay dense (spec §3.1).  The *density* ``d`` is
+Biases and BatchNorm parameters and buffers stay dense (FedTiny's candidate pool).  The *density* ``d`` is
 ``sum(nnz_l) / sum(numel_l)`` over the prunable layers only.
 """
 
@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from reprozoo.core.checks import check_choice, check_float
+from reprozoo.core.checks import check_choice
+from reprozoo.sparsity import check_density, density_report, topk_keep
 
 __all__ = [
     "ALLOCATIONS",
@@ -32,16 +33,10 @@ __all__ = [
     "masked_fedavg",
     "pack_state",
     "unpack_state",
-    "check_density",
 ]
 
 ALLOCATIONS = ("uniform", "er", "erk")
 CRITERIA = ("magnitude", "random")
-
-
-def check_density(density: float, name: str = "density") -> float:
-    """``density`` as a float in (0, 1]; ``ValueError`` otherwise."""
-    return check_float(density, name, low=0.0, high=1.0, low_inclusive=False)
 
 
 def prunable_names(model: nn.Module) -> list[str]:
@@ -135,15 +130,6 @@ def layer_counts(shapes: Mapping[str, Sequence[int]], density: float, allocation
     return counts
 
 
-def _topk_mask(score: torch.Tensor, k: int) -> torch.Tensor:
-    """Boolean mask of the ``k`` largest entries of ``score`` (same shape); ties broken by index."""
-    flat = score.reshape(-1)
-    mask = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
-    if k > 0:
-        mask[torch.topk(flat, k, sorted=False).indices] = True
-    return mask.view_as(score)
-
-
 class Mask:
     """Binary masks of the prunable weights of one model, applied in place.
 
@@ -169,7 +155,7 @@ class Mask:
         return list(self.masks)
 
     def nnz(self) -> int:
-        return int(sum(int(m.sum()) for m in self.masks.values()))
+        return sum(density_report(self.masks).kept.values())
 
     def numel(self) -> int:
         return int(sum(m.numel() for m in self.masks.values()))
@@ -177,10 +163,11 @@ class Mask:
     @property
     def density(self) -> float:
         """Fraction of kept prunable weights."""
-        return self.nnz() / self.numel()
+        return density_report(self.masks).density
 
     def layer_density(self) -> dict[str, float]:
-        return {n: float(m.float().mean()) for n, m in self.masks.items()}
+        """Fraction of kept weights per layer (exact: kept / numel)."""
+        return density_report(self.masks).layer_density
 
     def copy(self) -> Mask:
         return Mask({n: m.clone() for n, m in self.masks.items()})
@@ -235,7 +222,8 @@ def make_mask(model: nn.Module, density: float, allocation: str = "erk", criteri
     density : float in (0, 1]
     allocation : {"uniform", "er", "erk"} (see :func:`layer_densities`)
     criterion : {"magnitude", "random"}
-        Keep the largest |w| of each layer, or a uniformly random subset of it.
+        Keep the largest |w| of each layer (ties: :func:`reprozoo.sparsity.topk_keep`'s rule), or a uniformly
+        random subset of it.
     generator : torch.Generator, optional  (used by ``random``)
 
     Complexity O(N log N) for N prunable weights.
@@ -251,13 +239,13 @@ def make_mask(model: nn.Module, density: float, allocation: str = "erk", criteri
             score = w.abs()
         else:
             score = torch.rand(w.shape, generator=generator)
-        masks[n] = _topk_mask(score.cpu(), k)
+        masks[n] = topk_keep(score.cpu(), k)
     return Mask(masks)
 
 
 def candidate_pool(model: nn.Module, density: float, candidates: Sequence[str],
                    generator: torch.Generator | None = None) -> list[tuple[str, Mask]]:
-    """The coarsely pruned candidates of FedTiny's ABNS (spec §3.1), all at exactly the same nnz.
+    """The coarsely pruned candidates of FedTiny's adaptive BN selection (ABNS), all at exactly the same nnz.
 
     Parameters
     ----------

@@ -8,9 +8,10 @@ the backward pass treats the mask as the identity (straight-through estimator), 
 ``∂L/∂S = ∂L/∂(W ⊙ m) ⊙ W`` (paper Sec. 3.1; reference ``GetSubnet`` in ``sparse_modules.py``).
 
 Sparsity ``s`` is the fraction of weights **removed** (``s = 0`` keeps all, ``s = 0.9`` keeps 10 %).
-Exactly ``round(s · n)`` of the ``n`` scored entries are removed; ties at the threshold are broken
-deterministically (the tied entries with the lowest flat index are removed first). The reference
-code removes ``round(s · (n − 1))`` via ``kthvalue``: at most one weight of difference.
+Exactly ``round(s · n)`` of the ``n`` scored entries are removed; ties at the threshold follow the
+project's tie rule (:mod:`reprozoo.sparsity`: the tied entries with the lowest flat index are removed
+first). The reference code removes ``round(s · (n − 1))`` via ``kthvalue``: at most one weight of
+difference.
 
 The model-level entry point is :func:`sparsify_`, which turns a PyTorch / PyG model into a
 UGT model in place: every ``Linear`` (``torch.nn.Linear`` or ``torch_geometric.nn.Linear``)
@@ -22,6 +23,7 @@ whenever the scores or the target sparsity changed.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -29,6 +31,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
+
+from reprozoo.core.checks import check_int
+from reprozoo.sparsity import (
+    check_sparsity,
+    density_report,
+    global_topk_keep,
+    topk_keep,
+    topk_threshold,
+    warn_empty_layers,
+)
 
 __all__ = [
     "MASK_MODES",
@@ -173,9 +185,8 @@ class SparseLinear(ScoreMask):
         weight_init: str = "kaiming_uniform",
         score_init: str = "kaiming_uniform",
     ) -> None:
-        for name, v in (("in_features", in_features), ("out_features", out_features)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} should be a positive int, got {v!r}")
+        check_int(in_features, "in_features", low=1)
+        check_int(out_features, "out_features", low=1)
         if weight_init not in WEIGHT_INITS:
             raise ValueError(f"weight_init={weight_init!r} is not valid; choose one of {list(WEIGHT_INITS)}")
         self.in_features, self.out_features, self.weight_init = in_features, out_features, weight_init
@@ -233,15 +244,6 @@ class _MaskState:
     key: tuple | None = None  # (sparsity, mode, score versions) of the masks now in place
 
 
-def _check_sparsity(sparsity: float, name: str = "sparsity") -> float:
-    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)):
-        raise TypeError(f"{name} should be a float in [0, 1), got {type(sparsity).__name__} ({sparsity!r})")
-    s = float(sparsity)
-    if not (0.0 <= s < 1.0):  # also rejects NaN
-        raise ValueError(f"{name}={sparsity!r} should be in [0, 1) (the fraction of weights removed)")
-    return s
-
-
 def _check_mode(mode: str) -> str:
     if mode not in MASK_MODES:
         raise ValueError(f"mode={mode!r} is not valid; choose one of {list(MASK_MODES)}")
@@ -259,38 +261,16 @@ def score_parameters(model: nn.Module) -> Iterator[nn.Parameter]:
         yield m.score
 
 
-def _keep_mask_flat(flat: Tensor, n_remove: int) -> tuple[Tensor, float]:
-    """Boolean keep-mask with exactly ``n_remove`` False entries and the threshold τ.
-
-    τ is the ``n_remove``-th smallest score; entries ``> τ`` are kept; if more than ``n_remove``
-    entries are ``<= τ`` (ties at τ), the tied entries with the highest flat index are kept.
-    O(n) (``kthvalue``) plus O(#ties). Assumes ``0 <= n_remove < flat.numel()``.
-    """
-    if n_remove == 0:
-        return torch.ones_like(flat, dtype=torch.bool), float("-inf")
-    tau = flat.kthvalue(n_remove).values
-    keep = flat > tau
-    excess = flat.numel() - n_remove - int(keep.sum())  # tied entries that must be kept after all
-    if excess > 0:
-        tied = torch.nonzero(flat == tau).flatten()
-        keep[tied[tied.numel() - excess:]] = True
-    return keep, float(tau)
-
-
-def _masks(modules: list[ScoreMask], sparsity: float, mode: str) -> tuple[list[Tensor], list[float]]:
-    """New 0/1 masks (and thresholds) for ``modules`` at ``sparsity`` (assumes validated input)."""
+def _masks(modules: list[ScoreMask], sparsity: float, mode: str) -> list[Tensor]:
+    """New 0/1 masks for ``modules`` at ``sparsity``: ``round(s·n)`` lowest scores removed (assumes validated
+    input). ``global``: one threshold over every score (UGT); ``layerwise``: top-k per tensor (Edge-Popup)."""
     scores = [m.score.detach() for m in modules]
     if mode == "global":
-        flat = torch.cat([s.reshape(-1) for s in scores])
-        keep, tau = _keep_mask_flat(flat, round(sparsity * flat.numel()))
-        parts = torch.split(keep, [s.numel() for s in scores])
-        return [p.view_as(s).to(s.dtype) for p, s in zip(parts, scores, strict=True)], [tau] * len(scores)
-    out, taus = [], []
-    for s in scores:  # Edge-Popup: top-k per tensor
-        keep, tau = _keep_mask_flat(s.reshape(-1), round(sparsity * s.numel()))
-        out.append(keep.view_as(s).to(s.dtype))
-        taus.append(tau)
-    return out, taus
+        n = sum(s.numel() for s in scores)
+        keep = global_topk_keep(scores, n - round(sparsity * n))
+    else:
+        keep = [topk_keep(s, s.numel() - round(sparsity * s.numel())) for s in scores]
+    return [k.to(s.dtype) for k, s in zip(keep, scores, strict=True)]
 
 
 def global_threshold(model: nn.Module, sparsity: float) -> float:
@@ -299,11 +279,12 @@ def global_threshold(model: nn.Module, sparsity: float) -> float:
     Weights whose score is above τ are kept (plus deterministic tie-breaking at τ). O(n).
     Raises ``ValueError`` if ``sparsity`` is outside [0, 1) or ``model`` has no scores.
     """
-    s = _check_sparsity(sparsity)
+    s = check_sparsity(sparsity)
     mods = [m for _, m in masked_modules(model)]
     if not mods:
         raise ValueError("model has no score-masked layers; convert it with sparsify_(model, sparsity) first")
-    return _masks(mods, s, "global")[1][0]
+    flat = torch.cat([m.score.detach().reshape(-1) for m in mods])
+    return topk_threshold(flat, flat.numel() - round(s * flat.numel()))
 
 
 def refresh_masks(
@@ -316,7 +297,7 @@ def refresh_masks(
     mode changed since the last call, unless ``force``. Cost O(n) in the number of scores.
     """
     state: _MaskState | None = getattr(model, "_ugt_state", None)
-    s = _check_sparsity(sparsity if sparsity is not None else (state.sparsity if state else 0.0))
+    s = check_sparsity(sparsity if sparsity is not None else (state.sparsity if state else 0.0))
     mode = _check_mode(mode if mode is not None else (state.mode if state else "global"))
     mods = [m for _, m in masked_modules(model)]
     if not mods:
@@ -325,7 +306,7 @@ def refresh_masks(
     if state is not None and state.key == key and not force:
         return False
     with torch.no_grad():
-        masks, _ = _masks(mods, s, mode)
+        masks = _masks(mods, s, mode)
         for m, mask in zip(mods, masks, strict=True):
             m.mask.copy_(mask)
     if state is not None:
@@ -338,28 +319,36 @@ def set_sparsity(model: nn.Module, sparsity: float, mode: str | None = None) -> 
     state: _MaskState | None = getattr(model, "_ugt_state", None)
     if state is None:
         raise ValueError("model was not converted; call sparsify_(model, sparsity) first")
-    state.sparsity = _check_sparsity(sparsity)
+    state.sparsity = check_sparsity(sparsity)
     if mode is not None:
         state.mode = _check_mode(mode)
     refresh_masks(model)  # the next forward finds them up to date
+    if state.mode == "layerwise":  # from the sizes alone (no host sync: this runs every epoch)
+        empty = [n for n, m in masked_modules(model) if round(state.sparsity * m.score.numel()) == m.score.numel()]
+        if empty:
+            warnings.warn(f"sparsity {state.sparsity} keeps no weight in layer(s) {empty}: the network is "
+                          "disconnected there (layer collapse); lower the sparsity", stacklevel=2)
 
 
 def _refresh_hook(module: nn.Module, args) -> None:  # forward pre-hook installed by sparsify_
     refresh_masks(module)
 
 
-def current_sparsity(model: nn.Module) -> float:
-    """Fraction of scored weights whose mask is 0 right now (over all masked tensors of ``model``)."""
-    mods = [m for _, m in masked_modules(model)]
+def _mask_report(model: nn.Module):
+    mods = masked_modules(model)
     if not mods:
         raise ValueError("model has no score-masked layers")
-    removed = sum(float((m.mask == 0).sum()) for m in mods)
-    return removed / sum(m.mask.numel() for m in mods)
+    return density_report({n: m.mask for n, m in mods})
+
+
+def current_sparsity(model: nn.Module) -> float:
+    """Fraction of scored weights whose mask is 0 right now (over all masked tensors of ``model``)."""
+    return _mask_report(model).sparsity
 
 
 def layer_sparsities(model: nn.Module) -> dict[str, float]:
     """``{module name: fraction of its weights masked out}`` for every masked tensor of ``model``."""
-    return {n: float((m.mask == 0).float().mean()) for n, m in masked_modules(model)}
+    return _mask_report(model).layer_sparsity
 
 
 def _is_linear(m: nn.Module) -> bool:
@@ -409,11 +398,12 @@ def sparsify_(
     Raises
     ------
     TypeError if ``model`` is not an ``nn.Module``; ValueError for a bad ``sparsity``/``mode``/init,
-    if ``model`` was already converted, or if it holds no ``Linear`` layer.
+    if ``model`` was already converted, or if it holds no ``Linear`` layer. A ``UserWarning`` when the
+    sparsity leaves a masked tensor with no weight (also from :func:`set_sparsity` in layerwise mode).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model should be a torch.nn.Module, got {type(model).__name__}")
-    s = _check_sparsity(sparsity)
+    s = check_sparsity(sparsity)
     _check_mode(mode)
     if weight_init is not None and weight_init not in WEIGHT_INITS:
         raise ValueError(f"weight_init={weight_init!r} is not valid; choose None or one of {list(WEIGHT_INITS)}")
@@ -445,4 +435,5 @@ def sparsify_(
     model._ugt_state = _MaskState(sparsity=s, mode=mode)
     model.register_forward_pre_hook(_refresh_hook)
     refresh_masks(model)
+    warn_empty_layers({n: m.mask for n, m in masked_modules(model)}, f"sparsity {s}")  # one host sync
     return model
