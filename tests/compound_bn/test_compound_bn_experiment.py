@@ -5,11 +5,9 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from reprozoo.compound_bn.experiment import (
     Config,
-    augment_batch,
     class_responsibilities,
     load_longtail,
     run,
@@ -35,17 +33,6 @@ def test_config_presets_and_validation():
     with pytest.raises(ConfigError, match="consistency"):
         quick.with_strings({"consistency": "cosine"})
     assert quick.with_strings({"losses": "CE,CE-DRW"}).losses == ("CE", "CE-DRW")
-
-
-def test_augment_batch_shapes_and_content():
-    gen = torch.Generator().manual_seed(0)
-    x = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).reshape(2, 1, 4, 4)
-    out = augment_batch(x, gen, flip=False, pad=0)
-    torch.testing.assert_close(out, x)
-    out = augment_batch(x, gen, flip=True, pad=2)
-    assert out.shape == x.shape
-    vals = set(out.flatten().tolist()) - {0.0}
-    assert vals <= set(x.flatten().tolist())
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from reprozoo.compound_bn.dual_path import CONSISTENCY, DualPathLoss
@@ -30,6 +29,7 @@ from reprozoo.core.results import Result
 from reprozoo.core.seed import seed_everything
 from reprozoo.datasets.longtail import make_longtail, shot_accuracies, shot_split
 from reprozoo.models import CifarResNet
+from reprozoo.training import predict, random_crop_flip
 
 __all__ = ["Config", "CompoundBNConfig", "run", "train_and_evaluate", "build_model", "load_longtail"]
 
@@ -192,21 +192,6 @@ def load_longtail(dataset: str, imbalance_ratio: float, n_max: int = 1000, data_
     return LongTailData(f"{dataset}", (x_train - mean) / std, y_train, (x_test - mean) / std, y_test, counts, flip)
 
 
-def augment_batch(x: torch.Tensor, gen: torch.Generator, flip: bool, pad: int = 4) -> torch.Tensor:
-    """Random crop with zero padding ``pad`` and (optionally) horizontal flip, vectorised over the batch."""
-    n, _, h, w = x.shape
-    xp = F.pad(x, (pad, pad, pad, pad))
-    oy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
-    ox = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
-    rows = (oy[:, None] + torch.arange(h))[:, None, :, None]
-    cols = (ox[:, None] + torch.arange(w))[:, None, None, :]
-    out = xp[torch.arange(n)[:, None, None, None], torch.arange(x.shape[1])[None, :, None, None], rows, cols]
-    if flip:
-        mask = torch.rand(n, generator=gen) < 0.5
-        out = torch.where(mask[:, None, None, None], out.flip(3), out)
-    return out
-
-
 # -- models and training -------------------------------------------------------------------
 def build_model(cfg: Config, n_classes: int, in_chans: int, norm: str, loss: str,
                 n_components: int | None = None) -> nn.Module:
@@ -229,13 +214,6 @@ def _lr_at(cfg: Config, epoch: float) -> float:
     if cfg.warmup_epochs and epoch < cfg.warmup_epochs:
         return cfg.lr * (epoch + 1e-3) / cfg.warmup_epochs
     return cfg.lr * 0.1 ** sum(epoch >= f * cfg.epochs for f in cfg.decay_at)
-
-
-@torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """Class predictions (N,) of the model in eval mode (main path)."""
-    model.eval()
-    return torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
 
 
 def train_and_evaluate(cfg: Config, data: LongTailData, norm: str, loss_name: str, seed: int, *,
@@ -271,12 +249,13 @@ def train_and_evaluate(cfg: Config, data: LongTailData, norm: str, loss_name: st
                 continue
             xb, yb = data.x_train[idx], data.y_train[idx]
             if cfg.augment:
-                xb = augment_batch(xb, gen, data.flip)
+                xb = random_crop_flip(xb, gen, flip=data.flip)
             loss = dual_loss(model, xb, yb).loss if use_dual else criterion(model(xb), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
     cpu_seconds = time.process_time() - t0
+    model.eval()
     pred = predict(model, data.x_test, cfg.eval_batch_size)
     acc = shot_accuracies(data.y_test.numpy(), pred.numpy(), data.class_counts, cfg.many_threshold,
                           cfg.few_threshold)

@@ -29,7 +29,8 @@ from reprozoo.core.seed import seed_everything
 from reprozoo.datasets import load_cifar10_subset
 from reprozoo.multianda.anda import ANDA, AUG_MAX_LIMIT, MultiANDA
 from reprozoo.multianda.baselines import BASELINES, make_baseline
-from reprozoo.multianda.zoo import ZOO, data_checksum, get_model, predict
+from reprozoo.multianda.zoo import ZOO, data_checksum, get_model
+from reprozoo.training import predict
 
 __all__ = ["Config", "MultiANDAConfig", "run", "ATTACKS"]
 

@@ -28,9 +28,10 @@ from reprozoo.core.io import atomic_torch_save
 from reprozoo.core.io import cache_dir as core_cache_dir
 from reprozoo.core.progress import log
 from reprozoo.models import mixer_tiny, resnet8, small_cnn, vgg_tiny, vit_tiny
+from reprozoo.training import random_crop_flip
 
 __all__ = ["ZOO", "ZooSpec", "Normalized", "build_model", "cache_dir", "data_checksum", "get_model",
-           "train_classifier", "accuracy_of"]
+           "train_classifier"]
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
@@ -125,20 +126,6 @@ def data_checksum(x: np.ndarray, y: np.ndarray) -> str:
     return h.hexdigest()[:12]
 
 
-def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Random 4-px-padded crop and horizontal flip, vectorised over the batch. x (N, C, H, W)."""
-    n, _, h, w = x.shape
-    pad = F.pad(x, (4, 4, 4, 4))
-    oy = torch.randint(0, 9, (n,), generator=gen)
-    ox = torch.randint(0, 9, (n,), generator=gen)
-    rows = (oy[:, None] + torch.arange(h)[None]).view(n, 1, h, 1).expand(n, x.shape[1], h, w + 8)
-    out = pad.gather(2, rows)
-    cols = (ox[:, None] + torch.arange(w)[None]).view(n, 1, 1, w).expand(n, x.shape[1], h, w)
-    out = out.gather(3, cols)
-    flip = torch.rand(n, generator=gen) < 0.5
-    return torch.where(flip.view(n, 1, 1, 1), out.flip(3), out)
-
-
 def _pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int,
          gen: torch.Generator) -> torch.Tensor:
     """PGD-L∞ training examples with random start, step 2.5·eps/steps (model in eval mode)."""
@@ -180,7 +167,7 @@ def train_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: Z
         perm = torch.randperm(n, generator=gen)
         for i in range(steps_per_epoch):
             idx = perm[i * spec.batch_size: (i + 1) * spec.batch_size]
-            xb, yb = _augment(x[idx], gen), y[idx]
+            xb, yb = random_crop_flip(x[idx], gen), y[idx]
             if spec.adv_eps > 0:
                 xb = _pgd(model, xb, yb, spec.adv_eps, spec.adv_steps, gen)
             loss = F.cross_entropy(model(xb), yb)
@@ -190,18 +177,6 @@ def train_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: Z
             sched.step()
     model.eval()
     return model
-
-
-@torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """Predicted classes (N,) of x (N, C, H, W) in eval mode, in batches."""
-    model.eval()
-    return torch.cat([model(x[i: i + batch_size]).argmax(1) for i in range(0, x.shape[0], batch_size)])
-
-
-def accuracy_of(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    """Top-1 accuracy in [0, 1]."""
-    return float((predict(model, x) == y).float().mean())
 
 
 def get_model(name: str, spec: ZooSpec, x: torch.Tensor, y: torch.Tensor, data_sha: str, *, seed: int = 0,
