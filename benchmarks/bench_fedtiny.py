@@ -8,7 +8,7 @@ Sparse training here uses dense kernels with masks (PyTorch has no fast sparse c
 ratio measures protocol overhead (packing, ABNS, top-K buffers), not the FLOPs saving, which the FLOPs
 ratio states analytically.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_fedtiny.py [--rounds 6] [--engine local]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_fedtiny.py [--rounds 6] [--engine local] [--device cpu]
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--n-train", type=int, default=2000)
     ap.add_argument("--engine", choices=("local", "flower"), default="local")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N: where clients train and the server evaluates")
     args = ap.parse_args()
 
     import numpy as np
@@ -29,16 +30,19 @@ def main() -> None:
 
     from reprozoo.fedtiny.client import build_model
     from reprozoo.fedtiny.cost import CostModel
-    from reprozoo.fedtiny.flower import run_federated
-    from reprozoo.fedtiny.server import RunSpec, make_job
+    from reprozoo.fedtiny.experiment import FedTinyConfig
+    from reprozoo.fedtiny.server import ServerJob
+    from reprozoo.fedtiny.simulation import run_federated
 
     torch.set_num_threads(1)
-    common = dict(n_train=args.n_train, rounds=args.rounds, delta_t=2, t_end=args.rounds, eval_every=args.rounds,
-                  n_curve=500, abns_samples=200)
-    warm = RunSpec(method="Random", **{**common, "rounds": 1})  # data loading, allocator and kernel warm-up
-    specs = [warm, RunSpec(method="FedAvg-dense", **common), RunSpec(method="FedTiny", **common)]
+    common = dict(n_clients=10, n_train=args.n_train, rounds=args.rounds, delta_t=2, t_end=args.rounds,
+                  eval_every=args.rounds, n_curve=500, abns_samples=200, n_test=0, device=args.device)
+    config = FedTinyConfig.from_preset("quick", **common)
+    warm = config.replace(rounds=1, t_end=1)  # data loading, allocator and kernel warm-up
+    jobs = [ServerJob(warm, "Random", "MNIST", 0.05, 0), ServerJob(config, "FedAvg-dense", "MNIST", 0.05, 0),
+            ServerJob(config, "FedTiny", "MNIST", 0.05, 0)]
     cpu0 = time.process_time()
-    outs, wall = run_federated([make_job(s) for s in specs], 10, engine=args.engine)
+    outs, wall = run_federated(jobs, 10, engine=args.engine)
     cpu = time.process_time() - cpu0
     _, dense, tiny = outs
 
@@ -68,7 +72,7 @@ def main() -> None:
         ("training GFLOPs / client / round", dense["flops_per_round"] / 1e9, tiny["flops_per_round"] / 1e9),
         ("test top1 after the rounds", dense["top1"], tiny["top1"]),
     ]
-    print(f"fedtiny benchmark: {args.rounds} rounds, 10 clients, engine={args.engine}, "
+    print(f"fedtiny benchmark: {args.rounds} rounds, 10 clients, engine={args.engine}, device={args.device}, "
           f"{wall:.1f} s wall, {cpu:.1f} s CPU of this process")
     print(f"{'quantity':48s} {'FedAvg-dense':>14s} {'FedTiny':>14s} {'ratio':>8s}")
     for name, d, t in rows:

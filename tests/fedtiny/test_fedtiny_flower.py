@@ -1,5 +1,5 @@
 """The Flower layer: the strategy + ClientApp protocol in process (LocalGrid) and on Flower's simulation
-engine, client failures, the experiment runner and its config checks."""
+engine, client failures, the deployment's run config, the experiment runner and its config checks."""
 
 import json
 
@@ -10,17 +10,24 @@ pytest.importorskip("flwr")
 
 from reprozoo.core.experiment import ConfigError  # noqa: E402
 from reprozoo.fedtiny.experiment import Config, run  # noqa: E402
-from reprozoo.fedtiny.flower import FedTinyStrategy, run_federated  # noqa: E402
-from reprozoo.fedtiny.server import RunSpec, make_job  # noqa: E402
+from reprozoo.fedtiny.server import ServerJob  # noqa: E402
+from reprozoo.fedtiny.simulation import run_federated  # noqa: E402
 from reprozoo.fedtiny.sparse import Mask  # noqa: E402
+from reprozoo.fedtiny.strategy import FedTinyStrategy  # noqa: E402
 
 TINY = dict(n_clients=3, n_train=240, rounds=2, delta_t=1, t_end=3, abns_samples=48, synflow_iters=3,
-            eval_every=1, n_curve=200, n_test=300, candidates=("erk-magnitude", "uniform-random", "er-magnitude"))
+            eval_every=1, n_curve=200, n_test=300, candidates=("erk-magnitude", "uniform-random", "er-magnitude"),
+            device="cpu")
+
+
+def tiny_job(method, **changes):
+    """A ServerJob of ``method`` on MNIST at density 0.05, seed 0, with the TINY settings (and ``changes``)."""
+    return ServerJob(Config.from_preset("quick", **{**TINY, **changes}), method, "MNIST", 0.05, 0)
 
 
 def test_fedtiny_protocol_in_process_keeps_density_and_zeros():
     # prepare / execute
-    (out,), _ = run_federated([make_job(RunSpec(method="FedTiny", **TINY))], 3, engine="local")
+    (out,), _ = run_federated([tiny_job("FedTiny")], 3, engine="local")
     # assert: ABNS ran over the pool and picked its argmin; masks exact after every grow/drop
     assert out["abns"]["chosen"] in TINY["candidates"]
     losses = out["abns"]["losses"]
@@ -33,8 +40,7 @@ def test_fedtiny_protocol_in_process_keeps_density_and_zeros():
 
 
 def test_failing_client_does_not_stop_the_round():
-    spec = RunSpec(method="FedDST", fail_client=1, fail_round=2, **TINY)
-    (out,), _ = run_federated([make_job(spec)], 3, engine="local")
+    (out,), _ = run_federated([tiny_job("FedDST", fail_client=1, fail_round=2)], 3, engine="local")
     assert [e["n_failed"] for e in out["history"]] == [0, 1]
     assert [e["n_ok"] for e in out["history"]] == [3, 2]
     assert out["failed_rounds"] and out["failed_rounds"][0][0] == 2
@@ -54,8 +60,8 @@ def test_strategy_rejects_mask_shape_mismatch():
 
 def test_flower_simulation_engine_three_clients_two_rounds():
     """One real round trip through Flower's simulation engine (Ray): ABNS + 2 rounds + a failing client."""
-    spec = RunSpec(method="FedTiny", fail_client=2, fail_round=1, **TINY)
-    (out,), seconds = run_federated([make_job(spec)], 3, engine="flower", num_cpus=2)
+    job = tiny_job("FedTiny", fail_client=2, fail_round=1)
+    (out,), seconds = run_federated([job], 3, engine="flower", num_cpus=2)
     assert out["history"][0]["n_failed"] == 1 and out["history"][1]["n_failed"] == 0
     assert out["density"] == pytest.approx(0.05, abs=1e-3)
     assert 0.0 <= out["top1"] <= 1.0
@@ -86,25 +92,29 @@ def test_smoke_experiment_is_real_and_deterministic(tmp_path):
     ({"alpha": 0.0}, "alpha"),
     ({"alpha": -1.0}, "alpha"),
     ({"n_clients": 400, "n_train": 300}, "n_clients"),
-    ({"methods": ("FedMagic",)}, "methods"),
-    ({"engine": "spark"}, "engine"),
-    ({"candidates": ("erk-best",)}, "candidate"),
+    ({"methods": ("FedMagic",)}, r"methods='FedMagic' is not valid; choose one of \['FedTiny'"),
+    ({"engine": "spark"}, r"engine='spark' is not valid; choose one of \['flower', 'local'\]"),
+    ({"candidates": ("erk-best",)}, r"candidates='erk-best' is not valid; choose one of \['uniform-magnitude'"),
+    ({"candidates": ()}, "candidates is empty"),
+    ({"densities": (0.05, 1.5)}, r"densities\[1\]=1.5 should be <= 1"),
+    ({"densities": (0.05, 0.05)}, r"densities=.* repeats 0.05"),
+    ({"alpha": 0.0}, r"alpha=0.0 should be > 0"),
     ({"fail_client": 99, "fail_round": 1}, r"fail_client=99 .*\[0, n_clients=3\)"),
     ({"fail_client": 3, "fail_round": 1}, r"fail_client=3 "),
     ({"fail_client": 1}, r"fail_client=1 and fail_round=-1: set both"),
     ({"fail_round": 1}, r"fail_client=-1 and fail_round=1"),
     ({"fail_client": 1, "fail_round": 9}, r"fail_round=9 .*\[0, rounds=2\]"),
-    ({"fail_client": -2}, r"fail_client=-2 should be an int >= -1"),
-    ({"n_test": -1}, r"n_test=-1 should be an int >= 0"),
-    ({"n_train": 0}, r"n_train=0 should be an int >= 2"),
-    ({"lr": 0.0}, r"lr=0.0 should lie in \(0, inf\)"),
+    ({"fail_client": -2}, r"fail_client=-2 should be >= -1"),
+    ({"n_test": -1}, r"n_test=-1 should be >= 0"),
+    ({"n_train": 0}, r"n_train=0 should be >= 2"),
+    ({"lr": 0.0}, r"^lr=0.0 should be > 0"),
     ({"lr": -0.1}, r"lr=-0.1"),
-    ({"momentum": 1.0}, r"momentum=1.0 should lie in \[0, 1\)"),
+    ({"momentum": 1.0}, r"momentum=1.0 should be < 1"),
     ({"momentum": -0.5}, r"momentum"),
-    ({"weight_decay": -1e-4}, r"weight_decay=-0.0001 should lie in \[0, inf\)"),
-    ({"fraction_train": 0.0}, r"fraction_train=0.0 should lie in \(0, 1\]"),
+    ({"weight_decay": -1e-4}, r"weight_decay=-0.0001 should be >= 0"),
+    ({"fraction_train": 0.0}, r"fraction_train=0.0 should be > 0"),
     ({"adjust_alpha": 1.5}, r"adjust_alpha=1.5"),
-    ({"delta_t": -1}, r"delta_t=-1 should be an int >= 0"),
+    ({"delta_t": -1}, r"delta_t=-1 should be >= 0"),
     ({"t_end": 0}, r"t_end=0"),
     ({"batch_size": 0}, r"batch_size=0"),
     ({"rounds": 0}, r"rounds=0"),
@@ -123,12 +133,14 @@ def test_abns_picks_the_deliberately_good_candidate():
     ABNS's merged-statistics losses must single out the trained one."""
     import torch
 
-    from reprozoo.fedtiny.client import Keys, build_model, federated_data, local_train, state_of
-    from reprozoo.fedtiny.flower import LocalGrid, _local_identity, client_app
+    from reprozoo.fedtiny.client import build_model, federated_data, local_train, state_of
+    from reprozoo.fedtiny.deployment import client_app
+    from reprozoo.fedtiny.protocol import Keys, client_config
+    from reprozoo.fedtiny.simulation import LocalGrid, _local_identity
     from reprozoo.fedtiny.sparse import make_mask
 
-    spec = RunSpec(method="FedTiny", **TINY)
-    data = federated_data(spec.dataset, spec.n_train, spec.n_clients, spec.alpha, spec.seed)
+    config = Config.from_preset("quick", **TINY)
+    data = federated_data("MNIST", config.n_train, config.n_clients, config.alpha, 0)
     x = torch.cat([c[0] for c in data.clients])
     y = torch.cat([c[1] for c in data.clients])
     cands = []
@@ -141,7 +153,7 @@ def test_abns_picks_the_deliberately_good_candidate():
                         gen=torch.Generator().manual_seed(0))
         cands.append((name, mask, state_of(model)))
     shapes = {k: v.shape for k, v in cands[0][2].items()}
-    strategy = FedTinyStrategy(shapes=shapes, base_config=spec.base_config(), candidates=cands,
+    strategy = FedTinyStrategy(shapes=shapes, base_config=client_config(config, "MNIST", 0), candidates=cands,
                                min_available_nodes=3)
     with _local_identity():
         mask, state = strategy.run_abns(LocalGrid(client_app, 3))
@@ -154,26 +166,54 @@ def test_abns_picks_the_deliberately_good_candidate():
 
 def test_public_entry_points_reject_bad_input():
     from reprozoo.fedtiny.client import build_model, federated_data
-    from reprozoo.fedtiny.flower import LocalGrid, client_app, spec_from_run_config
+    from reprozoo.fedtiny.deployment import client_app
+    from reprozoo.fedtiny.simulation import LocalGrid
 
     with pytest.raises(ValueError, match="engine"):
         run_federated([], 3, engine="spark")
     with pytest.raises(ValueError, match="num_nodes"):
         LocalGrid(client_app, 0)
-    with pytest.raises(ValueError, match="unknown run-config key"):
-        spec_from_run_config({"method": "FedTiny", "densty": 0.1})
-    assert spec_from_run_config({"method": "FedTiny", "n-clients": 4, "candidates": "erk-random,er-magnitude"}
-                                ).candidates == ("erk-random", "er-magnitude")
     with pytest.raises(ValueError, match="arch"):
         build_model("vgg99", 10, 1, 0)
     with pytest.raises(ValueError, match="dataset"):
         federated_data("ImageNet", 100, 2, 0.5, 0)
-    with pytest.raises(ValueError, match="method"):
-        make_job(RunSpec(method="FedMagic"))
+    config = Config.from_preset("quick", **TINY)
+    with pytest.raises(ValueError, match="method='FedMagic'"):
+        ServerJob(config, "FedMagic", "MNIST", 0.05, 0)
     with pytest.raises(ValueError, match="density"):
-        make_job(RunSpec(method="FedTiny", density=0.0))
-    with pytest.raises(ValueError, match="n_clients"):
-        make_job(RunSpec(method="FedTiny", n_clients=50, n_train=20))
+        ServerJob(config, "FedTiny", "MNIST", 0.0, 0)
+    with pytest.raises(ValueError, match="seed"):
+        ServerJob(config, "FedTiny", "MNIST", 0.05, -1)
+
+
+def test_deployment_run_config_is_the_experiment_config():
+    """``flwr run``'s run config: the preset and FedTinyConfig fields (dashes), strings parsed as --set does;
+    the app descriptor lists every field a deployment uses, so --run-config can set each of them."""
+    import dataclasses
+    import tomllib
+    from pathlib import Path
+
+    import reprozoo.fedtiny as pkg
+    from reprozoo.fedtiny.deployment import config_from_run_config
+    from reprozoo.fedtiny.server import experiment_jobs
+
+    cfg = config_from_run_config({"preset": "smoke", "methods": "FedTiny,Random", "n-clients": 4, "seeds": "",
+                                  "candidates": "erk-random,er-magnitude", "lr": 0.1, "device": "cpu"})
+    assert isinstance(cfg, Config) and cfg.preset == "smoke"
+    assert cfg.methods == ("FedTiny", "Random") and cfg.n_clients == 4 and cfg.lr == 0.1
+    assert cfg.candidates == ("erk-random", "er-magnitude") and cfg.seeds == Config.PRESETS["smoke"]["seeds"]
+    assert [str(j) for j in experiment_jobs(cfg)] == ["MNIST d=0.05 seed=0 FedTiny", "MNIST d=0.05 seed=0 Random"]
+    with pytest.raises(ConfigError, match="densty"):
+        config_from_run_config({"densty": 0.1})
+    with pytest.raises(ConfigError, match="methods"):
+        config_from_run_config({"methods": "FedMagic"})
+    app = tomllib.loads((Path(pkg.__file__).parent / "flwr_app" / "pyproject.toml").read_text())["tool"]["flwr"]["app"]
+    assert app["components"] == {"serverapp": "reprozoo.fedtiny.deployment:server_app",
+                                 "clientapp": "reprozoo.fedtiny.deployment:client_app"}
+    simulation_only = {"preset", "engine", "num_cpus"}
+    fields = {f.name.replace("_", "-") for f in dataclasses.fields(Config) if f.name not in simulation_only}
+    assert set(app["config"]) == fields | {"preset"}
+    assert config_from_run_config(app["config"]) == Config.from_preset("quick")  # "" keeps the preset's value
 
 
 def test_set_strings_reject_bad_fail_client_and_n_test():
@@ -187,16 +227,17 @@ def test_set_strings_reject_bad_fail_client_and_n_test():
 
 
 def test_run_federated_rejects_a_grid_of_another_size():
-    """A RunSpec for 3 clients on a 5-node grid used to make nodes 4 and 5 fail every round, silently."""
-    from reprozoo.fedtiny.flower import LocalGrid, client_app
+    """A job for 3 clients on a 5-node grid used to make nodes 4 and 5 fail every round, silently."""
+    from reprozoo.fedtiny.deployment import client_app
+    from reprozoo.fedtiny.simulation import LocalGrid
 
-    job = make_job(RunSpec(method="Random", **TINY))
-    with pytest.raises(ValueError, match=r"RunSpec.n_clients=3 .*n_clients=5"):
+    job = tiny_job("Random")
+    with pytest.raises(ValueError, match=r"config.n_clients=3 .*n_clients=5"):
         run_federated([job], 5, engine="local")
-    with pytest.raises(ValueError, match=r"grid has 5 client nodes but RunSpec.n_clients=3"):
+    with pytest.raises(ValueError, match=r"grid has 5 client nodes but config.n_clients=3"):
         job(LocalGrid(client_app, 5))  # the job's own check, for grids built elsewhere
-    with pytest.raises(ValueError, match="fail_client=3"):
-        RunSpec(method="Random", fail_client=3, fail_round=1, **TINY).validate()
+    with pytest.raises(ConfigError, match="fail_client=3"):
+        tiny_job("Random", fail_client=3, fail_round=1)
 
 
 def test_client_failure_messages_respect_quiet(monkeypatch, capsys, caplog):
@@ -204,23 +245,23 @@ def test_client_failure_messages_respect_quiet(monkeypatch, capsys, caplog):
     import logging
 
     import reprozoo.core.progress as progress
-    import reprozoo.fedtiny.flower as fl
+    import reprozoo.fedtiny.strategy as fl
 
     seen = []
     monkeypatch.setattr(fl, "progress_log", seen.append)
-    spec = RunSpec(method="Random", fail_client=2, fail_round=1, **{**TINY, "rounds": 1})
+    job = tiny_job("Random", fail_client=2, fail_round=1, rounds=1)
     with caplog.at_level(logging.WARNING):
-        (out,), _ = run_federated([make_job(spec)], 3, engine="local")
+        (out,), _ = run_federated([job], 3, engine="local")
     assert out["n_failed"] == 1
     assert any("node 3 failed" in m and "injected failure" in m for m in seen)
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING and "failed" in r.getMessage()]
     monkeypatch.undo()
     capsys.readouterr()
     monkeypatch.setattr(progress, "is_quiet", lambda: True)
-    fl._report("node %s failed: %s", 2, "boom [bold]x[/bold]")
+    fl.report("node %s failed: %s", 2, "boom [bold]x[/bold]")
     assert capsys.readouterr().err == ""
     monkeypatch.setattr(progress, "is_quiet", lambda: False)
-    fl._report("node %s failed: %s", 2, "boom [bold]x[/bold]")
+    fl.report("node %s failed: %s", 2, "boom [bold]x[/bold]")
     assert "node 2 failed: boom [bold]x[/bold]" in capsys.readouterr().err  # printed verbatim (markup escaped)
 
 
@@ -229,7 +270,7 @@ def test_flower_run_simulation_deprecation_banner_is_filtered():
 
     from flwr.supercore.logger import warn_deprecated_feature
 
-    from reprozoo.fedtiny.flower import _quiet_flower
+    from reprozoo.fedtiny.simulation import _quiet_flower
 
     class Keep(logging.Handler):
         def __init__(self):

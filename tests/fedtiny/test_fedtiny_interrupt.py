@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from reprozoo.fedtiny.flower import SimulationStopped, _StoppableGrid, run_federated
+from reprozoo.fedtiny.simulation import SimulationStopped, _StoppableGrid, run_federated
 
 
 class _SilentGrid:

@@ -1,8 +1,11 @@
 """FedTiny: adaptive-BN candidate selection plus progressive pruning in federated learning.
 
 Huang et al., "Distributed Pruning Towards Tiny Neural Networks in Federated Learning", ICDCS 2023,
-arXiv:2212.01977.  The core (masks, BN merge, grow/drop, cost model, client steps) imports no Flower;
-:mod:`reprozoo.fedtiny.flower` holds the Flower ``Strategy`` and ``ClientApp`` (extra ``fl``).
+arXiv:2212.01977.  The core (masks, BN merge, grow/drop, cost model, client steps, the wire protocol's
+keys) imports no Flower.  On Flower (extra ``fl``): :mod:`~reprozoo.fedtiny.strategy` (the server's
+``Strategy``), :mod:`~reprozoo.fedtiny.server` (one run of a method as a server job),
+:mod:`~reprozoo.fedtiny.simulation` (Flower's simulation engine or an in-process grid) and
+:mod:`~reprozoo.fedtiny.deployment` (``client_app`` and ``server_app`` for ``flwr run``).
 """
 
 from reprozoo.fedtiny.baselines import random_mask, snip_mask, synflow_mask

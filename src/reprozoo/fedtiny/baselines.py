@@ -2,7 +2,7 @@
 
 Each returns a :class:`~reprozoo.fedtiny.sparse.Mask` with exactly ``round(density * N)`` kept prunable
 weights; FedAvg then trains under that fixed mask.  The FedDST-style baseline (whole-model prune and
-grow) and dense FedAvg are modes of :class:`~reprozoo.fedtiny.flower.FedTinyStrategy`.  No Flower import.
+grow) and dense FedAvg are modes of :class:`~reprozoo.fedtiny.strategy.FedTinyStrategy`.  No Flower import.
 """
 
 from __future__ import annotations

@@ -1,8 +1,12 @@
 """What a FedTiny client does, without Flower: its data partition, local masked SGD, the two ABNS
 passes (BN statistics; losses under merged statistics) and the top-K gradient buffer.
 
-:mod:`reprozoo.fedtiny.flower` wraps :func:`handle` in a Flower ``ClientApp``; every message is a
-``(config, arrays)`` pair of plain dicts, whose keys are listed in :class:`Keys` (one place).
+:mod:`reprozoo.fedtiny.deployment` wraps :func:`handle` in a Flower ``ClientApp``; every message is a
+``(config, arrays)`` pair of plain dicts, whose keys are listed in :class:`~reprozoo.fedtiny.protocol.Keys`.
+
+Device: a client runs on the config record's ``device``; its data partition and its model are moved
+there once per process (cached), so a message only copies the received weights in.  The loops over
+batches keep their sums on the device (one host sync per message, none per batch).
 """
 
 from __future__ import annotations
@@ -18,52 +22,15 @@ from torch import nn
 from torch.nn import functional as F
 
 from reprozoo.core.checks import check_float, check_int
+from reprozoo.core.device import resolve_device
 from reprozoo.fedtiny.bn import client_bn_stats, set_bn_stats
 from reprozoo.fedtiny.cost import CostModel
+from reprozoo.fedtiny.protocol import Keys
 from reprozoo.fedtiny.pruning import topk_pruned_gradient
 from reprozoo.fedtiny.sparse import Mask, pack_state, unpack_state
 
-__all__ = ["Keys", "ARCHS", "DATASETS", "build_model", "dirichlet_split", "FederatedData", "federated_data",
+__all__ = ["ARCHS", "DATASETS", "build_model", "dirichlet_split", "FederatedData", "federated_data",
            "local_train", "mean_loss", "layer_gradients", "handle", "state_of", "load_state", "model_shapes"]
-
-
-class Keys:
-    """Config-record keys and message actions of the protocol (kept in one place)."""
-
-    # actions (Flower message types are "query.<action>" / "train")
-    BN_STATS = "bnstats"      # ABNS round trip 1
-    LOSSES = "losses"         # ABNS round trip 2
-    TRAIN = "train"
-    # data / model
-    DATASET = "dataset"
-    N_TRAIN = "n-train"
-    N_CLIENTS = "n-clients"
-    ALPHA = "alpha"
-    SEED = "seed"
-    ARCH = "arch"
-    # training
-    ROUND = "server-round"
-    LR = "lr"
-    MOMENTUM = "momentum"
-    WD = "weight-decay"
-    EPOCHS = "local-epochs"
-    BATCH = "batch-size"
-    DENSE = "dense"
-    ADJ_LAYERS = "adjust-layers"
-    ADJ_K = "adjust-k"
-    GRAD_BATCHES = "grad-batches"
-    N_CAND = "n-candidates"
-    ABNS_SAMPLES = "abns-samples"
-    THREADS = "num-threads"
-    FAIL_PARTITION = "fail-partition"   # test hook: this partition raises in round FAIL_ROUND
-    FAIL_ROUND = "fail-round"
-    # metrics
-    NUM_EXAMPLES = "num-examples"
-    PARTITION = "partition-id"
-    LOSS = "train-loss"
-    FLOPS = "flops"
-    MEM = "mem-bytes"
-    MEM_STATE = "mem-state-bytes"
 
 
 ARCHS = {"cnn16": (16, 32, 64), "cnn32": (32, 64, 128)}
@@ -187,8 +154,10 @@ def federated_data(dataset: str, n_train: int, n_clients: int, alpha: float, see
 
 # -- local computations -------------------------------------------------------------------------
 def _batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, gen: torch.Generator | None, shuffle: bool = True):
+    """Mini-batches of ``(x, y)``; the order is drawn on the CPU from ``gen`` (the same on every device) and
+    moved to the data's device once per pass."""
     n = len(y)
-    order = torch.randperm(n, generator=gen) if shuffle else torch.arange(n)
+    order = (torch.randperm(n, generator=gen) if shuffle else torch.arange(n)).to(y.device)
     for i in range(0, n, batch_size):
         idx = order[i:i + batch_size]
         yield x[idx], y[idx]
@@ -196,11 +165,14 @@ def _batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, gen: torch.Gener
 
 def local_train(model: nn.Module, mask: Mask | None, x: torch.Tensor, y: torch.Tensor, *, epochs: int,
                 batch_size: int, lr: float, momentum: float, weight_decay: float, gen: torch.Generator) -> float:
-    """Masked local SGD (pruned weights stay exactly 0); returns the mean training loss."""
+    """Masked local SGD (pruned weights stay exactly 0); returns the mean training loss.
+
+    ``model``, ``mask``, ``x`` and ``y`` on one device; the loss sum stays there (float64, one host sync at
+    the end).  O(epochs · n) forward and backward passes."""
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     handles = mask.attach(model, opt) if mask is not None else ()
-    total, count = 0.0, 0
+    total, count = torch.zeros((), dtype=torch.float64, device=y.device), 0
     try:
         for _ in range(epochs):
             for xb, yb in _batches(x, y, batch_size, gen):
@@ -210,24 +182,27 @@ def local_train(model: nn.Module, mask: Mask | None, x: torch.Tensor, y: torch.T
                 loss = F.cross_entropy(model(xb), yb)
                 loss.backward()
                 opt.step()
-                total += loss.item() * len(yb)
+                total += loss.detach().double() * len(yb)
                 count += len(yb)
     finally:
         for h in handles:
             h.remove()
-    return total / max(count, 1)
+    return float(total) / max(count, 1)
 
 
 @torch.no_grad()
 def mean_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> tuple[float, float]:
-    """(mean cross-entropy, top-1 accuracy) of ``model`` in eval mode."""
+    """(mean cross-entropy, top-1 accuracy) of ``model`` in eval mode; ``model``, ``x``, ``y`` on one device.
+
+    Sums stay on the device (loss in float64, one host sync at the end)."""
     model.eval()
-    loss, correct = 0.0, 0
+    loss = torch.zeros((), dtype=torch.float64, device=y.device)
+    correct = torch.zeros((), dtype=torch.int64, device=y.device)
     for xb, yb in _batches(x, y, batch_size, None, shuffle=False):
         out = model(xb)
-        loss += float(F.cross_entropy(out, yb, reduction="sum"))
-        correct += int((out.argmax(1) == yb).sum())
-    return loss / len(y), correct / len(y)
+        loss += F.cross_entropy(out, yb, reduction="sum").double()
+        correct += (out.argmax(1) == yb).sum()
+    return float(loss) / len(y), int(correct) / len(y)
 
 
 def layer_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, layers: list[str], *, batch_size: int,
@@ -271,9 +246,21 @@ def _unprefix(arrays: Mapping[str, np.ndarray], prefix: str) -> dict[str, np.nda
 
 
 @functools.lru_cache(maxsize=8)
-def _template(arch: str, n_classes: int, in_chans: int, input_hw: tuple[int, int]):
+def _working_model(arch: str, n_classes: int, in_chans: int, input_hw: tuple[int, int], device: str):
+    """The model a client process works on, on ``device`` (every message overwrites all its exchanged
+    entries), the shapes of those entries and the cost model: built and moved once per process."""
     model = build_model(arch, n_classes, in_chans, 0)
-    return model_shapes(model), CostModel.from_model(model, (in_chans, *input_hw))
+    shapes, cost = model_shapes(model), CostModel.from_model(model, (in_chans, *input_hw))
+    return model.to(device), shapes, cost
+
+
+@functools.lru_cache(maxsize=4)
+def _partitions(dataset: str, n_train: int, n_clients: int, alpha: float, seed: int,
+                device: str) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+    """Every client partition of the split on ``device``, moved once per process (a simulation worker
+    serves several partitions)."""
+    data = federated_data(dataset, n_train, n_clients, alpha, seed)
+    return tuple((x.to(device), y.to(device)) for x, y in data.clients)
 
 
 def handle(action: str, config: Mapping[str, Any], arrays: Mapping[str, np.ndarray],
@@ -290,19 +277,20 @@ def handle(action: str, config: Mapping[str, Any], arrays: Mapping[str, np.ndarr
         the pruned positions of each layer in ``adjust-layers`` (``grad/<name>/idx`` and ``.../val``).
     """
     c = config
-    fail_here = int(c.get(Keys.FAIL_PARTITION, -1)) == partition_id
+    fail_here = int(c.get(Keys.FAIL_CLIENT, -1)) == partition_id
     if fail_here and int(c.get(Keys.FAIL_ROUND, -1)) == int(c.get(Keys.ROUND, 0)):
         raise RuntimeError(f"client {partition_id}: injected failure in round {c.get(Keys.ROUND)}")
     if int(c.get(Keys.THREADS, 0)) > 0:
         torch.set_num_threads(int(c[Keys.THREADS]))
-    data = federated_data(str(c[Keys.DATASET]), int(c[Keys.N_TRAIN]), int(c[Keys.N_CLIENTS]), float(c[Keys.ALPHA]),
-                          int(c[Keys.SEED]))
+    device = str(resolve_device(str(c.get(Keys.DEVICE, "cpu"))))  # "auto": this client's own choice
+    split = (str(c[Keys.DATASET]), int(c[Keys.N_TRAIN]), int(c[Keys.N_CLIENTS]), float(c[Keys.ALPHA]),
+             int(c[Keys.SEED]))
+    data = federated_data(*split)
     if not 0 <= partition_id < len(data.clients):
         raise ValueError(f"partition_id={partition_id} outside [0, {len(data.clients)})")
-    x, y = data.clients[partition_id]
+    x, y = _partitions(*split, device)[partition_id]
     in_chans, h, w = data.input_shape
-    shapes, cost = _template(str(c[Keys.ARCH]), data.n_classes, in_chans, (h, w))
-    model = build_model(str(c[Keys.ARCH]), data.n_classes, in_chans, 0)
+    model, shapes, cost = _working_model(str(c[Keys.ARCH]), data.n_classes, in_chans, (h, w), device)
     gen = torch.Generator().manual_seed(int(c[Keys.SEED]) * 100_003 + int(c.get(Keys.ROUND, 0)) * 101 + partition_id)
     n_abns = min(len(y), int(c.get(Keys.ABNS_SAMPLES, len(y))))
     metrics: dict[str, float] = {Keys.NUM_EXAMPLES: float(len(y)), Keys.PARTITION: float(partition_id)}
@@ -334,7 +322,7 @@ def handle(action: str, config: Mapping[str, Any], arrays: Mapping[str, np.ndarr
     dense = bool(c.get(Keys.DENSE, False))
     state, masks = unpack_state(arrays, shapes)
     load_state(model, state)
-    mask = None if dense else Mask({n: torch.from_numpy(m) for n, m in masks.items()})
+    mask = None if dense else Mask({n: torch.from_numpy(m).to(device) for n, m in masks.items()})
     epochs, batch = int(c[Keys.EPOCHS]), int(c[Keys.BATCH])
     metrics[Keys.LOSS] = local_train(model, mask, x, y, epochs=epochs, batch_size=batch, lr=float(c[Keys.LR]),
                                      momentum=float(c[Keys.MOMENTUM]), weight_decay=float(c[Keys.WD]), gen=gen)

@@ -21,7 +21,6 @@ from typing import Any, ClassVar
 import numpy as np
 
 from reprozoo.core.experiment import ConfigError, TorchExperimentConfig
-from reprozoo.core.progress import log
 from reprozoo.core.registry import ExperimentSpec
 from reprozoo.core.results import Result
 
@@ -185,43 +184,19 @@ def _setting(density: float, alpha: float) -> str:
 
 
 def run(config: FedTinyConfig, out_dir: Path) -> Result:
-    """Run every method on every (dataset, density, seed) through one federated simulation."""
-    import torch
+    """Run every method on every (dataset, density, seed) through one federated simulation.
 
-    from reprozoo.fedtiny.flower import run_federated
-    from reprozoo.fedtiny.server import ROLES, RunSpec, make_job
+    ``config.device`` (concrete when the runner calls this): the clients train and the server evaluates
+    there; with ``engine="flower"`` the client actors see the driver's GPUs."""
+    from reprozoo.fedtiny.server import ROLES, experiment_jobs
+    from reprozoo.fedtiny.simulation import run_federated
 
     config.validate()
     out_dir = Path(out_dir)
     result = Result(name="fedtiny", preset=config.preset, config=config.to_dict())
-    keys = [(ds, float(d), int(s), m) for ds in config.datasets for d in config.densities for s in config.seeds
-            for m in config.methods]
-    jobs = []
-    for ds, d, s, m in keys:
-        spec = RunSpec(method=m, dataset=ds, density=d, alpha=config.alpha, seed=s, n_clients=config.n_clients,
-                       fraction_train=config.fraction_train, n_train=config.n_train, n_test=config.n_test,
-                       arch=config.arch, rounds=config.rounds, local_epochs=config.local_epochs,
-                       batch_size=config.batch_size, lr=config.lr, momentum=config.momentum,
-                       weight_decay=config.weight_decay, delta_t=config.delta_t, t_end=config.t_end,
-                       adjust_alpha=config.adjust_alpha, layer_order=config.layer_order,
-                       grad_batches=config.grad_batches, candidates=tuple(config.candidates),
-                       abns_samples=config.abns_samples, synflow_iters=config.synflow_iters,
-                       eval_every=config.eval_every, n_curve=config.n_curve, fail_client=config.fail_client,
-                       fail_round=config.fail_round)
-        job = make_job(spec)
-
-        def logged(grid, job=job, tag=f"{ds} d={d:g} seed={s} {m}"):
-            out = job(grid)
-            log(f"fedtiny: {tag}: top1={100 * out['top1']:.2f} % ({out['seconds']:.1f} s)")
-            return out
-
-        jobs.append(logged)
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        outs, seconds = run_federated(jobs, config.n_clients, engine=config.engine, num_cpus=config.num_cpus)
-    finally:
-        torch.set_num_threads(threads)
+    jobs = experiment_jobs(config)
+    keys = [(job.dataset, job.density, job.seed, job.method) for job in jobs]
+    outs, seconds = run_federated(jobs, config.n_clients, engine=config.engine, num_cpus=config.num_cpus)
     curves: dict[tuple[str, float, str], list[list[tuple[int, float]]]] = defaultdict(list)
     for (ds, d, s, m), out in zip(keys, outs, strict=True):
         metrics = {"top1": 100.0 * out["top1"], "client_peak_memory_MB": out["peak_mem_mb"],  # top1 in percent

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 
 from reprozoo.core.experiment import ConfigError, TorchExperimentConfig, knob
@@ -33,7 +32,7 @@ from reprozoo.core.io import atomic_savefig
 from reprozoo.core.plots import figure, metric_by_dataset
 from reprozoo.core.progress import log, track
 from reprozoo.core.registry import ExperimentSpec
-from reprozoo.core.results import Result
+from reprozoo.core.results import Result, mean_std
 from reprozoo.core.seed import seed_everything
 from reprozoo.datasets.planetoid import PLANETOID_SIZES
 
@@ -196,13 +195,13 @@ def _run_standard(cfg: UGTConfig, result: Result) -> None:
             logits = _logits(model, graph.x, graph.edge_index)
             mad = mean_average_distance(logits)
             ece = expected_calibration_error(logits[graph.test_mask], graph.y[graph.test_mask])
-            metrics = {"top1": 100.0 * fit.test_acc, "val_top1": 100.0 * fit.val_acc, "sparsity": fit.sparsity,
+            metrics = {"top1": fit.test_acc, "val_top1": fit.val_acc, "sparsity": fit.sparsity,
                        "best_epoch": fit.best_epoch, "MAD": mad, "ECE": ece, "seconds": fit.seconds}
             name = {"ugt": "UGT", "edgepopup": "EdgePopup", "dense": "Dense"}[kind] + f"-{arch}"
             role = "method" if kind == "ugt" else "baseline"
             for s_rec in (cfg.sparsities if kind == "dense" else [s]):
                 result.add_many(dname, name, role, metrics, seed=seed, setting=setting_name(s_rec, depth))
-            log(f"{dname} seed={seed} {name} L={depth} s={s}: top1={100 * fit.test_acc:.1f} % "
+            log(f"{dname} seed={seed} {name} L={depth} s={s}: top1={fit.test_acc:.1f} % "
                 f"(best epoch {fit.best_epoch}, sparsity {fit.sparsity:.3f}, {fit.seconds:.1f} s)")
     summary = result.summary()
     for (dname, setting, method, role), stats in summary.items():
@@ -250,9 +249,9 @@ def _run_robust(cfg: UGTConfig, result: Result) -> None:
                                   num_classes=split.num_id_classes)
                 logits = _logits(model, graph.x, graph.edge_index)
                 auroc = ood_auroc(logits, split.id_test_mask, split.ood_test_mask)
-                result.add_many(dname, name, role, {"AUROC": auroc, "top1": 100.0 * fit.test_acc}, seed=seed,
+                result.add_many(dname, name, role, {"AUROC": auroc, "top1": fit.test_acc}, seed=seed,
                                 setting=f"ood,{setting_name(s, depth)}")
-                log(f"{dname} seed={seed} {name} OOD: AUROC={auroc:.3f}, ID top1={100 * fit.test_acc:.1f} %")
+                log(f"{dname} seed={seed} {name} OOD: AUROC={auroc:.3f}, ID top1={fit.test_acc:.1f} %")
                 continue
             gen = torch.Generator().manual_seed(10_000 + seed)
             x, ei = graph.x, graph.edge_index
@@ -261,9 +260,9 @@ def _run_robust(cfg: UGTConfig, result: Result) -> None:
             else:
                 ei = perturb_edges(cpu_graph.edge_index, graph.num_nodes, level, gen).to(cfg.device)
             _, fit = _fit(kind, arch, graph, depth, s, cfg, seed, x=x, edge_index=ei)
-            result.add(dname, name, role, "top1", 100.0 * fit.test_acc, seed=seed,
+            result.add(dname, name, role, "top1", fit.test_acc, seed=seed,
                        setting=f"{what}={level:g},{setting_name(s, depth)}")
-            log(f"{dname} seed={seed} {name} {what}={level:g}: top1={100 * fit.test_acc:.1f} %")
+            log(f"{dname} seed={seed} {name} {what}={level:g}: top1={fit.test_acc:.1f} %")
     result.notes.append(
         f"robust: OOD = the last round({cfg.ood_frac}·C) classes held out of training ("
         + ", ".join(f"{d}: {k} of {c}" for d, (k, c) in held_out.items())
@@ -274,11 +273,6 @@ def _run_robust(cfg: UGTConfig, result: Result) -> None:
 
 
 # -- figures --------------------------------------------------------------------------------------
-def _mean_std(vals: list[float]) -> tuple[float, float]:
-    a = np.asarray(vals, dtype=float)
-    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
-
-
 def _errorbar_figure(series: dict[str, tuple[list[float], list[float], list[float]]], path: Path, *,
                      xlabel: str, ylabel: str, title: str, logx: bool = False,
                      hlines: tuple[str, ...] = ()) -> Path:
@@ -321,8 +315,8 @@ def _figures(cfg: UGTConfig, result: Result, out_dir: Path) -> None:
                     if m.startswith("Dense-"):
                         ss = ss[:1]  # trained once: one value, drawn as a horizontal band
                     if ss:
-                        stats = [_mean_std(vals[(dname, m, depth, s, "top1")]) for s in ss]
-                        series[m] = ([s for s in ss], [a for a, _ in stats], [b for _, b in stats])
+                        stats = [mean_std(vals[(dname, m, depth, s, "top1")]) for s in ss]
+                        series[m] = ([s for s in ss], [a for a, _, _ in stats], [b for _, b, _ in stats])
                 if series:
                     p = f"figures/top1_vs_sparsity_{dname}_L{depth}.png"
                     _errorbar_figure(series, out_dir / p, xlabel="sparsity (fraction of weights removed)",
@@ -336,8 +330,8 @@ def _figures(cfg: UGTConfig, result: Result, out_dir: Path) -> None:
                     for m in methods:
                         ds = [L for L in cfg.depths if (dname, m, L, s0, metric) in vals]
                         if ds:
-                            stats = [_mean_std(vals[(dname, m, L, s0, metric)]) for L in ds]
-                            series[m] = (ds, [a for a, _ in stats], [b for _, b in stats])
+                            stats = [mean_std(vals[(dname, m, L, s0, metric)]) for L in ds]
+                            series[m] = (ds, [a for a, _, _ in stats], [b for _, b, _ in stats])
                     p = f"figures/{metric}_vs_depth_{dname}.png"
                     _errorbar_figure(series, out_dir / p, xlabel="number of layers", ylabel=metric,
                                      title=f"{dname}: {metric} vs depth (UGT at s={s0:g})", logx=True)
@@ -358,8 +352,8 @@ def _figures(cfg: UGTConfig, result: Result, out_dir: Path) -> None:
                     keys = [(dname, m, f"{'features' if lv == 0 else what}={lv:g}", "top1") for lv in levels]
                     if not all(k in vals for k in keys):
                         continue
-                    stats = [_mean_std(vals[k]) for k in keys]
-                    xs, ms, ss = list(levels), [a for a, _ in stats], [b for _, b in stats]
+                    stats = [mean_std(vals[k]) for k in keys]
+                    xs, ms, ss = list(levels), [a for a, _, _ in stats], [b for _, b, _ in stats]
                     series[m] = (xs, ms, ss)
                 if series:
                     p = f"figures/top1_vs_{what}_noise_{dname}.png"
@@ -369,7 +363,7 @@ def _figures(cfg: UGTConfig, result: Result, out_dir: Path) -> None:
             series = {}
             for i, m in enumerate(methods):
                 if (dname, m, "ood", "AUROC") in vals:
-                    a, b = _mean_std(vals[(dname, m, "ood", "AUROC")])
+                    a, b, _ = mean_std(vals[(dname, m, "ood", "AUROC")])
                     series[m] = ([i], [a], [b])
             if series:
                 p = f"figures/ood_auroc_{dname}.png"

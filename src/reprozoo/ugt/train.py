@@ -38,10 +38,10 @@ __all__ = [
 class FitResult:
     """What :func:`fit_node_classifier` returns (the model itself is left at its best epoch).
 
-    Attributes: ``best_epoch`` (0-based), ``train_acc``/``val_acc``/``test_acc`` in [0, 1] at that
+    Attributes: ``best_epoch`` (0-based), ``train_acc``/``val_acc``/``test_acc`` in percent (0-100) at that
     epoch, ``epochs`` run, ``seconds`` of wall time, ``sparsity`` actually reached (fraction of
     scored weights removed; 0 for dense models), ``layer_sparsity`` per masked tensor, and
-    ``history`` (per epoch: ``loss``, ``val_acc``, ``sparsity`` used for the training step).
+    ``history`` (per epoch: ``loss``, ``val_acc`` in percent, ``sparsity`` used for the training step).
     """
 
     best_epoch: int
@@ -104,10 +104,10 @@ def check_model_dtype(model: nn.Module, x: Tensor) -> None:
 
 @torch.no_grad()
 def evaluate_accuracy(model: nn.Module, x: Tensor, adj: Tensor, y: Tensor, masks: list[Tensor]) -> list[float]:
-    """Accuracy of ``model`` (eval mode, current sparsity target) on each boolean node mask."""
+    """Accuracy in percent (0-100) of ``model`` (eval mode, current sparsity target) on each boolean node mask."""
     model.eval()
     pred = model(x, adj).argmax(dim=1)
-    return [float((pred[m] == y[m]).float().mean()) for m in masks]
+    return [100.0 * float((pred[m] == y[m]).float().mean()) for m in masks]
 
 
 def _snapshot(model: nn.Module) -> dict[str, Tensor]:

@@ -1,0 +1,84 @@
+"""FedTiny's Flower apps for ``flwr run`` (simulation runtime or a real deployment): ``client_app`` and
+``server_app``.  The simulation engine (:mod:`reprozoo.fedtiny.simulation`) runs the same ``client_app``.
+
+``client_app`` answers the three message types of the protocol (:class:`~reprozoo.fedtiny.protocol.Keys`)
+with :func:`reprozoo.fedtiny.client.handle` on its node's ``partition-id``; everything else it needs
+arrives in each message's config record.
+
+``server_app`` builds the experiment's config from the run config (``preset`` plus any
+:class:`~reprozoo.fedtiny.experiment.FedTinyConfig` field, dashes for underscores, values as ``--set``
+takes them; an empty string keeps the preset's value) and runs every (dataset, density, seed, method)
+of it, one after the other, on the SuperNodes; each run's numbers go to the ``reprozoo.fedtiny`` log.
+App descriptor: ``src/reprozoo/fedtiny/flwr_app/pyproject.toml``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from flwr.app import Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid, ServerApp
+
+from reprozoo.core.experiment import TorchExperimentConfig
+from reprozoo.core.run import build_config
+from reprozoo.fedtiny.client import handle
+from reprozoo.fedtiny.protocol import Keys, from_record, to_record
+from reprozoo.fedtiny.server import experiment_jobs
+
+__all__ = ["client_app", "server_app", "config_from_run_config"]
+
+log = logging.getLogger("reprozoo.fedtiny")
+
+# -- client -------------------------------------------------------------------------------------------
+client_app = ClientApp()
+
+
+def _reply(msg: Message, context: Context, action: str) -> Message:
+    config = dict(msg.content[Keys.CONFIG])
+    arrays = from_record(msg.content[Keys.ARRAYS]) if Keys.ARRAYS in msg.content.array_records else {}
+    out, metrics = handle(action, config, arrays, int(context.node_config["partition-id"]))
+    return Message(RecordDict({Keys.ARRAYS: to_record(out), Keys.METRICS: MetricRecord(metrics)}), reply_to=msg)
+
+
+@client_app.query(Keys.BN_STATS)
+def _query_bnstats(msg: Message, context: Context) -> Message:
+    return _reply(msg, context, Keys.BN_STATS)
+
+
+@client_app.query(Keys.LOSSES)
+def _query_losses(msg: Message, context: Context) -> Message:
+    return _reply(msg, context, Keys.LOSSES)
+
+
+@client_app.train()
+def _train(msg: Message, context: Context) -> Message:
+    return _reply(msg, context, Keys.TRAIN)
+
+
+# -- server -------------------------------------------------------------------------------------------
+def config_from_run_config(run_config: Mapping[str, Any]) -> TorchExperimentConfig:
+    """The :class:`~reprozoo.fedtiny.experiment.FedTinyConfig` of a Flower run config: ``preset`` (default
+    ``quick``) plus settings named like the config's fields (``n-clients`` or ``n_clients``), parsed as
+    ``--set`` parses them (``methods = "FedTiny,Random"``); empty strings are left out.  An unknown key or a
+    bad value raises :class:`~reprozoo.core.checks.ConfigError` naming it."""
+    settings = {str(k).replace("-", "_"): v for k, v in run_config.items()}
+    preset = str(settings.pop("preset", "") or "quick")
+    overrides = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in settings.items() if v != ""}
+    _, config = build_config("fedtiny", preset, overrides=overrides)
+    return config
+
+
+#: The ServerApp of ``flwr run``: every run of the run config's experiment, on the deployment's nodes.
+server_app = ServerApp()
+
+
+@server_app.main()
+def _main(grid: Grid, context: Context) -> None:
+    config = config_from_run_config(dict(context.run_config))
+    for job in experiment_jobs(config):
+        out = job(grid)
+        log.warning("fedtiny %s: top1=%.2f %% density=%.4f bytes=%d failed rounds=%s", job, 100 * out["top1"],
+                    out["density"], out["bytes"], out["failed_rounds"])

@@ -1,0 +1,104 @@
+"""The FedTiny wire protocol in one place: message records, actions, config-record and metric keys, and
+the config record a client receives (built from the experiment's config itself).
+
+A message carries up to three records: ``arrays`` (an ``ArrayRecord`` of NumPy arrays: packed sparse
+weights, BN statistics, top-K gradient buffers), ``config`` (a ``ConfigRecord``: the keys of :class:`Keys`)
+and, in a reply, ``metrics`` (a ``MetricRecord``).  Flower message types are ``query.bnstats`` and
+``query.losses`` (the two ABNS round trips) and ``train``.
+
+No Flower import at module level (:mod:`reprozoo.fedtiny.client` uses the keys without Flower); the two
+record converters import ``flwr.app`` when called.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:  # annotations only
+    from flwr.app import ArrayRecord
+
+__all__ = ["Keys", "client_config", "to_record", "from_record", "nbytes"]
+
+
+class Keys:
+    """Record names, actions and config / metric keys of the protocol."""
+
+    # records of a message
+    ARRAYS = "arrays"
+    CONFIG = "config"
+    METRICS = "metrics"
+    # actions (Flower message types "query.<action>" / "train")
+    BN_STATS = "bnstats"      # ABNS round trip 1: per-BN-layer statistics of each candidate
+    LOSSES = "losses"         # ABNS round trip 2: each candidate's loss under the merged statistics
+    TRAIN = "train"
+    # config record: data split and model (the client derives its partition from them)
+    DATASET = "dataset"
+    SEED = "seed"
+    N_TRAIN = "n-train"
+    N_CLIENTS = "n-clients"
+    ALPHA = "alpha"
+    ARCH = "arch"
+    # config record: local training
+    DEVICE = "device"
+    THREADS = "num-threads"
+    LR = "lr"
+    MOMENTUM = "momentum"
+    WD = "weight-decay"
+    EPOCHS = "local-epochs"
+    BATCH = "batch-size"
+    ABNS_SAMPLES = "abns-samples"
+    FAIL_CLIENT = "fail-client"   # test hook: this partition raises in round FAIL_ROUND
+    FAIL_ROUND = "fail-round"
+    # config record: set per round by the strategy
+    ROUND = "server-round"
+    DENSE = "dense"
+    ADJ_LAYERS = "adjust-layers"
+    ADJ_K = "adjust-k"
+    GRAD_BATCHES = "grad-batches"
+    N_CAND = "n-candidates"
+    # metrics of a reply
+    NUM_EXAMPLES = "num-examples"
+    PARTITION = "partition-id"
+    LOSS = "train-loss"
+    FLOPS = "flops"
+    MEM = "mem-bytes"
+    MEM_STATE = "mem-state-bytes"
+
+
+#: (key, config field, type) of the experiment-config fields every client needs, sent in every message
+_FROM_CONFIG: tuple[tuple[str, str, type], ...] = (
+    (Keys.N_TRAIN, "n_train", int), (Keys.N_CLIENTS, "n_clients", int), (Keys.ALPHA, "alpha", float),
+    (Keys.ARCH, "arch", str), (Keys.DEVICE, "device", str), (Keys.LR, "lr", float),
+    (Keys.MOMENTUM, "momentum", float), (Keys.WD, "weight_decay", float), (Keys.EPOCHS, "local_epochs", int),
+    (Keys.BATCH, "batch_size", int), (Keys.ABNS_SAMPLES, "abns_samples", int),
+    (Keys.FAIL_CLIENT, "fail_client", int), (Keys.FAIL_ROUND, "fail_round", int),
+)
+
+
+def client_config(config: Any, dataset: str, seed: int, threads: int = 1) -> dict[str, Any]:
+    """The config record of one run: the client fields of ``config`` (a
+    :class:`~reprozoo.fedtiny.experiment.FedTinyConfig`) plus the run's ``dataset``, ``seed`` and the
+    clients' torch thread count."""
+    record = {key: kind(getattr(config, name)) for key, name, kind in _FROM_CONFIG}
+    record.update({Keys.DATASET: str(dataset), Keys.SEED: int(seed), Keys.THREADS: int(threads)})
+    return record
+
+
+def to_record(arrays: Mapping[str, np.ndarray]) -> ArrayRecord:
+    """NumPy arrays -> a Flower ``ArrayRecord`` (C-contiguous copies)."""
+    from flwr.app import Array, ArrayRecord
+
+    return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()})
+
+
+def from_record(record: ArrayRecord) -> dict[str, np.ndarray]:
+    """A Flower ``ArrayRecord`` -> NumPy arrays."""
+    return {k: a.numpy() for k, a in record.items()}
+
+
+def nbytes(arrays: Mapping[str, np.ndarray]) -> int:
+    """Payload bytes of ``arrays`` (what crosses the wire, counted in both directions)."""
+    return int(sum(np.asarray(v).nbytes for v in arrays.values()))
