@@ -6,6 +6,7 @@ Heavy libraries (torch_geometric for Planetoid) are imported only when a loader 
 
 from reprozoo.datasets._paths import ChecksumError, DataNotFoundError, data_roots, find_data_file
 from reprozoo.datasets.cifar import load_cifar10, load_cifar100
+from reprozoo.datasets.dbp15k import DBP15K_PAIRS, AlignmentSplit, KGPair, load_dbp15k, read_openea, split_links
 from reprozoo.datasets.images import ImageDataset, load_cifar10_subset, load_mnist
 from reprozoo.datasets.industry import (
     ICS,
@@ -66,6 +67,13 @@ __all__ = [
     "load_planetoid",
     "PlanetoidCacheError",
     "planetoid_raw_files",
+    # entity alignment (meaformer)
+    "DBP15K_PAIRS",
+    "KGPair",
+    "AlignmentSplit",
+    "load_dbp15k",
+    "read_openea",
+    "split_links",
     # industry classification systems and labelled firms (industry)
     "ICS",
     "FirmSet",
