@@ -33,6 +33,7 @@ from torch import nn
 
 from reprozoo.compound_bn.compiled import compiled_soft_compound_bn
 from reprozoo.compound_bn.functional import _POOL, _SCRATCH, mixture_coefficients, soft_compound_bn
+from reprozoo.core.checks import check_float, check_int
 
 __all__ = [
     "CompoundBatchNorm1d",
@@ -129,18 +130,12 @@ class _CompoundBatchNorm(nn.Module):
                             "n_components is an alias of num_components: give only one")
         if num_components is None:
             num_components = 2 if n_components is None else n_components
-        for name, v in (("num_features", num_features), ("num_components", num_components)):
-            if isinstance(v, bool) or not isinstance(v, int):
-                raise TypeError(f"{name} should be an int, got {type(v).__name__} ({v!r})")
-            if v < 1:
-                raise ValueError(f"{name}={v} should be >= 1")
-        if not (isinstance(eps, (int, float)) and eps > 0 and math.isfinite(eps)):
-            raise ValueError(f"eps={eps!r} should be a finite number > 0")
-        if momentum is not None and not (isinstance(momentum, (int, float)) and 0.0 <= momentum <= 1.0):
-            raise ValueError(f"momentum={momentum!r} should be in [0, 1] or None (cumulative average)")
-        if not (isinstance(min_weight, (int, float)) and 0.0 <= min_weight < 1.0 / num_components):
-            raise ValueError(f"min_weight={min_weight!r} should be in [0, 1/num_components) = "
-                             f"[0, {1.0 / num_components:.4g})")
+        check_int(num_features, "num_features", low=1)
+        check_int(num_components, "num_components", low=1)
+        check_float(eps, "eps", low=0.0, low_inclusive=False)
+        if momentum is not None:  # None: cumulative average
+            check_float(momentum, "momentum", low=0.0, high=1.0)
+        check_float(min_weight, "min_weight", low=0.0, high=1.0 / num_components, high_inclusive=False)  # < 1/K
         if aux_affine and not affine:
             raise ValueError("aux_affine=True needs affine=True (it adds a second affine for the auxiliary path)")
         factory = {"device": device, "dtype": dtype}
@@ -653,8 +648,7 @@ def convert_bn_to_cbn(module: nn.Module, num_components: int = 2, **kwargs) -> n
     """
     if not isinstance(module, nn.Module):
         raise TypeError(f"module should be a torch.nn.Module, got {type(module).__name__}")
-    if isinstance(num_components, bool) or not isinstance(num_components, int) or num_components < 1:
-        raise ValueError(f"num_components={num_components!r} should be an int >= 1")
+    check_int(num_components, "num_components", low=1)
     found = [m for m in module.modules()
              if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) and not isinstance(m, _CompoundBatchNorm)]
     if not found:

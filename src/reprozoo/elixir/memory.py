@@ -20,7 +20,7 @@ machine without one, the fast device is pluggable:
 >>> dev.alloc(16, torch.float32)  # doctest: +IGNORE_EXCEPTION_DETAIL
 Traceback (most recent call last):
 ...
-reprozoo.elixir.memory.BudgetExceeded: allocating 64 bytes (shard) would bring the fast device to 96 bytes > budget 64 bytes
+BudgetExceeded: allocating 64 bytes (shard) would bring the fast device to 96 bytes > budget 64 bytes
 """
 
 from __future__ import annotations

@@ -64,11 +64,9 @@ class ExpertParallel(ParallelPattern):
     """
 
     def apply(self, module: nn.Module, group) -> list[nn.Parameter]:
-        import torch.distributed as dist
-
         if not isinstance(module, MoE):
             raise TypeError(f"plan: ExpertParallel applies to MoE layers, got {type(module).__name__}")
-        n, r = dist.get_world_size(group), dist.get_rank(group)
+        n, r = _world(group)
         if module.n_experts % n:
             raise ValueError(f"plan: ExpertParallel needs the world size {n} to divide n_experts={module.n_experts}")
         local = module.n_experts // n
@@ -79,9 +77,7 @@ class ExpertParallel(ParallelPattern):
         return list(module.experts.parameters())
 
     def finish_grads(self, params: list[nn.Parameter], group) -> None:
-        import torch.distributed as dist
-
-        n = dist.get_world_size(group)
+        n, _ = _world(group)
         grads = [p.grad for p in params if p.grad is not None]
         if n > 1 and grads:
             torch._foreach_div_(grads, n)
@@ -89,7 +85,7 @@ class ExpertParallel(ParallelPattern):
     def state_entries(self, prefix: str, module: nn.Module, group) -> dict[str, torch.Tensor]:
         import torch.distributed as dist
 
-        n = dist.get_world_size(group)
+        n, _ = _world(group)
         local = len(module.experts)
         out = {}
         for name, p in module.experts.named_parameters():
@@ -108,6 +104,15 @@ class ExpertParallel(ParallelPattern):
             for name, p in module.experts.named_parameters():
                 i, rest = name.split(".", 1)
                 p.copy_(state[f"{prefix}experts.{module.expert_offset + int(i)}.{rest}"])
+
+
+def _world(group) -> tuple[int, int]:
+    """(size, rank) of ``group``; (1, 0) when torch.distributed is not initialised."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        return 1, 0
+    return dist.get_world_size(group), dist.get_rank(group)
 
 
 def resolve_plan(model: nn.Module, plan) -> list[tuple[str, nn.Module, ParallelPattern]]:

@@ -1,0 +1,230 @@
+"""The experiment's per-rank work: ``fn(rank, world, spec) -> list of records`` (rank 0's are kept).
+
+Each function runs on every rank of a process group (a :class:`~reprozoo.elixir.launch.WorkerPool`, ``torchrun``,
+or a single process when ``world == 1`` and torch.distributed is not initialised). A record is
+``(method, role, metric, value, setting)``. ``spec`` is a dict of the experiment config's fields.
+
+Ranks get different batches (seeded by step and rank); the reference is plain PyTorch at world 1 and DDP
+(gloo) at world 2, trained on the same batches from the same initial weights.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from reprozoo.elixir.model import GPT, gpt_step, random_tokens
+from reprozoo.elixir.moe import MoE
+from reprozoo.elixir.plans import ExpertParallel
+from reprozoo.elixir.search import profile_model
+from reprozoo.elixir.wrap import wrap
+
+__all__ = ["build_gpt", "equality_task", "budget_task", "throughput_task", "moe_task", "param_bytes"]
+
+
+def build_gpt(spec: dict, seed: int, moe: bool = False, dense_like_moe: bool = False) -> GPT:
+    """The experiment's GPT (``spec``: vocab, seq_len, d_model, n_head, n_layer, d_hidden, moe_experts)."""
+    torch.manual_seed(seed)
+    d_hidden = spec["d_hidden"] * (spec["moe_experts"] if dense_like_moe else 1)
+    return GPT(vocab_size=spec["vocab"], seq_len=spec["seq_len"], d_model=spec["d_model"], n_head=spec["n_head"],
+               n_layer=spec["n_layer"], d_hidden=d_hidden, moe_experts=spec["moe_experts"] if moe else 0,
+               moe_top_k=spec.get("moe_top_k", 1), capacity_factor=spec.get("capacity_factor", 1.25),
+               ).to(spec.get("device", "cpu"))
+
+
+def param_bytes(model: nn.Module) -> int:
+    """fp32 bytes of the model's (distinct) parameters."""
+    return 4 * sum(p.numel() for p in model.parameters())
+
+
+def _batch(spec: dict, step: int, rank: int, seed: int) -> torch.Tensor:
+    return random_tokens(spec["batch"], spec["seq_len"] + 1, spec["vocab"], seed=seed * 100003 + step * 101 + rank,
+                         device=spec.get("device", "cpu"))
+
+
+def _opt(params, spec: dict) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=spec["lr"])
+
+
+def _world1() -> bool:
+    return not dist.is_initialized()
+
+
+def _reference(spec: dict, seed: int, rank: int, world: int, steps: int):
+    """Plain PyTorch (world 1) or DDP (world 2): per-step losses and the final state dict."""
+    model = build_gpt(spec, seed)
+    ref = model if world == 1 else nn.parallel.DistributedDataParallel(model)
+    opt = _opt(ref.parameters(), spec)
+    losses = []
+    for t in range(steps):
+        loss = gpt_step(ref, _batch(spec, t, rank, seed))
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss.detach())
+    return torch.stack(losses), {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _elixir(spec: dict, seed: int, rank: int, budget: int | None, search: str = "optimal", prefetch: bool = True,
+            model: nn.Module | None = None, plan=None, dtype=torch.float32):
+    model = model if model is not None else build_gpt(spec, seed)
+    return wrap(model, _opt(model.parameters(), spec), memory_budget=budget, plan=plan, search=search,
+                prefetch=prefetch, dtype=dtype, step_fn=gpt_step, example_input=_batch(spec, 0, rank, seed),
+                min_chunk_bytes=spec["min_chunk_bytes"])
+
+
+def _budget(spec: dict, seed: int) -> int:
+    return int(param_bytes(build_gpt(spec, seed)) / spec["model_to_budget"])
+
+
+def equality_task(rank: int, world: int, spec: dict, seed: int) -> list:
+    """``max_abs_diff`` of losses and parameters after ``k`` steps, Elixir vs PyTorch (world 1) / DDP (world 2),
+    for each search and prefetch on/off, under the budget (chunks evicted and re-gathered)."""
+    steps = spec["equality_steps"]
+    ref_losses, ref_state = _reference(spec, seed, rank, world, steps)
+    base = "PyTorch" if world == 1 else "DDP"
+    out = []
+    for search in spec["searches"]:
+        for prefetch in (True, False):
+            model, optim = _elixir(spec, seed, rank, _budget(spec, seed), search, prefetch)
+            losses = []
+            for t in range(steps):
+                loss = gpt_step(model, _batch(spec, t, rank, seed))
+                optim.backward(loss)
+                optim.step()
+                optim.zero_grad()
+                losses.append(loss.detach())
+            state = model.state_dict()
+            diff = max(float((torch.stack(losses) - ref_losses).abs().max()),
+                       max(float((state[k] - v).abs().max()) for k, v in ref_state.items()))
+            setting = f"world={world},search={search},prefetch={'on' if prefetch else 'off'}"
+            out.append(("Elixir", "method", "max_abs_diff", diff, setting))
+    out.append((base, "baseline", "max_abs_diff", 0.0, f"world={world}"))
+    return out
+
+
+def _timed_steps(model, step_fn, optim_step, spec: dict, seed: int, rank: int) -> float:
+    """Tokens/s (all ranks) over ``spec['timed_steps']`` steps after one warm-up step."""
+    n = spec["timed_steps"]
+    for t in range(n + 1):
+        if t == 1:
+            if dist.is_initialized():
+                dist.barrier()
+            t0 = time.perf_counter()
+        loss = step_fn(model, _batch(spec, t, rank, seed))
+        optim_step(loss)
+    seconds = time.perf_counter() - t0
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    return n * spec["batch"] * spec["seq_len"] * world / seconds
+
+
+def _plain_step(opt):
+    def step(loss):
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    return step
+
+
+def _elixir_step(optim):
+    def step(loss):
+        optim.backward(loss)
+        optim.step()
+        optim.zero_grad()
+    return step
+
+
+def budget_task(rank: int, world: int, spec: dict, seed: int) -> list:
+    """A model ``model_to_budget`` x the fast-device budget: peak of the ledger, predicted and measured moves,
+    bytes moved, chunk size, throughput; FIFO beside prefetch."""
+    out = []
+    budget = _budget(spec, seed)
+    setting = f"world={world},budget=1/{spec['model_to_budget']:g}"
+    for prefetch in (True, False):
+        model, optim = _elixir(spec, seed, rank, budget, "optimal", prefetch)
+        tps = _timed_steps(model, gpt_step, _elixir_step(optim), spec, seed, rank)
+        model.reset_stats()
+        _elixir_step(optim)(gpt_step(model, _batch(spec, 99, rank, seed)))  # one measured iteration
+        s = model.stats()
+        name = "Elixir" if prefetch else "Elixir-FIFO"
+        out += [(name, "method", "peak_bytes", s["peak_bytes"], setting),
+                (name, "method", "budget_bytes", budget, setting),
+                (name, "method", "model_bytes", param_bytes(build_gpt(spec, seed)), setting),
+                (name, "method", "moves_predicted", model.plan.moves, setting),
+                (name, "method", "moves_measured", s["moves"], setting),
+                (name, "method", "bytes_moved", s["bytes_moved"], setting),
+                (name, "method", "chunk_size", s["chunk_size"], setting),
+                (name, "method", "n_chunks", s["n_chunks"], setting),
+                (name, "method", "n_blocks", s["n_blocks"], setting),
+                (name, "method", "tokens_per_s", tps, setting)]
+    return out
+
+
+def _fsdp2(spec: dict, seed: int):
+    from torch.distributed.fsdp import fully_shard
+
+    model = build_gpt(spec, seed)
+    for block in model.blocks:
+        fully_shard(block)
+    fully_shard(model)
+    return model, _opt(model.parameters(), spec)
+
+
+def throughput_task(rank: int, world: int, spec: dict, seed: int) -> list:
+    """Tokens/s of plain PyTorch (world 1) or DDP and FSDP2 (world 2), Elixir with everything cached and Elixir
+    under the budget, on the same model and batches."""
+    setting = f"world={world}"
+    out = []
+    if world == 1:
+        model = build_gpt(spec, seed)
+        opt = _opt(model.parameters(), spec)
+        out.append(("PyTorch", "baseline", "tokens_per_s",
+                    _timed_steps(model, gpt_step, _plain_step(opt), spec, seed, rank), setting))
+    else:
+        model = nn.parallel.DistributedDataParallel(build_gpt(spec, seed))
+        opt = _opt(model.parameters(), spec)
+        out.append(("DDP", "baseline", "tokens_per_s",
+                    _timed_steps(model, gpt_step, _plain_step(opt), spec, seed, rank), setting))
+        try:
+            model, opt = _fsdp2(spec, seed)
+            out.append(("FSDP2", "baseline", "tokens_per_s",
+                        _timed_steps(model, gpt_step, _plain_step(opt), spec, seed, rank), setting))
+        except Exception:  # FSDP2 on gloo/CPU is best-effort; recorded as absent
+            pass
+    prof = profile_model(build_gpt(spec, seed), gpt_step, _batch(spec, 0, rank, seed))
+    quarter = _budget(spec, seed) + int(1.25 * prof.activation_bytes)  # 1/model_to_budget of the model + activations
+    for name, budget in (("Elixir", None), ("Elixir-budget", quarter)):
+        model, optim = _elixir(spec, seed, rank, budget)
+        out.append((name, "method", "tokens_per_s",
+                    _timed_steps(model, gpt_step, _elixir_step(optim), spec, seed, rank), setting))
+    return out
+
+
+def moe_task(rank: int, world: int, spec: dict, seed: int) -> list:
+    """MoE GPT (expert parallel) vs the dense GPT of the same parameter count, both under Elixir with the same
+    budget: tokens/s of each and their ratio ``moe_speedup``."""
+    setting = f"world={world},experts={spec['moe_experts']}"
+    dense = build_gpt(spec, seed, dense_like_moe=True)
+    moe = build_gpt(spec, seed, moe=True)
+    # one budget for both: 1/model_to_budget of the dense model for chunks, plus what the MoE keeps on the fast
+    # device outside chunks (this rank's experts with gradient and two Adam states) and the predicted activations
+    experts = sum(p.numel() for n, p in moe.named_parameters() if ".experts." in n) // world
+    acts = max(profile_model(m, gpt_step, _batch(spec, 0, rank, seed)).activation_bytes for m in (dense, moe))
+    budget = int(param_bytes(dense) / spec["model_to_budget"]) + 16 * experts + int(1.25 * acts)
+    out = []
+    tps = {}
+    for name, model, plan in (("Elixir-dense", dense, None), ("Elixir-MoE", moe, {MoE: ExpertParallel()})):
+        wrapped, optim = wrap(model, _opt(model.parameters(), spec), memory_budget=budget, plan=plan,
+                              step_fn=gpt_step, example_input=_batch(spec, 0, rank, seed),
+                              min_chunk_bytes=spec["min_chunk_bytes"])
+        tps[name] = _timed_steps(wrapped, gpt_step, _elixir_step(optim), spec, seed, rank)
+        out.append((name, "method", "tokens_per_s", tps[name], setting))
+        out.append((name, "method", "params", param_bytes(build_gpt(spec, seed, moe=name.endswith("MoE"),
+                                                                      dense_like_moe=name.endswith("dense"))) // 4,
+                    setting))
+    out.append(("Elixir-MoE", "method", "moe_speedup", tps["Elixir-MoE"] / tps["Elixir-dense"], setting))
+    return out
+
