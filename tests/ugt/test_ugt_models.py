@@ -92,12 +92,14 @@ def test_bad_graph_input_raises_clear_errors():
         model(x[0], ei)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"in_channels": 0}, "in_channels"), ({"num_layers": 0}, "num_layers"), ({"hidden_channels": 2.5}, "hidden"),
+@pytest.mark.parametrize("kwargs,error,match", [
+    ({"in_channels": 0}, ValueError, "in_channels=0 should be >= 1"), ({"num_layers": 0}, ValueError, "num_layers"),
+    ({"hidden_channels": 2.5}, TypeError, "hidden_channels should be an int"),
+    ({"dropout": 1.0}, ValueError, "dropout=1.0 should be < 1"),
 ])
-def test_bad_constructor_arguments(kwargs, match):
+def test_bad_constructor_arguments(kwargs, error, match):
     args = {"in_channels": 6, "hidden_channels": 8, "out_channels": 3, "num_layers": 2} | kwargs
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(error, match=match):
         GCN(**args)
     with pytest.raises(ValueError, match="sparsity"):
         UGTGCN(6, 8, 3, 2, sparsity=1.0)

@@ -38,6 +38,8 @@ import threading
 
 import torch
 
+from reprozoo.core.checks import check_int
+
 __all__ = ["buffer_pool_info", "clear_buffer_pool", "mixture_coefficients", "set_buffer_pool_limit",
            "soft_compound_bn"]
 
@@ -147,8 +149,7 @@ _POOL = _BufferPool()
 
 def set_buffer_pool_limit(max_bytes: int) -> None:
     """Set the most memory (bytes) the buffer pool may hold; 0 disables it (fresh tensors each call)."""
-    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
-        raise ValueError(f"max_bytes={max_bytes!r} should be an int >= 0")
+    check_int(max_bytes, "max_bytes", low=0)
     _POOL.max_bytes = max_bytes
     if max_bytes == 0:
         clear_buffer_pool()

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from reprozoo.core.checks import check_float, check_int
 from reprozoo.datasets._paths import find_data_file
 
 __all__ = [
@@ -88,8 +89,7 @@ def bin_trace(timestamps_ms: np.ndarray, slot_ms: float) -> np.ndarray:
         raise ValueError(f"timestamps_ms should be a non-empty 1-D array, got shape {t.shape}")
     if not np.isfinite(t).all() or (t < 0).any():
         raise ValueError("timestamps_ms should be finite and non-negative")
-    if not (isinstance(slot_ms, (int, float)) and np.isfinite(slot_ms) and slot_ms > 0):
-        raise ValueError(f"slot_ms={slot_ms!r} should be a positive number of milliseconds")
+    check_float(slot_ms, "slot_ms", low=0.0, low_inclusive=False)  # milliseconds
     idx = np.floor(t / slot_ms).astype(np.int64)
     return np.bincount(idx, minlength=int(idx.max()) + 1).astype(np.int64)
 
@@ -148,8 +148,7 @@ def quantise_capacity(counts: np.ndarray, n_states: int, reference: np.ndarray |
     c = np.asarray(counts, dtype=np.float64)
     if c.ndim != 1 or c.size == 0:
         raise ValueError(f"counts should be a non-empty 1-D array, got shape {c.shape}")
-    if isinstance(n_states, bool) or not isinstance(n_states, (int, np.integer)) or n_states < 1:
-        raise ValueError(f"n_states={n_states!r} should be an int >= 1")
+    n_states = check_int(n_states, "n_states", low=1)
     ref = c if reference is None else np.asarray(reference, dtype=np.float64)
     edges = np.quantile(ref, np.linspace(0, 1, n_states + 1)[1:-1])
     # bin 0 = lowest capacity; flip so that state 1 is the best channel

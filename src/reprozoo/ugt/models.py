@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.nn import GATConv, GCNConv, GINConv
 
+from reprozoo.core.checks import check_float, check_int
 from reprozoo.ugt.sparse import linear_forward, sparsify_
 
 __all__ = ["GCN", "GAT", "GIN", "UGTGCN", "UGTGAT", "UGTGIN", "DenseLinear", "check_graph", "build_model", "ARCHS"]
@@ -90,10 +91,8 @@ def check_graph(x: Tensor, edge_index: Tensor, in_channels: int | None = None) -
 def _check_dims(in_channels, hidden_channels, out_channels, num_layers, dropout):
     for name, v in (("in_channels", in_channels), ("hidden_channels", hidden_channels),
                     ("out_channels", out_channels), ("num_layers", num_layers)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} should be a positive int, got {v!r}")
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout should be a float in [0, 1), got {dropout!r}")
+        check_int(v, name, low=1)
+    check_float(dropout, "dropout", low=0.0, high=1.0, high_inclusive=False)
 
 
 class _GNN(nn.Module):
@@ -170,8 +169,7 @@ class GAT(_GNN):
     def __init__(self, in_channels: int, hidden_channels: int, out_channels: int, num_layers: int = 2,
                  dropout: float = 0.0, heads: int = 1, bias: bool = False) -> None:
         super().__init__(in_channels, hidden_channels, out_channels, num_layers, dropout)
-        if isinstance(heads, bool) or not isinstance(heads, int) or heads < 1:
-            raise ValueError(f"heads should be a positive int, got {heads!r}")
+        check_int(heads, "heads", low=1)
         self.heads = heads
         for i, (fin, fout) in enumerate(self._dims()):
             fin = fin if i == 0 else fin * heads
