@@ -71,14 +71,14 @@ def test_smoke_run_is_deterministic(smoke, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("changes,match", [
-    ({"zoo": ("VGG", "Foo")}, "unknown zoo model"),
+    ({"zoo": ("VGG", "Foo")}, r"zoo='Foo' is not valid; choose one of \['ResNet-8'"),
     ({"surrogates": ("ViT",), "zoo": ("VGG",)}, "not in zoo"),
-    ({"attacks": ("FGSM",)}, "unknown attack"),
+    ({"attacks": ("FGSM",)}, r"attacks='FGSM' is not valid; choose one of \["),
     ({"n_ens": 8}, "perfect square"),
-    ({"epsilons": (-0.1,)}, "epsilons"),
-    ({"steps": 0}, "steps"),
+    ({"epsilons": (-0.1,)}, r"epsilons\[0\]=-0.1 should be > 0"),
+    ({"steps": 0}, "steps=0 should be >= 1"),
     ({"max_rank": 1}, "max_rank"),
-    ({"sample_counts": (0,)}, "sample_counts"),
+    ({"sample_counts": (0,)}, r"sample_counts\[0\]=0 should be >= 1"),
     ({"sample_counts": (1, 437)}, r"with n_images=200 each entry should be <= 436"),  # quick: 200 images
 ])
 def test_bad_config(changes, match):
@@ -114,27 +114,30 @@ def test_bad_baseline():
 
 
 @pytest.mark.parametrize("key,text,match", [
-    ("aug_max", "-1", r"aug_max=-1.0 should be a finite number in \[0, 2\)"),
-    ("aug_max", "2", r"aug_max=2.0 .*\[0, 2\)"),
+    ("aug_max", "-1", r"aug_max=-1.0 should be >= 0"),
+    ("aug_max", "2", r"aug_max=2.0 should be < 2"),
     ("ti_kernel", "4", "ti_kernel=4 should be an odd int"),
-    ("train_shards", "9", "train_shards: 9 is not a shard of the shipped CIFAR-10 subset; valid: 0, 1"),
+    ("train_shards", "9", r"train_shards=9 is not valid; choose one of \[0, 1\]"),
     ("train_shards", "0,0", "train_shards=.* repeats"),
-    ("attacks", "", "attacks=.* should be a non-empty tuple"),
+    ("attacks", "", "attacks is empty"),
     ("attacks", "ANDA,ANDA", "attacks=.* repeats"),
-    ("zoo", "", "zoo=.* should be a non-empty tuple"),
-    ("surrogates", "", "surrogates=.* should be a non-empty tuple"),
-    ("epsilons", "", "epsilons=.* should be a non-empty tuple"),
-    ("epsilons", "0", r"epsilons=.*\(0, 1\]"),
-    ("sample_counts", "", "sample_counts=.* should be a non-empty tuple"),
+    ("zoo", "", "zoo is empty"),
+    ("surrogates", "", "surrogates is empty"),
+    ("epsilons", "", "epsilons is empty"),
+    ("epsilons", "0", r"epsilons\[0\]=0.0 should be > 0"),
+    ("epsilons", "0.1,2", r"epsilons\[1\]=2.0 should be <= 1"),
+    ("sample_counts", "", "sample_counts is empty"),
     ("sample_counts", "100000", r"n=100000 draws per image is too many; with n_images=24 each entry should be <= 1000"),
     ("sample_counts", "1,1001", r"sample_counts=\(1, 1001\).*<= 1000.*GiB"),
-    ("n_images", "6000", r"n_images=6000 should be an int in \[1, 5000\]"),
+    ("n_images", "6000", r"n_images=6000 should be <= 5000"),
     ("train_limit", "6000", r"train_limit=6000 should be an int in \[0, 5000\]"),
-    ("chain_noise", "-0.1", r"chain_noise=-0.1 .*\[0, 1\]"),
-    ("epoch_scale", "0", r"epoch_scale=0.0 .*\(0, inf\)"),
-    ("zoo_seed", "-1", "zoo_seed=-1 should be an int >= 0"),
-    ("vmi_n", "0", "vmi_n=0 should be an int >= 1"),
-    ("attack_batch", "0", "attack_batch=0 should be an int >= 1"),
+    ("chain_noise", "-0.1", r"chain_noise=-0.1 should be >= 0"),
+    ("epoch_scale", "0", r"epoch_scale=0.0 should be > 0"),
+    ("zoo_seed", "-1", "zoo_seed=-1 should be >= 0"),
+    ("vmi_n", "0", "vmi_n=0 should be >= 1"),
+    ("attack_batch", "0", "attack_batch=0 should be >= 1"),
+    ("surrogates", "VGG,VGG", "surrogates=.* repeats VGG"),
+    ("use_cache", "maybe", "expected a bool"),
 ])
 def test_every_field_is_checked_up_front(key, text, match):
     with pytest.raises(ConfigError, match=match):
@@ -146,7 +149,7 @@ def test_presets_are_valid_and_python_lists_are_accepted():
         Config.from_preset(preset)
     cfg = Config.from_preset("smoke", zoo=["VGG", "CNN"], surrogates=["VGG"])
     assert list(cfg.zoo) == ["VGG", "CNN"]
-    with pytest.raises(ConfigError, match="steps"):
+    with pytest.raises(ConfigError, match=r"steps should be an int, got float \(2.5\)"):
         Config.from_preset("smoke", steps=2.5)
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from reprozoo.core.experiment import ConfigError, TorchExperimentConfig
+from reprozoo.core.experiment import ConfigError, TorchExperimentConfig, knob
 from reprozoo.core.io import atomic_savefig
 from reprozoo.core.plots import figure
 from reprozoo.core.progress import log, track
@@ -62,25 +62,31 @@ class MultiANDAConfig(TorchExperimentConfig):
     """Knobs of the transfer experiment (``--set key=value``)."""
 
     datasets: tuple[str, ...] = ("CIFAR-10-subset",)
-    zoo: tuple[str, ...] = tuple(ZOO)  # zoo models (keys of reprozoo.multianda.zoo.ZOO); all are targets
-    surrogates: tuple[str, ...] = ("ResNet-8", "VGG")  # models attacked white-box; must be in zoo
-    epsilons: tuple[float, ...] = (8 / 255, 16 / 255)  # L∞ budgets in [0, 1] pixel units
-    steps: int = 10  # T, iterations of every attack; step α = eps / T for all
-    n_ens: int = 9  # K, translations of ANDA (a 3×3 grid; reference 25 at 299 px)
-    aug_max: float = 0.3  # largest translation in affine_grid units (reference 0.3)
-    n_chains: int = 3  # M, MultiANDA chains (reference scripts: 5)
-    chain_noise: float = 0.5 / 255  # per-copy uniform noise of MultiANDA (reference 0.5/255)
-    max_rank: int = 0  # cap on D's rows; 0 = no cap (K·T rows, as the reference)
-    n_images: int = 200  # test images attacked (all classified correctly by every zoo model)
-    attack_batch: int = 25  # images per attack call (large batches cost much system time in page faults)
-    attacks: tuple[str, ...] = ATTACKS  # which attacks to run
-    sample_counts: tuple[int, ...] = (1, 2, 5, 10)  # draws per input for the ASR-vs-samples curve
-    ti_kernel: int = 5  # TI-FGSM Gaussian kernel side at 32 px (15 at 299 px in the TI paper)
-    vmi_n: int = 5  # VMI-FGSM neighbours N
-    train_shards: tuple[int, ...] = (0, 1)  # CIFAR-10 subset training shards (5,000 images each)
-    train_limit: int = 0  # use only the first n (shuffled) training images; 0 = all
-    epoch_scale: float = 1.0  # multiplies every zoo model's epochs (smoke: fewer)
-    zoo_seed: int = 0  # seed of zoo training (separate from the attack seeds so the cache is shared)
+    #: zoo models (keys of reprozoo.multianda.zoo.ZOO); all are targets
+    zoo: tuple[str, ...] = knob(tuple(ZOO), choices=tuple(ZOO), nonempty=True, unique=True)
+    #: models attacked white-box; must be in zoo
+    surrogates: tuple[str, ...] = knob(("ResNet-8", "VGG"), nonempty=True, unique=True)
+    #: L∞ budgets in [0, 1] pixel units
+    epsilons: tuple[float, ...] = knob((8 / 255, 16 / 255), gt=0, le=1, nonempty=True, unique=True)
+    steps: int = knob(10, ge=1)  # T, iterations of every attack; step α = eps / T for all
+    n_ens: int = knob(9, ge=1)  # K, translations of ANDA (a 3×3 grid; reference 25 at 299 px)
+    aug_max: float = knob(0.3, ge=0, lt=AUG_MAX_LIMIT)  # largest translation in affine_grid units (reference 0.3)
+    n_chains: int = knob(3, ge=1)  # M, MultiANDA chains (reference scripts: 5)
+    chain_noise: float = knob(0.5 / 255, ge=0, le=1)  # per-copy uniform noise of MultiANDA (reference 0.5/255)
+    max_rank: int = knob(0, ge=0)  # cap on D's rows; 0 = no cap (K·T rows, as the reference)
+    #: test images attacked (all classified correctly by every zoo model)
+    n_images: int = knob(200, ge=1, le=CIFAR_TEST_IMAGES)
+    attack_batch: int = knob(25, ge=1)  # images per attack call (large batches cost much system time in page faults)
+    attacks: tuple[str, ...] = knob(ATTACKS, choices=ATTACKS, nonempty=True, unique=True)  # which attacks to run
+    #: draws per input for the ASR-vs-samples curve
+    sample_counts: tuple[int, ...] = knob((1, 2, 5, 10), ge=1, nonempty=True, unique=True)
+    ti_kernel: int = knob(5, ge=1)  # TI-FGSM Gaussian kernel side at 32 px (15 at 299 px in the TI paper)
+    vmi_n: int = knob(5, ge=1)  # VMI-FGSM neighbours N
+    #: CIFAR-10 subset training shards (5,000 images each)
+    train_shards: tuple[int, ...] = knob((0, 1), choices=CIFAR_SHARDS, nonempty=True, unique=True)
+    train_limit: int = knob(0, ge=0)  # use only the first n (shuffled) training images; 0 = all
+    epoch_scale: float = knob(1.0, gt=0)  # multiplies every zoo model's epochs (smoke: fewer)
+    zoo_seed: int = knob(0, ge=0)  # seed of zoo training (separate from the attack seeds so the cache is shared)
     use_cache: bool = True  # read/write trained models under $REPROZOO_CACHE/models
 
     PRESETS = {
@@ -95,37 +101,26 @@ class MultiANDAConfig(TorchExperimentConfig):
     KNOWN_DATASETS = ("CIFAR-10-subset",)
 
     def validate(self) -> None:
-        """Check every field up front; :class:`ConfigError` names the field and its allowed values."""
+        """Check every field up front; :class:`ConfigError` names the field and its allowed values.
+
+        Types, bounds and choices are declared on the fields (:func:`knob`); here the rules they cannot
+        say: surrogates among the zoo, ``n_ens`` a perfect square, ``ti_kernel`` odd, ``max_rank`` not 1,
+        ``train_limit`` within the chosen shards, ``sample_counts`` within the memory cap for ``n_images``.
+        """
         super().validate()
-        _tuple_of(self, "datasets", str, self.KNOWN_DATASETS)  # (the base class dedupes datasets and seeds)
-        _tuple_of(self, "zoo", str, tuple(ZOO), unknown="unknown zoo model {item!r}; valid models: {valid}")
-        _tuple_of(self, "surrogates", str, tuple(self.zoo),
-                  unknown="surrogate {item!r} is not in zoo=" + f"{tuple(self.zoo)}" + "; valid: {valid}")
-        _tuple_of(self, "attacks", str, ATTACKS, unknown="unknown attack {item!r}; valid attacks: {valid}")
-        _tuple_of(self, "epsilons", float)
-        for e in self.epsilons:
-            if not 0.0 < e <= 1.0:
-                raise ConfigError(f"epsilons={self.epsilons}: each budget should be in (0, 1] (pixel units; "
-                                  "0 leaves every image unchanged)")
-        for key, low, high in (("steps", 1, None), ("n_ens", 1, None), ("n_chains", 1, None),
-                               ("n_images", 1, CIFAR_TEST_IMAGES), ("attack_batch", 1, None),
-                               ("ti_kernel", 1, None), ("vmi_n", 1, None), ("max_rank", 0, None),
-                               ("train_limit", 0, CIFAR_SHARD_IMAGES * len(self.train_shards)),
-                               ("zoo_seed", 0, None)):
-            _int_in(self, key, low, high)
+        for s in self.surrogates:
+            if s not in self.zoo:
+                raise ConfigError(f"surrogate {s!r} is not in zoo={tuple(self.zoo)}; valid: {', '.join(self.zoo)}")
         if math.isqrt(self.n_ens) ** 2 != self.n_ens:
             raise ConfigError(f"n_ens={self.n_ens} should be a perfect square (4, 9, 16, 25, ...)")
         if self.ti_kernel % 2 == 0:
             raise ConfigError(f"ti_kernel={self.ti_kernel} should be an odd int >= 1 (e.g. 3, 5, 7)")
         if self.max_rank == 1:
             raise ConfigError("max_rank=1 leaves no covariance; use 0 (no cap) or an int >= 2")
-        _float_in(self, "aug_max", 0.0, AUG_MAX_LIMIT, high_open=True,
-                  why="affine_grid units; 2 shifts a copy by a whole image side")
-        _float_in(self, "chain_noise", 0.0, 1.0, why="half-width of the uniform noise, pixel units")
-        _float_in(self, "epoch_scale", 0.0, None, low_open=True)
-        _tuple_of(self, "sample_counts", int)
-        if min(self.sample_counts) < 1:
-            raise ConfigError(f"sample_counts={self.sample_counts} should be ints >= 1")
+        n_train = CIFAR_SHARD_IMAGES * len(self.train_shards)
+        if self.train_limit > n_train:
+            raise ConfigError(f"train_limit={self.train_limit} should be an int in [0, {n_train}] (the "
+                              f"{len(self.train_shards)} training shard(s) hold {n_train} images; 0 = all)")
         cap = max_sample_count(self.n_images)
         if max(self.sample_counts) > cap:
             n = max(self.sample_counts)
@@ -135,54 +130,6 @@ class MultiANDAConfig(TorchExperimentConfig):
                 f"{self.n_images} each entry should be <= {cap} (the draws are kept as float32 (n, n_images, "
                 f"3, 32, 32): n={n} needs {gib:.3g} GiB per attack, the cap is {SAMPLE_BYTES_LIMIT / 2**30:g} GiB "
                 f"and {SAMPLE_COUNT_LIMIT} draws)")
-        _tuple_of(self, "train_shards", int, CIFAR_SHARDS,
-                  unknown="train_shards: {item!r} is not a shard of the shipped CIFAR-10 subset; valid: {valid}")
-        if not isinstance(self.use_cache, bool):
-            raise ConfigError(f"use_cache={self.use_cache!r} should be a bool (true/false)")
-
-
-def _int_in(cfg, key: str, low: int, high: int | None) -> None:
-    v = getattr(cfg, key)
-    allowed = f"an int >= {low}" if high is None else f"an int in [{low}, {high}]"
-    if isinstance(v, bool) or not isinstance(v, int) or v < low or (high is not None and v > high):
-        raise ConfigError(f"{key}={v!r} should be {allowed}")
-
-
-def _float_in(cfg, key: str, low: float, high: float | None, *, low_open: bool = False, high_open: bool = False,
-              why: str = "") -> None:
-    v = getattr(cfg, key)
-    ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
-    ok = ok and (v > low if low_open else v >= low)
-    if high is not None:
-        ok = ok and (v < high if high_open else v <= high)
-    if not ok:
-        rng = ("(" if low_open else "[") + f"{low:g}, " + ("inf)" if high is None else f"{high:g}" +
-                                                           (")" if high_open else "]"))
-        raise ConfigError(f"{key}={v!r} should be a finite number in {rng}" + (f" ({why})" if why else ""))
-
-
-def _tuple_of(cfg, key: str, kind: type, choices: tuple | None = None, unknown: str = "") -> None:
-    """Non-empty tuple of ``kind`` without repeats (each in ``choices`` if given; ``unknown`` is the
-    message for an item that is not, formatted with ``item`` and ``valid``)."""
-    v = getattr(cfg, key)
-    listed = ", ".join(map(str, choices)) if choices is not None else ""
-    valid = f"; valid {key}: {listed}" if choices is not None else ""
-    if not isinstance(v, (tuple, list)) or not v:
-        raise ConfigError(f"{key}={v!r} should be a non-empty tuple (comma-separated with --set); an empty "
-                          f"{key} would make the run meaningless{valid}")
-    for item in v:
-        good = isinstance(item, (int, float)) and not isinstance(item, bool) if kind is float else \
-            isinstance(item, kind) and not isinstance(item, bool)
-        if not good:
-            raise ConfigError(f"{key}={v!r}: item {item!r} should be of type {kind.__name__}")
-        if choices is not None and item not in choices:
-            raise ConfigError(unknown.format(item=item, valid=listed) if unknown else f"{key}: {item!r} is not "
-                              f"valid{valid}")
-    _unique(cfg, key)
-
-
-def _unique(cfg, key: str) -> None:
-    cfg.check_unique(key)
 
 
 Config = MultiANDAConfig
