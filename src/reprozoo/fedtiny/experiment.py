@@ -12,7 +12,6 @@ Client failures (rounds completed without some nodes, failed ABNS queries) are l
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from reprozoo.core.experiment import ConfigError, TorchExperimentConfig
+from reprozoo.core.experiment import ConfigError, TorchExperimentConfig, knob
 from reprozoo.core.registry import ExperimentSpec
 from reprozoo.core.results import Result
 
@@ -28,6 +27,8 @@ __all__ = ["FedTinyConfig", "Config", "run"]
 
 _METHODS = ("FedTiny", "FedAvg-dense", "Random", "SNIP", "SynFlow", "FedDST")
 _CANDIDATES = ("erk-magnitude", "erk-random", "er-magnitude", "er-random", "uniform-magnitude")
+#: every ABNS candidate "allocation-criterion": allocation uniform / er / erk, criterion magnitude / random
+_CANDIDATE_CHOICES = tuple(f"{a}-{c}" for a in ("uniform", "er", "erk") for c in ("magnitude", "random"))
 
 
 @dataclass
@@ -36,34 +37,39 @@ class FedTinyConfig(TorchExperimentConfig):
 
     datasets: tuple[str, ...] = ("MNIST",)
     seeds: tuple[int, ...] = (0, 1)
-    methods: tuple[str, ...] = _METHODS        # which of FedTiny, FedAvg-dense, Random, SNIP, SynFlow, FedDST
-    densities: tuple[float, ...] = (0.05,)     # target density d of the prunable weights, each in (0, 1]
-    alpha: float = 0.5                         # Dirichlet concentration of the non-IID label split (> 0)
-    n_clients: int = 10                        # Flower supernodes, one data partition each
-    fraction_train: float = 1.0                # fraction of clients sampled per round
-    n_train: int = 2000                        # training images spread over the clients (random subset)
-    n_test: int = 0                            # test images (0 = the whole test set)
-    arch: str = "cnn16"                        # cnn16 / cnn32 (SmallCNN with BN) or resnet8
-    rounds: int = 24                           # federated rounds
-    local_epochs: int = 1                      # local epochs per round
-    batch_size: int = 32                       # local batch size
-    lr: float = 0.05                           # local SGD learning rate
-    momentum: float = 0.9                      # local SGD momentum
-    weight_decay: float = 5e-4                 # local SGD weight decay
-    delta_t: int = 2                           # ΔT: rounds between mask adjustments (FedTiny, FedDST)
-    t_end: int = 16                            # T_end: no adjustment after this round
-    adjust_alpha: float = 0.2                  # α of the cosine schedule α_t = α/2 (1 + cos(π t / T_end))
-    layer_order: str = "output_to_input"       # order in which FedTiny cycles through layers
-    grad_batches: int = 1                      # batches of the clients' growth gradient
-    candidates: tuple[str, ...] = _CANDIDATES  # ABNS pool, "allocation-criterion"
-    abns_samples: int = 256                    # samples per client for the ABNS statistics and losses
-    synflow_iters: int = 100                   # SynFlow pruning iterations
-    eval_every: int = 4                        # rounds between test evaluations (accuracy-vs-round curve)
-    n_curve: int = 1000                        # test images behind each curve point (final top1: all n_test)
-    engine: str = "flower"                     # "flower" (Flower simulation engine, Ray) or "local" (in process)
-    num_cpus: int = 2                          # CPUs given to Ray (one client actor per CPU)
-    fail_client: int = -1                      # test hook: partition in [0, n_clients) failing in round fail_round
-    fail_round: int = -1                       # test hook: round in [0, rounds] (0 = ABNS queries); both -1 = off
+    #: which of FedTiny, FedAvg-dense, Random, SNIP, SynFlow, FedDST
+    methods: tuple[str, ...] = knob(_METHODS, choices=_METHODS, nonempty=True, unique=True)
+    #: target density d of the prunable weights, each in (0, 1]
+    densities: tuple[float, ...] = knob((0.05,), gt=0, le=1, nonempty=True, unique=True)
+    alpha: float = knob(0.5, gt=0)  # Dirichlet concentration of the non-IID label split (> 0)
+    n_clients: int = knob(10, ge=2)  # Flower supernodes, one data partition each
+    fraction_train: float = knob(1.0, gt=0, le=1)  # fraction of clients sampled per round
+    n_train: int = knob(2000, ge=2)  # training images spread over the clients (random subset)
+    n_test: int = knob(0, ge=0)  # test images (0 = the whole test set)
+    arch: str = knob("cnn16", choices=("cnn16", "cnn32", "resnet8"))  # cnn16 / cnn32 (SmallCNN with BN) or resnet8
+    rounds: int = knob(24, ge=1)  # federated rounds
+    local_epochs: int = knob(1, ge=1)  # local epochs per round
+    batch_size: int = knob(32, ge=1)  # local batch size
+    lr: float = knob(0.05, gt=0)  # local SGD learning rate
+    momentum: float = knob(0.9, ge=0, lt=1)  # local SGD momentum
+    weight_decay: float = knob(5e-4, ge=0)  # local SGD weight decay
+    delta_t: int = knob(2, ge=0)  # ΔT: rounds between mask adjustments (FedTiny, FedDST)
+    t_end: int = knob(16, ge=1)  # T_end: no adjustment after this round
+    adjust_alpha: float = knob(0.2, gt=0, le=1)  # α of the cosine schedule α_t = α/2 (1 + cos(π t / T_end))
+    #: order in which FedTiny cycles through layers
+    layer_order: str = knob("output_to_input", choices=("output_to_input", "input_to_output"))
+    grad_batches: int = knob(1, ge=1)  # batches of the clients' growth gradient
+    #: ABNS pool, "allocation-criterion"
+    candidates: tuple[str, ...] = knob(_CANDIDATES, choices=_CANDIDATE_CHOICES, nonempty=True, unique=True)
+    abns_samples: int = knob(256, ge=1)  # samples per client for the ABNS statistics and losses
+    synflow_iters: int = knob(100, ge=1)  # SynFlow pruning iterations
+    eval_every: int = knob(4, ge=1)  # rounds between test evaluations (accuracy-vs-round curve)
+    n_curve: int = knob(1000, ge=1)  # test images behind each curve point (final top1: all n_test)
+    #: "flower" (Flower simulation engine, Ray) or "local" (in process)
+    engine: str = knob("flower", choices=("flower", "local"))
+    num_cpus: int = knob(2, ge=1)  # CPUs given to Ray (one client actor per CPU)
+    fail_client: int = knob(-1, ge=-1)  # test hook: partition in [0, n_clients) failing in round fail_round
+    fail_round: int = knob(-1, ge=-1)  # test hook: round in [0, rounds] (0 = ABNS queries); both -1 = off
 
     KNOWN_DATASETS: ClassVar[tuple[str, ...]] = ("MNIST", "CIFAR-10-subset")
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
@@ -81,42 +87,12 @@ class FedTinyConfig(TorchExperimentConfig):
     }
 
     def validate(self) -> None:
-        """Reject every out-of-domain knob up front (ConfigError naming the field and its allowed range)."""
+        """Reject every out-of-domain knob up front (ConfigError naming the field and its allowed range).
+
+        Types, bounds and choices are declared on the fields (:func:`knob`); here the rules across fields:
+        ``n_train`` / ``n_test`` within the selected data sets, two samples per client, the failure hook.
+        """
         super().validate()
-        for key in ("methods", "densities", "candidates"):
-            if not isinstance(getattr(self, key), tuple):
-                raise ConfigError(f"{key}={getattr(self, key)!r} should be a tuple (comma-separated with --set)")
-        self.check_unique("methods", "densities", "candidates", "datasets", "seeds")
-        bad = [m for m in self.methods if m not in _METHODS]
-        if bad or not self.methods:
-            raise ConfigError(f"methods {list(self.methods)} should be a non-empty subset of {list(_METHODS)}")
-        if not self.densities or any(not _is_real(d) or not (0.0 < float(d) <= 1.0) for d in self.densities):
-            raise ConfigError(f"densities={self.densities} should each lie in (0, 1]")
-        ints = {  # field: smallest allowed value
-            "n_clients": 2, "n_train": 2, "n_test": 0, "rounds": 1, "local_epochs": 1, "batch_size": 1,
-            "delta_t": 0, "t_end": 1, "grad_batches": 1, "abns_samples": 1, "synflow_iters": 1, "eval_every": 1,
-            "n_curve": 1, "num_cpus": 1, "fail_client": -1, "fail_round": -1,
-        }
-        for key, low in ints.items():
-            v = getattr(self, key)
-            if isinstance(v, bool) or not isinstance(v, int) or v < low:
-                raise ConfigError(f"{key}={v!r} should be an int >= {low}"
-                                  + (" (0 = the whole test set)" if key == "n_test" else "")
-                                  + (" (-1 = off)" if key.startswith("fail_") else ""))
-        floats = {  # field: (low, high, low inclusive, high inclusive)
-            "alpha": (0.0, math.inf, False, False),  # Dirichlet concentration
-            "fraction_train": (0.0, 1.0, False, True),
-            "lr": (0.0, math.inf, False, False),
-            "momentum": (0.0, 1.0, True, False),
-            "weight_decay": (0.0, math.inf, True, False),
-            "adjust_alpha": (0.0, 1.0, False, True),
-        }
-        for key, (lo, hi, lo_in, hi_in) in floats.items():
-            v = getattr(self, key)
-            ok = _is_real(v) and (lo <= v if lo_in else lo < v) and (v <= hi if hi_in else v < hi)
-            if not ok:
-                rng = f"{'[' if lo_in else '('}{lo:g}, {hi:g}{']' if hi_in else ')'}"
-                raise ConfigError(f"{key}={v!r} should lie in {rng}" + (" (finite)" if hi == math.inf else ""))
         sizes = {d: DATA_SIZES[d] for d in self.datasets if d in DATA_SIZES}
         if sizes:  # above the largest selected data set is an error; a smaller one uses all it has (noted)
             for key, i, what in (("n_train", 0, "training"), ("n_test", 1, "test")):
@@ -129,19 +105,6 @@ class FedTinyConfig(TorchExperimentConfig):
         if self.n_clients * 2 > self.n_train:
             raise ConfigError(f"n_clients={self.n_clients} is more than n_train/2={self.n_train // 2}: every client "
                               "needs >= 2 samples; raise n_train or lower n_clients")
-        if self.engine not in ("flower", "local"):
-            raise ConfigError(f"engine={self.engine!r} should be 'flower' or 'local'")
-        if self.layer_order not in ("output_to_input", "input_to_output"):
-            raise ConfigError(f"layer_order={self.layer_order!r} should be 'output_to_input' or 'input_to_output'")
-        if self.arch not in ("cnn16", "cnn32", "resnet8"):
-            raise ConfigError(f"arch={self.arch!r} should be one of cnn16, cnn32, resnet8")
-        if not self.candidates:
-            raise ConfigError("candidates is empty; e.g. erk-magnitude,uniform-random")
-        for c in self.candidates:
-            parts = str(c).split("-")
-            if len(parts) != 2 or parts[0] not in ("uniform", "er", "erk") or parts[1] not in ("magnitude", "random"):
-                raise ConfigError(f"candidate {c!r} should be 'allocation-criterion' with allocation in "
-                                  "uniform/er/erk and criterion in magnitude/random")
         # test hook: both off (-1), or a client partition in [0, n_clients) failing in a round in
         # [0, rounds] (round 0 = FedTiny's ABNS queries); one without the other would never fire
         if self.fail_client >= self.n_clients:
@@ -166,11 +129,6 @@ def _effective_sizes(config: FedTinyConfig, dataset: str) -> tuple[int, int]:
     training images less the public batch, and n_test = 0 or above the test set means all of it."""
     n_tr, n_te = DATA_SIZES[dataset]
     return min(config.n_train, n_tr - _N_PUBLIC), (n_te if config.n_test == 0 else min(config.n_test, n_te))
-
-
-def _is_real(v: Any) -> bool:
-    """A real number (int or float, not bool)."""
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 Config = FedTinyConfig
