@@ -14,6 +14,8 @@ import os
 import sys
 from collections.abc import Iterator
 
+from reprozoo.core.checks import check_int
+
 __all__ = ["thread_limits", "resolve_threads"]
 
 _ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -22,8 +24,7 @@ _ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 def resolve_threads(threads: int | None, default: int = 1) -> int:
     """``threads`` (or ``default`` when None), checked to be an int >= 1 and capped at the CPU count."""
     n = default if threads is None else threads
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"threads={threads!r} should be an int >= 1")
+    n = check_int(n, "threads", low=1)
     return min(n, os.cpu_count() or 1)
 
 

@@ -23,6 +23,7 @@ import torch
 from flwr.app import ArrayRecord, MetricRecord
 from flwr.serverapp import Grid
 
+from reprozoo.core.checks import check_int
 from reprozoo.core.device import resolve_device
 from reprozoo.core.experiment import TorchExperimentConfig
 from reprozoo.core.progress import log
@@ -30,8 +31,9 @@ from reprozoo.fedtiny.baselines import random_mask, snip_mask, synflow_mask
 from reprozoo.fedtiny.client import build_model, federated_data, load_state, mean_loss, model_shapes, state_of
 from reprozoo.fedtiny.cost import CostModel
 from reprozoo.fedtiny.protocol import client_config, from_record, to_record
-from reprozoo.fedtiny.sparse import candidate_pool, check_density
+from reprozoo.fedtiny.sparse import candidate_pool
 from reprozoo.fedtiny.strategy import FedTinyStrategy
+from reprozoo.sparsity import check_density
 
 __all__ = ["METHODS", "ROLES", "ServerJob", "experiment_jobs"]
 
@@ -68,8 +70,7 @@ class ServerJob:
         if self.method not in METHODS:
             raise ValueError(f"method={self.method!r} is not valid; choose one of {METHODS}")
         check_density(self.density)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed={self.seed!r} should be an int >= 0")
+        check_int(self.seed, "seed", low=0)
 
     def __str__(self) -> str:
         return f"{self.dataset} d={self.density:g} seed={self.seed} {self.method}"

@@ -29,6 +29,7 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.simulation import run_simulation
 from flwr.supercore.task_identity import TaskIdentity
 
+from reprozoo.core.checks import check_int
 from reprozoo.core.progress import is_quiet
 from reprozoo.fedtiny.deployment import client_app
 
@@ -233,8 +234,7 @@ def run_federated(jobs: Sequence[Callable[[Grid], Any]], n_clients: int, engine:
     """
     if engine not in ("flower", "local"):
         raise ValueError(f"engine={engine!r} should be 'flower' or 'local'")
-    if isinstance(n_clients, bool) or not isinstance(n_clients, int) or n_clients < 1:
-        raise ValueError(f"n_clients={n_clients!r} should be an int >= 1")
+    check_int(n_clients, "n_clients", low=1)
     for i, job in enumerate(jobs):
         config = getattr(job, "config", None)  # a ServerJob's
         if config is not None and int(config.n_clients) != n_clients:

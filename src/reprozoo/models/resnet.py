@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reprozoo.core.checks import check_int
 from reprozoo.models._head import LinearClassifierMixin
 
 __all__ = ["BasicBlock", "CifarResNet", "resnet8", "resnet20", "resnet32"]
@@ -69,8 +70,8 @@ class CifarResNet(LinearClassifierMixin, nn.Module):
         super().__init__()
         if (depth - 2) % 6 != 0 or depth < 8:
             raise ValueError(f"depth={depth} should be 6n+2 with n >= 1 (8, 20, 32, 44, 56, 110)")
-        if width < 1 or num_classes < 1:
-            raise ValueError(f"width={width} and num_classes={num_classes} should be >= 1")
+        check_int(width, "width", low=1)
+        check_int(num_classes, "num_classes", low=1)
         n = (depth - 2) // 6
         self.depth, self.width, self.num_classes = depth, width, num_classes
         self.conv1 = nn.Conv2d(in_chans, width, 3, 1, 1, bias=False)

@@ -63,8 +63,7 @@ def softmax_operator(
 
     Returns the reduced tensor. Stable for any ``beta * q`` (log-sum-exp shift via ``torch.softmax``).
     """
-    if beta < 0 or not np.isfinite(beta):
-        raise ValueError(f"beta={beta} should be a finite number >= 0")
+    check_float(beta, "beta", low=0.0)
     logits = beta * q if log_weights is None else beta * q + log_weights
     return (torch.softmax(logits, dim=dim) * q).sum(dim=dim)
 
