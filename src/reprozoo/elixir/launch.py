@@ -92,7 +92,7 @@ class WorkerPool:
             if p.is_alive():
                 q.put(None)
         for p in self.procs:
-            p.join(timeout=10)
+            p.join(timeout=3)
             if p.is_alive():
                 p.terminate()
                 p.join(timeout=5)

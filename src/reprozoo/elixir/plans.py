@@ -71,8 +71,10 @@ class ExpertParallel(ParallelPattern):
             raise ValueError(f"plan: ExpertParallel needs the world size {n} to divide n_experts={module.n_experts}")
         local = module.n_experts // n
         if n > 1:
+            import torch.distributed as dist
+
             module.experts = nn.ModuleList(list(module.experts)[r * local:(r + 1) * local])
-            module.ep_group = group
+            module.ep_group = group if group is not None else dist.group.WORLD
         module.expert_offset = r * local
         return list(module.experts.parameters())
 

@@ -1,0 +1,52 @@
+"""World size 2 on gloo (two spawned workers, one process group for the whole module): equality with DDP, the
+ledger and the simulator's moves, and expert-parallel MoE against the same MoE on one rank."""
+
+import pytest
+
+from reprozoo.elixir import tasks
+from reprozoo.elixir.launch import WorkerPool
+
+pytestmark = pytest.mark.distributed
+
+SPEC = dict(vocab=32, seq_len=8, d_model=64, n_head=2, n_layer=3, d_hidden=128, moe_experts=4, batch=1, lr=1e-2,
+            min_chunk_bytes=4096, model_to_budget=2.0, equality_steps=2, searches=("optimal", "minimum_waste"),
+            timed_steps=1, device="cpu", prefetch=(True,))
+
+
+@pytest.fixture(scope="module")
+def pool():
+    with WorkerPool(2, timeout=300) as p:
+        yield p
+
+
+def _by_setting(records, metric):
+    return {(m, s): v for m, _, k, v, s in records if k == metric}
+
+
+def test_equal_to_ddp_for_both_searches(pool):
+    rank0, rank1 = pool.run(tasks.equality_task, SPEC, 0)
+    diffs = _by_setting(rank0, "max_abs_diff")
+    elixir = {s: v for (m, s), v in diffs.items() if m == "Elixir"}
+    assert len(elixir) == 2
+    # DDP averages the same two gradients: measured 0.0 (fp32); tolerance for summation order
+    assert max(elixir.values()) <= 1e-6, elixir
+    assert _by_setting(rank1, "max_abs_diff").keys() == diffs.keys()
+
+
+def test_budget_and_predicted_moves_at_world_two(pool):
+    for records in pool.run(tasks.budget_task, SPEC, 0):
+        r = _by_setting(records, "peak_bytes")
+        for (method, setting), peak in r.items():
+            budget = _by_setting(records, "budget_bytes")[(method, setting)]
+            assert peak <= budget
+            assert (_by_setting(records, "moves_predicted")[(method, setting)]
+                    == _by_setting(records, "moves_measured")[(method, setting)])
+            assert _by_setting(records, "n_blocks")[(method, setting)] < _by_setting(records, "n_chunks")[
+                (method, setting)]
+
+
+def test_expert_parallel_moe_equals_one_rank(pool):
+    spec = dict(d_model=16, d_hidden=32, moe_experts=4, batch=2, seq_len=6, moe_top_k=2, capacity_factor=2.0)
+    for records in pool.run(tasks.moe_equivalence_task, spec, 0):
+        (_, _, _, diff, _), = records
+        assert diff < 1e-6

@@ -1,0 +1,316 @@
+"""Elixir's pieces on one process: chunks, states, the simulator against brute force, the ledger, the searches,
+equality with plain PyTorch, clipping, overflow skipping, checkpoints, MoE gating and bad input."""
+
+import copy
+import itertools
+import random
+
+import pytest
+import torch
+
+from reprozoo.elixir import (
+    GPT,
+    AccountingDevice,
+    BudgetExceeded,
+    Chunk,
+    ExpertParallel,
+    IllegalTransition,
+    MoE,
+    TensorState,
+    gpt_step,
+    optimal_search,
+    pack,
+    profile_model,
+    random_tokens,
+    simulate,
+    wrap,
+)
+from reprozoo.elixir.search import Profile, SearchResult
+
+V, T = 64, 16
+
+
+def tiny(seed=0, **kw):
+    torch.manual_seed(seed)
+    return GPT(vocab_size=V, seq_len=T, d_model=32, n_head=2, n_layer=3, **kw)
+
+
+def batch(seed=0):
+    return random_tokens(2, T + 1, V, seed=seed)
+
+
+def elixir(model, budget=None, lr=1e-2, **kw):
+    return wrap(model, torch.optim.Adam(model.parameters(), lr=lr), memory_budget=budget, step_fn=gpt_step,
+                example_input=batch(), min_chunk_bytes=4096, **kw)
+
+
+def train(model, optim, steps=3, elixir_=True):
+    losses = []
+    for t in range(steps):
+        loss = gpt_step(model, batch(t))
+        if elixir_:
+            optim.backward(loss)
+        else:
+            loss.backward()
+        optim.step()
+        optim.zero_grad()
+        losses.append(loss.detach())
+    return torch.stack(losses)
+
+
+def plain_state(model):
+    return {k: v.detach() for k, v in model.state_dict().items()}
+
+
+# -- chunks and states ---------------------------------------------------------------------------
+def test_pack_next_fit_and_oversized():
+    assert pack([3, 4, 2, 5], 7) == [[0, 1], [2, 3]]
+    with pytest.raises(ValueError, match="chunk_size=4"):
+        pack([5], 4)
+
+
+def test_chunk_round_trip_and_world_divisibility():
+    params = [torch.nn.Parameter(torch.randn(3, 2)), torch.nn.Parameter(torch.randn(4))]
+    values = [p.detach().clone() for p in params]
+    c = Chunk(0, [6, 4], 12, rank=0, world=1, dtype=torch.float32)
+    dev = AccountingDevice(None)
+    c.materialize(params, torch.device("cpu"), dev.alloc, dev.alloc)
+    assert params[0].untyped_storage().size() == 0           # zero storage while scattered
+    dev.grow(c.block)
+    c.block.copy_(c.shard)
+    for p, v in zip(params, values, strict=True):
+        assert torch.equal(p, v)
+    assert torch.equal(c.shard[10:], torch.zeros(2))           # padding
+    with pytest.raises(ValueError, match="multiple of the world size 5"):
+        Chunk(0, [6], 12, rank=0, world=5, dtype=torch.float32)
+
+
+def test_state_machine_rejects_illegal_transitions():
+    c = Chunk(0, [4], 4, rank=0, world=1, dtype=torch.float32)
+    with pytest.raises(IllegalTransition, match="FREE -> COMPUTE"):
+        c.set_state(0, TensorState.COMPUTE)
+    for s in (TensorState.HOLD, TensorState.COMPUTE, TensorState.HOLD_AFTER_BWD, TensorState.READY_FOR_REDUCE,
+              TensorState.FREE):
+        c.set_state(0, s)
+    with pytest.raises(IllegalTransition):
+        c.set_state(0, TensorState.READY_FOR_REDUCE)
+
+
+# -- simulator -----------------------------------------------------------------------------------
+def _synthetic(trace, n_chunks):
+    events = [e for op in trace for e in (("pre", op, False), ("post", op, False))]
+    prof = Profile(params=[None] * n_chunks, numels=[8] * n_chunks, requires_grad=[True] * n_chunks,
+                   op_params=[[k] for k in range(n_chunks)], steps=[(op, False) for op in trace], grad_order=[],
+                   first_use=list(range(n_chunks)), private=[], activation_bytes=0, buffer_bytes=0, events=events)
+    res = SearchResult(8, [[k] for k in range(n_chunks)], [], 0, 0, torch.float32, 1, "optimal")
+    return prof, res
+
+
+def _brute_force(trace, n_blocks):
+    """Fewest misses over every eviction choice (exhaustive search with memo)."""
+    from functools import lru_cache
+
+    @lru_cache(maxsize=None)
+    def best(t, cache):
+        if t == len(trace):
+            return 0
+        c = trace[t]
+        if c in cache:
+            return best(t + 1, cache)
+        if len(cache) < n_blocks:
+            return 1 + best(t + 1, cache | {c})
+        return 1 + min(best(t + 1, (cache - {v}) | {c}) for v in cache)
+
+    return best(0, frozenset())
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_belady_moves_equal_brute_force_optimum(seed):
+    rng = random.Random(seed)
+    n_chunks, n_blocks = rng.randint(3, 5), rng.randint(1, 3)
+    trace = [rng.randrange(n_chunks) for _ in range(rng.randint(6, 11))]
+    prof, res = _synthetic(trace, n_chunks)
+    belady = simulate(prof, res, scheduler="prefetch", n_blocks=n_blocks).moves
+    fifo = simulate(prof, res, scheduler="fifo", n_blocks=n_blocks).moves
+    assert belady == _brute_force(tuple(trace), n_blocks) <= fifo
+
+
+def test_search_terminates_when_no_block_fits():
+    """The reference search loops forever when n_blocks <= 0; ours skips the size and raises."""
+    prof = profile_model(tiny(), gpt_step, batch())
+    with pytest.raises(ValueError, match="memory_budget=1000 bytes is too small"):
+        optimal_search(prof, world_size=1, budget_bytes=1000, min_chunk_bytes=4096)
+
+
+# -- equality with PyTorch ------------------------------------------------------------------------
+@pytest.mark.parametrize("search", ["optimal", "minimum_waste"])
+@pytest.mark.parametrize("prefetch", [True, False])
+def test_equal_to_pytorch_under_budget(search, prefetch):
+    ref = tiny()
+    ref_losses = train(ref, torch.optim.Adam(ref.parameters(), lr=1e-2), elixir_=False)
+    model, optim = elixir(tiny(), budget=400_000, search=search, prefetch=prefetch)
+    assert model.plan.n_blocks < len(model.plan.layout)       # chunks are evicted and re-gathered
+    losses = train(model, optim)
+    assert torch.equal(losses, ref_losses)
+    sd = model.state_dict()
+    for k, v in plain_state(ref).items():
+        assert torch.equal(sd[k], v), k
+
+
+def test_budget_peak_and_predicted_moves():
+    budget = 400_000
+    model, optim = elixir(tiny(), budget=budget)
+    train(model, optim, steps=1)
+    model.reset_stats()
+    train(model, optim, steps=1)
+    s = model.stats()
+    assert s["peak_bytes"] <= budget
+    assert s["moves"] == model.plan.moves
+    assert model.fast.by_tag["rcache"] == 0                   # every block released after the step
+
+
+def test_ledger_refuses_to_pass_the_budget():
+    dev = AccountingDevice(100)
+    dev.alloc(20, torch.float32)
+    with pytest.raises(BudgetExceeded):
+        dev.alloc(10, torch.float32)
+    assert dev.peak_bytes == 80
+
+
+def test_clipping_equals_clip_grad_norm():
+    ref = tiny()
+    opt = torch.optim.SGD(ref.parameters(), lr=0.1)
+    gpt_step(ref, batch()).backward()
+    torch.nn.utils.clip_grad_norm_(ref.parameters(), 0.05)
+    opt.step()
+    g = tiny()
+    model, optim = wrap(g, torch.optim.SGD(g.parameters(), lr=0.1), step_fn=gpt_step, example_input=batch(),
+                        min_chunk_bytes=4096, max_norm=0.05)
+    optim.backward(gpt_step(model, batch()))
+    optim.step()
+    sd = model.state_dict()
+    assert max(float((sd[k] - v).abs().max()) for k, v in plain_state(ref).items()) < 1e-6
+
+
+def test_overflow_skips_step_and_lowers_scale():
+    model, optim = elixir(tiny(), dtype=torch.bfloat16)
+    before = model.state_dict()
+    scale = optim.scale
+    optim.backward(gpt_step(model, batch()) * float("inf"))
+    assert optim.step() is False
+    assert optim.scale == scale / 2 and optim.skipped_steps == 1
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    optim.backward(gpt_step(model, batch()))                  # a finite step goes through in bf16
+    assert optim.step() is True
+
+
+def test_state_dict_loads_into_unwrapped_model():
+    model, optim = elixir(tiny(), budget=400_000)
+    train(model, optim, steps=2)
+    plain = tiny(seed=1)
+    plain.load_state_dict(model.state_dict(), strict=True)
+    b = batch(5)
+    with torch.no_grad():
+        assert torch.allclose(plain(b[:, :-1]), model(b[:, :-1]), atol=1e-6)
+    other, _ = elixir(tiny(seed=2))
+    other.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        assert torch.allclose(other(b[:, :-1]), plain(b[:, :-1]), atol=1e-6)
+
+
+# -- MoE -----------------------------------------------------------------------------------------
+def test_moe_top2_matches_a_per_token_loop():
+    torch.manual_seed(0)
+    moe = MoE(8, 16, n_experts=4, top_k=2, capacity_factor=4.0)   # capacity large enough: no token dropped
+    x = torch.randn(10, 8)
+    y = moe(x)
+    probs = torch.softmax(moe.gate(x), -1)
+    expect = torch.zeros_like(x)
+    for s in range(10):
+        g, idx = probs[s].topk(2)
+        g = g / g.sum()
+        for j in range(2):
+            expect[s] += g[j] * moe.experts[int(idx[j])](x[s:s + 1])[0]
+    assert torch.allclose(y, expect, atol=1e-6)
+
+
+def test_moe_drops_tokens_beyond_capacity():
+    moe = MoE(4, 8, n_experts=2, top_k=1, capacity_factor=0.5)
+    with torch.no_grad():
+        moe.gate.weight.zero_()                                 # every token picks expert 0
+    x = torch.randn(8, 4)
+    y = moe(x)
+    assert moe.capacity(8) == 2
+    assert int((y.abs().sum(-1) > 0).sum()) == 2
+
+
+def test_expert_parallel_plan_at_world_one_trains():
+    torch.manual_seed(0)
+    g = GPT(vocab_size=V, seq_len=T, d_model=32, n_head=2, n_layer=2, moe_experts=2)
+    ref = copy.deepcopy(g)
+    model, optim = wrap(g, torch.optim.Adam(g.parameters(), lr=1e-2), plan={MoE: ExpertParallel()},
+                        step_fn=gpt_step, example_input=batch(), min_chunk_bytes=4096)
+    assert len(model.managed_params) == 2 * 2 * 4           # layers x experts x (2 weights + 2 biases)
+    losses = train(model, optim, steps=2)
+    ref_losses = train(ref, torch.optim.Adam(ref.parameters(), lr=1e-2), steps=2, elixir_=False)
+    assert torch.allclose(losses, ref_losses, atol=1e-6)
+    assert set(model.state_dict()) == set(ref.state_dict())
+
+
+# -- bad input, before any step ------------------------------------------------------------------
+def test_budget_below_one_block_plus_largest_parameter():
+    with pytest.raises(ValueError, match="memory_budget"):
+        elixir(tiny(), budget=50_000)
+
+
+def test_inplace_op_on_a_hooked_parameter_is_refused():
+    def step(model, b):
+        with torch.no_grad():
+            model.ln_f.weight.mul_(1.0)
+        return gpt_step(model, b)
+
+    g = tiny()
+    with pytest.raises(ValueError, match="ln_f.weight.*in place"):
+        wrap(g, torch.optim.Adam(g.parameters()), step_fn=step, example_input=batch(), min_chunk_bytes=4096)
+
+
+def test_optimizer_the_placement_cannot_serve():
+    g = tiny()
+    with pytest.raises(ValueError, match="optimizer LBFGS"):
+        wrap(g, torch.optim.LBFGS(g.parameters()), example_input=batch(), step_fn=gpt_step)
+    groups = [{"params": list(g.blocks.parameters()), "lr": 1e-3},
+              {"params": [p for n, p in g.named_parameters() if not n.startswith("blocks")], "lr": 1e-2}]
+    with pytest.raises(ValueError, match="different settings"):
+        wrap(g, torch.optim.Adam(groups), example_input=batch(), step_fn=gpt_step)
+    with pytest.raises(ValueError, match="does not hold"):
+        wrap(g, torch.optim.Adam(g.blocks.parameters()), example_input=batch(), step_fn=gpt_step)
+
+
+def test_plan_naming_no_module():
+    g = tiny()
+    with pytest.raises(ValueError, match="plan entry 'decoder.\\*' names no module"):
+        wrap(g, torch.optim.Adam(g.parameters()), plan={"decoder.*": ExpertParallel()}, example_input=batch(),
+             step_fn=gpt_step)
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"search": "greedy"}, "search='greedy'"),
+    ({"memory_budget": -5}, "memory_budget=-5"),
+    ({"dtype": torch.int8}, "dtype=torch.int8"),
+    ({"example_input": None}, "example_input is required"),
+])
+def test_bad_arguments(kw, match):
+    g = tiny()
+    args = {"step_fn": gpt_step, "example_input": batch(), **kw}
+    with pytest.raises(ValueError, match=match):
+        wrap(g, torch.optim.Adam(g.parameters()), **args)
+
+
+def test_fifo_and_prefetch_give_identical_numbers():
+    runs = []
+    for prefetch in (True, False):
+        model, optim = elixir(tiny(), budget=400_000, prefetch=prefetch)
+        runs.append(train(model, optim))
+    assert torch.equal(*runs)
+    assert list(itertools.chain(runs[0])) == list(runs[1])
