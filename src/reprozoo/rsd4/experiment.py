@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from reprozoo.core.experiment import ConfigError, TorchExperimentConfig
+from reprozoo.core.experiment import ConfigError, TorchExperimentConfig, knob
 from reprozoo.core.io import atomic_savefig
 from reprozoo.core.plots import figure
 from reprozoo.core.progress import log, track
@@ -46,37 +46,41 @@ class RSD4Config(TorchExperimentConfig):
 
     datasets: tuple[str, ...] = ("trace",)
     seeds: tuple[int, ...] = (0, 1)
-    methods: tuple[str, ...] = METHODS  # which of METHODS to run
-    n_users: tuple[int, ...] = (4,)  # settings: number of users
-    arrivals: tuple[str, ...] = ("poisson",)  # settings: arrival processes (bernoulli, poisson, periodic)
+    methods: tuple[str, ...] = knob(METHODS, choices=METHODS, nonempty=True, unique=True)  # which of METHODS to run
+    n_users: tuple[int, ...] = knob((4,), ge=1, nonempty=True, unique=True)  # settings: number of users
+    #: settings: arrival processes (those of reprozoo.rsd4.env.ARRIVALS)
+    arrivals: tuple[str, ...] = knob(("poisson",), choices=("bernoulli", "poisson", "periodic"), nonempty=True,
+                                     unique=True)
     partial_obs: bool = True  # observe only the buffers
-    tau_max: int = 6  # largest deadline (spec: 6)
-    episode_length: int = 100  # slots per episode (spec: 100)
-    slot_ms: float = 100.0  # trace channels: slot width in ms used to bin the traces
-    n_channel_states: int = 4  # trace channels: quantisation levels (spec: 4)
-    budget: float = 10.0  # E0: average resource per slot allowed (for 4 users; scaled by n_users / 4)
-    dual_lr: float = 0.0005  # eta of lam <- [lam + eta (mean resource - E0)]^+ after each episode
+    tau_max: int = knob(6, ge=1)  # largest deadline (spec: 6)
+    episode_length: int = knob(100, ge=1)  # slots per episode (spec: 100)
+    slot_ms: float = knob(100.0, gt=0)  # trace channels: slot width in ms used to bin the traces
+    n_channel_states: int = knob(4, ge=1)  # trace channels: quantisation levels (spec: 4)
+    budget: float = knob(10.0, gt=0)  # E0: average resource per slot allowed (for 4 users; scaled by n_users / 4)
+    dual_lr: float = knob(0.0005, ge=0)  # eta of lam <- [lam + eta (mean resource - E0)]^+ after each episode
     lam_init: float = -1.0  # initial price; < 0: slope of MaxWeight's throughput-vs-resource curve at E0
-    total_timesteps: int = 10_000  # environment steps per RL agent
-    learning_starts: int = 2_000  # random warm-up steps (all RL agents; no dual update meanwhile)
+    total_timesteps: int = knob(10_000, ge=1)  # environment steps per RL agent
+    learning_starts: int = knob(2_000, ge=0)  # random warm-up steps (all RL agents; no dual update meanwhile)
     # RSD4 (spec defaults in brackets)
-    learning_rate: float = 3e-3  # [3e-3]
-    batch_size: int = 32  # user-episode segments per update [50 whole episodes]
-    segment_length: int = 25  # BPTT window from stored hidden states; 0 = whole episodes [whole]
-    n_target_samples: int = 16  # noisy target actions of the softmax operator [50]
-    softmax_beta: float = 0.01  # [0.01]
-    gamma: float = 1.0  # [1]
-    train_freq: int = 100  # steps between training phases [100]
-    gradient_steps: int = 8  # iterations per phase; 0 = n_users [n_users]
+    learning_rate: float = knob(3e-3, gt=0)  # [3e-3]
+    batch_size: int = knob(32, ge=1)  # user-episode segments per update [50 whole episodes]
+    segment_length: int = knob(25, ge=0)  # BPTT window from stored hidden states; 0 = whole episodes [whole]
+    n_target_samples: int = knob(16, ge=1)  # noisy target actions of the softmax operator [50]
+    softmax_beta: float = knob(0.01, ge=0)  # [0.01]
+    gamma: float = knob(1.0, ge=0, le=1)  # [1]
+    train_freq: int = knob(100, ge=1)  # steps between training phases [100]
+    gradient_steps: int = knob(8, ge=0)  # iterations per phase; 0 = n_users [n_users]
     # SB3 TD3 / SAC / sb3-contrib RecurrentPPO
-    sb3_net_arch: tuple[int, ...] = (64, 64)  # hidden layers of actor and critic MLPs
-    ppo_lstm_hidden: int = 64  # RecurrentPPO's LSTM width (SB3 default 256; 64 to match the MLPs' width)
+    sb3_net_arch: tuple[int, ...] = knob((64, 64), ge=1, nonempty=True)  # hidden layers of actor and critic MLPs
+    ppo_lstm_hidden: int = knob(64, ge=1)  # RecurrentPPO's LSTM width (SB3 default 256; 64 to match the MLPs' width)
     # evaluation
-    n_eval_episodes: int = 10  # held-out episodes per policy
-    calib_episodes: int = 4  # training episodes per bisection step of the heuristics
-    calib_iters: int = 16  # bisection steps
-    budget_grid: tuple[float, ...] = (5.0, 10.0, 15.0, 20.0)  # heuristics' throughput-vs-budget curve
-    rl_budget_grid: tuple[float, ...] = ()  # extra budgets at which the RL agents are retrained (standard)
+    n_eval_episodes: int = knob(10, ge=1)  # held-out episodes per policy
+    calib_episodes: int = knob(4, ge=1)  # training episodes per bisection step of the heuristics
+    calib_iters: int = knob(16, ge=1)  # bisection steps
+    #: heuristics' throughput-vs-budget curve
+    budget_grid: tuple[float, ...] = knob((5.0, 10.0, 15.0, 20.0), gt=0, unique=True)
+    #: extra budgets at which the RL agents are retrained (standard)
+    rl_budget_grid: tuple[float, ...] = knob((), gt=0, unique=True)
 
     PRESETS = {
         "quick": {},
@@ -110,43 +114,14 @@ class RSD4Config(TorchExperimentConfig):
     KNOWN_DATASETS = ("trace", "markov")
 
     def validate(self) -> None:
+        """Types, bounds and choices are declared on the fields (:func:`knob`); here the rules across fields."""
         super().validate()
-        bad = [m for m in self.methods if m not in METHODS]
-        if bad or not self.methods:
-            raise ConfigError(f"methods {list(self.methods)} should be a non-empty subset of {list(METHODS)}")
-        if not self.datasets:
-            raise ConfigError(f"datasets is empty; choose from {list(self.KNOWN_DATASETS)}")
-        bad = [a for a in self.arrivals if a not in ("bernoulli", "poisson", "periodic")]
-        if bad or not self.arrivals:
-            raise ConfigError(f"arrivals {list(self.arrivals)} should be among bernoulli, poisson, periodic")
-        if not self.n_users or any(n < 1 for n in self.n_users):
-            raise ConfigError(f"n_users {list(self.n_users)} should be positive ints")
-        for name in ("budget", "slot_ms"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name}={getattr(self, name)} should be > 0")
-        if self.dual_lr < 0:
-            raise ConfigError(f"dual_lr={self.dual_lr} should be >= 0")
-        if not 0.0 <= self.gamma <= 1.0:
-            raise ConfigError(f"gamma={self.gamma} should be in [0, 1]")
-        if self.learning_rate <= 0 or self.softmax_beta < 0:
-            raise ConfigError(f"learning_rate={self.learning_rate} should be > 0 and softmax_beta="
-                              f"{self.softmax_beta} >= 0")
-        if self.gradient_steps < 0:
-            raise ConfigError(f"gradient_steps={self.gradient_steps} should be >= 0 (0 = n_users)")
-        self.check_unique("methods", "n_users", "arrivals", "budget_grid", "rl_budget_grid")
-        if not self.sb3_net_arch or any(w < 1 for w in self.sb3_net_arch):
-            raise ConfigError(f"sb3_net_arch={self.sb3_net_arch} should be non-empty positive layer widths")
-        if any(b <= 0 for b in (*self.budget_grid, *self.rl_budget_grid)):
-            raise ConfigError("budget_grid and rl_budget_grid should hold positive budgets")
-        for name in ("total_timesteps", "episode_length", "n_eval_episodes", "calib_episodes", "calib_iters",
-                     "batch_size", "n_target_samples", "train_freq", "tau_max", "n_channel_states",
-                     "ppo_lstm_hidden"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name}={getattr(self, name)} should be >= 1")
-        if self.learning_starts < 0 or self.learning_starts >= self.total_timesteps:
-            raise ConfigError(f"learning_starts={self.learning_starts} should be in [0, total_timesteps)")
-        if self.segment_length < 0 or self.segment_length > self.episode_length:
-            raise ConfigError(f"segment_length={self.segment_length} should be in 0..episode_length")
+        if self.learning_starts >= self.total_timesteps:
+            raise ConfigError(f"learning_starts={self.learning_starts} should be in [0, total_timesteps) = "
+                              f"[0, {self.total_timesteps})")
+        if self.segment_length > self.episode_length:
+            raise ConfigError(f"segment_length={self.segment_length} should be in 0..episode_length = "
+                              f"0..{self.episode_length} (0 = whole episodes)")
 
 
 Config = RSD4Config
