@@ -70,7 +70,7 @@ def main() -> None:
         ("client model-state MB (params+grads+momentum)", sum(md[k] for k in state) / 2**20,
          sum(mt[k] for k in state) / 2**20),
         ("training GFLOPs / client / round", dense["flops_per_round"] / 1e9, tiny["flops_per_round"] / 1e9),
-        ("test top1 after the rounds", dense["top1"], tiny["top1"]),
+        ("test top1 (%) after the rounds", dense["top1"], tiny["top1"]),
     ]
     print(f"fedtiny benchmark: {args.rounds} rounds, 10 clients, engine={args.engine}, device={args.device}, "
           f"{wall:.1f} s wall, {cpu:.1f} s CPU of this process")

@@ -36,7 +36,7 @@ def test_fedtiny_protocol_in_process_keeps_density_and_zeros():
     adjusted = [e for e in out["history"] if e.get("adjusted")]
     assert len(adjusted) == 2 and all(len(e["adjusted"]) == 1 for e in adjusted)
     assert adjusted[0]["adjusted"] == ["fc.weight"]  # output layer first
-    assert 0.0 <= out["top1"] <= 1.0 and out["bytes"] > 0 and out["flops_per_round"] > 0
+    assert 0.0 <= out["top1"] <= 100.0 and out["bytes"] > 0 and out["flops_per_round"] > 0  # top1 in percent
 
 
 def test_failing_client_does_not_stop_the_round():
@@ -64,7 +64,7 @@ def test_flower_simulation_engine_three_clients_two_rounds():
     (out,), seconds = run_federated([job], 3, engine="flower", num_cpus=2)
     assert out["history"][0]["n_failed"] == 1 and out["history"][1]["n_failed"] == 0
     assert out["density"] == pytest.approx(0.05, abs=1e-3)
-    assert 0.0 <= out["top1"] <= 1.0
+    assert 0.0 <= out["top1"] <= 100.0
 
 
 def test_smoke_experiment_is_real_and_deterministic(tmp_path):

@@ -192,7 +192,8 @@ def local_train(model: nn.Module, mask: Mask | None, x: torch.Tensor, y: torch.T
 
 @torch.no_grad()
 def mean_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> tuple[float, float]:
-    """(mean cross-entropy, top-1 accuracy) of ``model`` in eval mode; ``model``, ``x``, ``y`` on one device.
+    """(mean cross-entropy, top-1 accuracy in percent) of ``model`` in eval mode; ``model``, ``x``, ``y`` on one
+    device.
 
     Sums stay on the device (loss in float64, one host sync at the end)."""
     model.eval()
@@ -202,7 +203,7 @@ def mean_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: in
         out = model(xb)
         loss += F.cross_entropy(out, yb, reduction="sum").double()
         correct += (out.argmax(1) == yb).sum()
-    return float(loss) / len(y), int(correct) / len(y)
+    return float(loss) / len(y), 100.0 * (int(correct) / len(y))
 
 
 def layer_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, layers: list[str], *, batch_size: int,

@@ -80,5 +80,5 @@ def _main(grid: Grid, context: Context) -> None:
     config = config_from_run_config(dict(context.run_config))
     for job in experiment_jobs(config):
         out = job(grid)
-        log.warning("fedtiny %s: top1=%.2f %% density=%.4f bytes=%d failed rounds=%s", job, 100 * out["top1"],
+        log.warning("fedtiny %s: top1=%.2f %% density=%.4f bytes=%d failed rounds=%s", job, out["top1"],
                     out["density"], out["bytes"], out["failed_rounds"])

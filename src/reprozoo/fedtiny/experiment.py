@@ -157,12 +157,12 @@ def run(config: FedTinyConfig, out_dir: Path) -> Result:
     outs, seconds = run_federated(jobs, config.n_clients, engine=config.engine, num_cpus=config.num_cpus)
     curves: dict[tuple[str, float, str], list[list[tuple[int, float]]]] = defaultdict(list)
     for (ds, d, s, m), out in zip(keys, outs, strict=True):
-        metrics = {"top1": 100.0 * out["top1"], "client_peak_memory_MB": out["peak_mem_mb"],  # top1 in percent
+        metrics = {"top1": out["top1"], "client_peak_memory_MB": out["peak_mem_mb"],  # top1 in percent
                    "client_state_memory_MB": out["state_mem_mb"],
                    "train_FLOPs_per_round": out["flops_per_round"], "bytes_communicated": float(out["bytes"]),
                    "density": out["density"]}
         result.add_many(ds, m, ROLES[m], metrics, seed=s, setting=_setting(d, config.alpha))
-        curves[(ds, d, m)].append([(rnd, 100.0 * acc) for rnd, acc in out["curve"]])  # percent, as top1
+        curves[(ds, d, m)].append(out["curve"])  # percent, as top1
         if out["abns"]:
             losses = {n: round(float(v), 4) for n, v in zip(out["abns"]["names"], out["abns"]["losses"], strict=True)}
             result.notes.append(f"{ds} d={d:g} seed={s}: ABNS mean losses {losses} -> chose {out['abns']['chosen']}")

@@ -48,8 +48,8 @@ class ServerJob:
     from ``config`` (a validated :class:`~reprozoo.fedtiny.experiment.FedTinyConfig`).
 
     ``job(grid)`` runs it on a Flower ``Grid`` and returns a dict of measured numbers:
-    ``top1`` (final test accuracy, a FRACTION in [0, 1] here; the experiment records it in percent),
-    ``curve`` [(round, top1 fraction)], ``density`` (achieved),
+    ``top1`` (final test accuracy in percent, as recorded by the experiment),
+    ``curve`` [(round, top1 in percent)], ``density`` (achieved),
     ``flops_per_round`` (mean per client and round, FLOPs), ``peak_mem_mb`` (modelled, max over clients
     and rounds), ``state_mem_mb`` (the same without activations), ``bytes`` (all payload bytes both ways),
     ``history``, ``abns``, ``failed_rounds`` [(round, [failed node ids])], ``n_failed`` (failed client
@@ -152,7 +152,7 @@ class ServerJob:
             abns_flops = 2 * len(cfg.candidates) * cost.forward_flops(nnz) * min(
                 cfg.abns_samples, cfg.n_train // cfg.n_clients)
         seconds = time.perf_counter() - t0
-        log(f"fedtiny: {self}: top1={100 * top1:.2f} % ({seconds:.1f} s)")
+        log(f"fedtiny: {self}: top1={top1:.2f} % ({seconds:.1f} s)")
         return {
             "method": m, "seed": self.seed, "top1": float(top1), "curve": curve,
             "density": mask.density if mask is not None else 1.0,
