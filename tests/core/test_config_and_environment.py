@@ -127,10 +127,3 @@ def test_git_commit_marks_uncommitted_changes(tmp_path, monkeypatch):
     git_commit.cache_clear()
     assert git_commit(str(outside)) == "unknown"
     git_commit.cache_clear()
-
-
-def test_check_unique_names_the_field_and_the_repeated_entries():
-    c = Cfg.from_preset("quick").replace(grid=(0.05, 0.1, 0.050, 0.1), names=("x", "y"))
-    c.check_unique("names")  # distinct: no error
-    with pytest.raises(ConfigError, match=r"^grid=\(0\.05, 0\.1, 0\.05, 0\.1\) repeats 0\.05, 0\.1; give each once"):
-        c.check_unique("names", "grid")

@@ -83,7 +83,7 @@ class ExperimentConfig:
     :meth:`replace` (and so :meth:`from_preset` and :meth:`with_strings`) drops repeated
     ``datasets`` and ``seeds``, keeping the first occurrence. ``--set key=`` gives an empty
     tuple for a tuple field: the base class rejects empty ``datasets`` and ``seeds``; a subclass
-    must reject, in its ``validate``, any other empty tuple it cannot handle.
+    declares ``knob(..., nonempty=True)`` on any other tuple field it cannot run empty.
     """
 
     preset: str = "quick"
@@ -167,21 +167,6 @@ class ExperimentConfig:
         """Raise :class:`ConfigError` unless ``name`` is a data set this experiment can run."""
         if self.KNOWN_DATASETS and name not in self.KNOWN_DATASETS:
             raise ConfigError(f"unknown dataset {name!r}; valid datasets: {', '.join(self.KNOWN_DATASETS)}")
-
-    def check_unique(self, *names: str) -> None:
-        """Raise :class:`ConfigError` if a tuple field among ``names`` lists an entry twice.
-
-        A repeated entry in a setting grid (sparsities, densities, losses, ...) would run and record the same
-        setting twice and put a spread on identical runs. Entries are compared with ``==`` (so 0.05 and 0.050
-        are the same density). Methods call it from :meth:`validate` for their grid fields.
-        """
-        for name in names:
-            values = tuple(getattr(self, name))
-            repeats = [v for i, v in enumerate(values) if v in values[:i]]
-            if repeats:
-                listed = ", ".join(dict.fromkeys(map(str, repeats)))
-                raise ConfigError(f"{name}={values!r} repeats {listed}; give each once (a repeat would run and "
-                                  "record the same setting twice)")
 
     def validate(self) -> None:
         """Check the whole config; subclasses extend it (call ``super().validate()``).
