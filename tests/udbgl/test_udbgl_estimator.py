@@ -185,7 +185,7 @@ def test_bad_input_raises_naming_the_argument(views, kwargs, exc, match):
 
 
 def test_anchor_kmeans_uses_a_subsample_above_the_limit(monkeypatch):
-    """Above ANCHOR_SUBSAMPLE rows the anchors are fitted on a random subsample (spec 3.2)."""
+    """Above ANCHOR_SUBSAMPLE rows the anchors are fitted on a random subsample (the reference's 10^4 rows)."""
     from sklearn.cluster import KMeans
 
     seen = []
@@ -205,7 +205,8 @@ def test_anchor_kmeans_uses_a_subsample_above_the_limit(monkeypatch):
 
 @pytest.mark.slow
 def test_time_grows_about_linearly_in_n():
-    """Spec 7: CPU time on HW subsampled to 500/1000/2000 rows grows roughly linearly (slope < 1.5)."""
+    """The paper's linear-in-n claim: CPU time on HW subsampled to 500/1000/2000 rows grows roughly linearly
+    (slope < 1.5)."""
     import time
 
     hw = load_multiview("HW")

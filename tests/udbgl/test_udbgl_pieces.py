@@ -165,7 +165,7 @@ def test_minmax_scaling_sets_constant_columns_to_one():
 
 
 def test_z_and_delta_steps_do_not_increase_the_objective():
-    """Spec 7: with P fixed, the Z-step and then the delta-step never raise the objective."""
+    """With P fixed, the Z-step and then the delta-step never raise the objective."""
     from reprozoo.datasets import load_multiview
     from reprozoo.udbgl import compute_anchors, delta_step, udbgl_objective, z_step
 

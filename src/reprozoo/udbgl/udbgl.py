@@ -13,7 +13,7 @@ order of its algorithm box:
    delta-step (view weights, a V-dimensional QP on the simplex);
 4. read the labels off the connected components of the final structured bipartite graph.
 
-Objective (paper, the overall model; spec section 3)::
+Objective (the paper's overall model)::
 
     min  sum_v ||X_v^T - A_v^T Z_v^T||_F^2 + alpha ||Z_v||_F^2 + beta ||sum_v delta_v Z_v - P||_F^2
     s.t. rows of Z_v and P on the simplex, delta on the simplex, rank(L_P) = n + m - c,
@@ -79,7 +79,7 @@ class RankConstraintWarning(UserWarning):
 # Building blocks (assume validated input)
 # ----------------------------------------------------------------------------------------------
 def minmax_scale_views(views: list[np.ndarray]) -> list[np.ndarray]:
-    """Min-max scale every feature of every view to [0, 1] (spec 3.1).
+    """Min-max scale every feature of every view to [0, 1] (algorithm step 1, as the reference code).
 
     A constant feature gives 0/0 in the reference code, which then sets the NaN entries to 1;
     the same is done here. Input: list of (n, d_v) float arrays; output: new arrays, same shapes.
@@ -243,7 +243,7 @@ def solve_view_weights(G: np.ndarray, s: np.ndarray) -> np.ndarray:
     """The delta-step: ``min_d d^T G d - s^T d  s.t. d >= 0, 1^T d = 1`` exactly.
 
     This is ``quadprog(2G, -s, ..., ones, 1, 0, 1)`` of the reference with
-    ``G_uv = <Z_u, Z_v>`` and ``s_v = 2 <Z_v, P>`` (spec 3.4, delta-step). For V <= 12 views
+    ``G_uv = <Z_u, Z_v>`` and ``s_v = 2 <Z_v, P>`` (algorithm step 3, delta-step). For V <= 12 views
     every support set is tried (the KKT system of the equality-constrained problem on it);
     the feasible candidate of least objective is the global minimum of this convex QP.
     Above 12 views the projected-gradient solver is used.
@@ -287,7 +287,7 @@ def solve_view_weights(G: np.ndarray, s: np.ndarray) -> np.ndarray:
 
 
 def compute_anchors(x_concat: np.ndarray, n_anchors: int, rng: np.random.Generator) -> np.ndarray:
-    """Anchors: k-means centroids of the concatenated, scaled views (spec 3.2).
+    """Anchors: k-means centroids of the concatenated, scaled views (algorithm step 1; reference ``litekmeans``).
 
     As ``litekmeans(..., 'MaxIter', 20, 'Replicates', 2)`` of the reference: random samples as
     the initial centres, 20 Lloyd iterations, 2 restarts; fitted on a random subsample of
@@ -305,7 +305,7 @@ def compute_anchors(x_concat: np.ndarray, n_anchors: int, rng: np.random.Generat
 
 
 def knn_anchor_graph(x: np.ndarray, anchors: np.ndarray, k: int = N_NEAREST_ANCHORS) -> np.ndarray:
-    """Initial anchor graph of one view (the reference ``my_KNN``; spec 3.3).
+    """Initial anchor graph of one view (the reference ``my_KNN``; algorithm step 2).
 
     Squared distances d_ij of the n samples to the m anchors, sigma = their mean, weights
     ``exp(-d / (2 sigma^2))`` on the k nearest anchors, rows normalised to sum to 1.
@@ -394,7 +394,7 @@ def structured_bipartite_graph(
 
     Solves ``min_{S >= 0, S1 = 1, S^T 1 = 1} ||S - B||^2 + 2 lam tr(F^T L_S F)`` as the
     reference ``coclustering_bipartite_fast1`` (Nie et al. 2017's structured optimal bipartite
-    graph), spec 3.4:
+    graph), the P-step of algorithm step 3:
 
     - F = [U; V] from the top-c singular pairs of the normalised graph via the m x m eigenproblem;
     - ``n_iter`` inner updates, each: distances on the support of B (the first with the
@@ -456,7 +456,7 @@ def structured_bipartite_graph(
 
 
 def z_step(XA, AA, Z, P, delta, alpha, beta) -> list[np.ndarray]:
-    """The Z-step: every view's anchor graph, all samples at once (spec 3.4, Z-step).
+    """The Z-step: every view's anchor graph, all samples at once (algorithm step 3, Z-step).
 
     For view v and sample j: ``min_z 0.5 z^T H_v z + f_j^T z`` on the simplex with
     ``H_v = 2 (A_v A_v^T + (alpha + beta delta_v^2) I)`` and
@@ -479,7 +479,7 @@ def z_step(XA, AA, Z, P, delta, alpha, beta) -> list[np.ndarray]:
 def delta_step(Z: list[np.ndarray], P: np.ndarray) -> np.ndarray:
     """The delta-step: view weights minimising ``||sum_v delta_v Z_v - P||_F^2`` on the simplex.
 
-    Gram matrix ``G_uv = <Z_u, Z_v>`` and linear term ``s_v = 2 <Z_v, P>`` (spec 3.4), solved
+    Gram matrix ``G_uv = <Z_u, Z_v>`` and linear term ``s_v = 2 <Z_v, P>`` (algorithm step 3), solved
     exactly by :func:`solve_view_weights`. O(n m V^2).
     """
     flat = np.stack([z.ravel() for z in Z])
@@ -487,7 +487,7 @@ def delta_step(Z: list[np.ndarray], P: np.ndarray) -> np.ndarray:
 
 
 def udbgl_objective(views, anchors, Z, P, delta, alpha, beta, norms=None, xa=None) -> float:
-    """The UDBGL objective (spec 3, reference ``obj_value``) at (Z, P, delta).
+    """The UDBGL objective (the paper's overall model, reference ``obj_value``) at (Z, P, delta).
 
     ``sum_v ||X_v - Z_v A_v||_F^2 + alpha ||Z_v||_F^2 + beta ||sum_v delta_v Z_v - P||_F^2``,
     evaluated in O(n m (m + d)) through ``||X||^2 - 2 <Z, X A^T> + <Z A A^T, Z>``;
@@ -680,13 +680,13 @@ class UDBGL(ClusterMixin, BaseEstimator):
         alpha, beta = float(self.alpha), float(self.beta)
         n_views = len(X)
 
-        # 1. preprocess and anchors (spec 3.1-3.2)
+        # 1. preprocess and anchors (min-max scaling; k-means on the concatenated views)
         X = minmax_scale_views(X)
         dims = np.cumsum([0] + [x.shape[1] for x in X])
         centers = compute_anchors(np.hstack(X), m, rng)
         A = [centers[:, dims[v]:dims[v + 1]] for v in range(n_views)]
 
-        # 2. init: Gaussian kNN anchor graphs, uniform delta (spec 3.3)
+        # 2. init: Gaussian kNN anchor graphs (reference ``my_KNN``), uniform delta
         Z = [knn_anchor_graph(x, a) for x, a in zip(X, A, strict=True)]
         delta = np.full(n_views, 1.0 / n_views)
         P = sum(d * z for d, z in zip(delta, Z, strict=True))
@@ -695,7 +695,7 @@ class UDBGL(ClusterMixin, BaseEstimator):
         AA = [a @ a.T for a in A]
         objective = [udbgl_objective(X, A, Z, P, delta, alpha, beta, norms, XA)]
 
-        # 3. alternate (spec 3.4)
+        # 3. alternate the P-, Z- and delta-steps
         n_iter = 0
         for _ in range(int(self.max_iter)):
             n_iter += 1
@@ -712,7 +712,7 @@ class UDBGL(ClusterMixin, BaseEstimator):
             if abs(objective[-1] - objective[-2]) < self.tol or d_change < self.tol:
                 break
 
-        # 4. labels from the final structured graph (spec 3.5)
+        # 4. labels: connected components of the final structured bipartite graph
         fused = sum(d * z for d, z in zip(delta, Z, strict=True))
         out = structured_bipartite_graph(fused, c)
         self.n_components_found_ = out["n_components_reference"]
