@@ -1,4 +1,4 @@
-"""Benchmark: FedTiny against dense FedAvg in one run (issue 6): wall and CPU time per round, bytes
+"""Benchmark: FedTiny against dense FedAvg in one run: wall and CPU time per round, bytes
 communicated per round, modelled client memory and training FLOPs, printed as FedTiny / dense ratios.
 
 Both methods run the same federation (MNIST, Dirichlet 0.5, 10 clients, SmallCNN-16, density 0.05) for

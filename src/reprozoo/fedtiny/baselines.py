@@ -21,7 +21,7 @@ __all__ = ["random_mask", "snip_mask", "synflow_mask"]
 
 
 def random_mask(model: nn.Module, density: float, generator: torch.Generator | None = None) -> Mask:
-    """Uniformly random positions with ERK layer densities (the spec's "fixed random mask (ERK)")."""
+    """Uniformly random positions with ERK layer densities (the fixed random ERK mask baseline)."""
     return make_mask(model, density, "erk", "random", generator)
 
 

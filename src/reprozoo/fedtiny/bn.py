@@ -1,10 +1,10 @@
-"""Federated adaptive batch-norm statistics (FedTiny's ABNS, spec §3.2; EagleEye-style adaptive BN).
+"""Federated adaptive batch-norm statistics (the paper's adaptive BN selection, ABNS; EagleEye-style adaptive BN).
 
 A client runs forward passes without gradients and with BN in train mode, and records, for every
 BatchNorm layer, the per-channel mean and (population) variance of that layer's input over all the
 positions it saw (N·H·W per channel).  The server merges them exactly into the pooled statistics:
 
-    μ = Σ_k n_k μ_k / n,    σ² = Σ_k n_k (σ²_k + μ_k²) / n − μ²          (spec §3.2)
+    μ = Σ_k n_k μ_k / n,    σ² = Σ_k n_k (σ²_k + μ_k²) / n − μ²          (weighted by sample count)
 
 Privacy note: per-client channel means and variances reveal something about each client's data
 distribution; they are sent in the clear here, as in the paper.  No Flower import.

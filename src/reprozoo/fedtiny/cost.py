@@ -1,4 +1,4 @@
-"""Analytic per-client memory and FLOPs model (spec §5 metrics).  No Flower import.
+"""Analytic per-client memory and FLOPs model (the client compute and memory the paper compares).  No Flower import.
 
 Memory of one client's training step (bytes, float32 = 4 B):
 
