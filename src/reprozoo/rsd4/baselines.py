@@ -1,6 +1,6 @@
 """Baselines of the RSD4 experiment: budget-matched heuristics and Stable-Baselines3 TD3 / SAC.
 
-Heuristics (the paper's non-DRL baselines were not retrieved; these are the spec's design choice, Sec. 5).
+Heuristics (the paper's non-DRL baselines were not retrieved; these three are our design choice).
 Each has one scalar knob that sets how much resource it spends; :func:`calibrate` finds by bisection the
 knob whose average resource per slot on training episodes equals the budget ``E0``:
 

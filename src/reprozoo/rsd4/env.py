@@ -57,7 +57,7 @@ DEFAULT_TRACES = CELLULAR_TRACES
 
 
 def success_probability(e: np.ndarray, distance: np.ndarray, channel: np.ndarray) -> np.ndarray:
-    """Per-packet success probability ``2 / (1 + exp(-2 e / (d^3 c))) - 1`` (spec Sec. 3, paper Sec. 3).
+    """Per-packet success probability ``2 / (1 + exp(-2 e / (d^3 c))) - 1`` (paper Sec. 3, system model).
 
     Parameters
     ----------
@@ -426,7 +426,7 @@ class DelayConstrainedSchedulingEnv(gym.Env):
 def dual_update(lam: float, mean_resource: float, budget: float, lr: float) -> float:
     """Projected dual (sub)gradient step ``lam <- max(0, lam + lr * (mean_resource - budget))``.
 
-    Spec Sec. 3, item 5 (the paper's Lagrangian relaxation; absent from the reference code).
+    The paper's Lagrangian relaxation of the average-resource constraint (absent from the reference code).
     Raises ``ValueError`` for a negative ``lam``/``lr``/``budget`` or non-finite input.
     """
     lam = check_float(lam, "lam", low=0.0)

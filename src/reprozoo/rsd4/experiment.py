@@ -52,16 +52,16 @@ class RSD4Config(TorchExperimentConfig):
     arrivals: tuple[str, ...] = knob(("poisson",), choices=("bernoulli", "poisson", "periodic"), nonempty=True,
                                      unique=True)
     partial_obs: bool = True  # observe only the buffers
-    tau_max: int = knob(6, ge=1)  # largest deadline (spec: 6)
-    episode_length: int = knob(100, ge=1)  # slots per episode (spec: 100)
+    tau_max: int = knob(6, ge=1)  # largest deadline (authors' code: 6)
+    episode_length: int = knob(100, ge=1)  # slots per episode (authors' code: 100)
     slot_ms: float = knob(100.0, gt=0)  # trace channels: slot width in ms used to bin the traces
-    n_channel_states: int = knob(4, ge=1)  # trace channels: quantisation levels (spec: 4)
+    n_channel_states: int = knob(4, ge=1)  # trace channels: quantisation levels (authors' code: 4)
     budget: float = knob(10.0, gt=0)  # E0: average resource per slot allowed (for 4 users; scaled by n_users / 4)
     dual_lr: float = knob(0.0005, ge=0)  # eta of lam <- [lam + eta (mean resource - E0)]^+ after each episode
     lam_init: float = -1.0  # initial price; < 0: slope of MaxWeight's throughput-vs-resource curve at E0
     total_timesteps: int = knob(10_000, ge=1)  # environment steps per RL agent
     learning_starts: int = knob(2_000, ge=0)  # random warm-up steps (all RL agents; no dual update meanwhile)
-    # RSD4 (spec defaults in brackets)
+    # RSD4 (the authors' defaults in brackets)
     learning_rate: float = knob(3e-3, gt=0)  # [3e-3]
     batch_size: int = knob(32, ge=1)  # user-episode segments per update [50 whole episodes]
     segment_length: int = knob(25, ge=0)  # BPTT window from stored hidden states; 0 = whole episodes [whole]

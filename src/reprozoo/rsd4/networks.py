@@ -52,7 +52,7 @@ class RecurrentActor(nn.Module):
     state_dim, action_dim : int
     hidden_dim : int, default 32
     recurrent : bool, default True
-        ``False`` replaces the LSTM by the identity (the SD3 ablation of the spec).
+        ``False`` replaces the LSTM by the identity (the SD3 ablation: RSD4 without recurrence).
 
     Shapes: ``forward(states (B,T,S), last_actions (B,T,A), hidden) -> (actions (B,T,A) in [-1,1], hidden)``.
     """
