@@ -18,7 +18,7 @@ import resource
 import time
 from concurrent.futures import ProcessPoolExecutor
 
-REFERENCE_MS_PER_EPOCH = {"Cora": 74.0, "CiteSeer": 173.0}  # authors' code, this machine, 2 threads (spec §9)
+REFERENCE_MS_PER_EPOCH = {"Cora": 74.0, "CiteSeer": 173.0}  # authors' code run on this machine, 2 threads
 
 
 def _measure(args: tuple[str, str, int, int]) -> dict[str, float]:
