@@ -79,7 +79,7 @@ def test_smoke_preset_end_to_end(tmp_path):
 
 @pytest.mark.slow
 def test_mnist_lt_cbn_not_worse_than_bn_on_tail():
-    """Spec Sec. 7 end to end: MNIST-LT (rho = 100), BN vs CBN + dual path over 3 seeds; loose margin."""
+    """End to end: MNIST-LT (rho = 100), BN vs CBN + dual path over 3 seeds; loose margin."""
     cfg = Config.from_preset("smoke").replace(epochs=6, width=4, batch_size=64, lr=0.05,
                                               many_threshold=100, few_threshold=20)
     data = load_longtail("MNIST-LT", 100.0, n_max=1000, data_seed=0)

@@ -2,6 +2,7 @@
 equality with plain PyTorch, clipping, overflow skipping, checkpoints, MoE gating and bad input."""
 
 import copy
+import functools
 import itertools
 import random
 
@@ -108,9 +109,8 @@ def _synthetic(trace, n_chunks):
 
 def _brute_force(trace, n_blocks):
     """Fewest misses over every eviction choice (exhaustive search with memo)."""
-    from functools import lru_cache
 
-    @lru_cache(maxsize=None)
+    @functools.cache
     def best(t, cache):
         if t == len(trace):
             return 0

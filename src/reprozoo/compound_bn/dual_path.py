@@ -1,4 +1,4 @@
-"""Dual-path learning for compound BN (Cheng et al., ACM MM 2022; spec Sec. 3 step 7).
+"""Dual-path learning for compound BN (Cheng et al., ACM MM 2022; step 7 of :mod:`reprozoo.compound_bn.layers`).
 
 EM alone tends to pull every component onto the head classes. The auxiliary path runs the *same* network
 with every compound BN layer in hard mode: sample b is normalised only by component g_b, the
@@ -31,7 +31,7 @@ CONSISTENCY = ("kl", "mse", "none")
 
 def consistency_loss(main: torch.Tensor, aux: torch.Tensor, kind: str = "kl", stop_gradient: str = "aux",
                      logit_scale: float = 1.0) -> torch.Tensor:
-    """Consistency between the main and auxiliary logits (N, C) (unverified form; spec step 7).
+    """Consistency between the main and auxiliary logits (N, C) (unverified form; step 7).
 
     ``kind``: "kl" = KL(p_target ‖ p_other) of the softmaxes of ``logit_scale``·logits, averaged over the
     batch; "mse" = mean squared difference of the softmaxes; "none" = 0. ``stop_gradient``: which side is

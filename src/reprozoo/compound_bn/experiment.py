@@ -70,7 +70,7 @@ class CompoundBNConfig(TorchExperimentConfig):
     min_weight: float = knob(1e-3, ge=0)  # collapse floor on the batch weight of a component (port addition)
     aux_affine: bool = False  # separate (γ, β) for the auxiliary path; default shared (unverified)
     compiled: bool = False  # torch.compile the soft CBN step (faster; needs a C++ compiler; compiles first)
-    dual_path: bool = True  # train CBN with the auxiliary hard path (spec step 7)
+    dual_path: bool = True  # train CBN with the auxiliary hard path (the paper's dual path)
     #: split of frequency-sorted classes into K groups: classes | samples
     group_by: str = knob("classes", choices=("classes", "samples"))
     aux_weight: float = knob(1.0, ge=0)  # weight of the auxiliary path's classification loss

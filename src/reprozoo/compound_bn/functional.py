@@ -1,8 +1,9 @@
 """The soft compound-BN training step as one autograd function with a hand-derived backward.
 
 Autograd over the naive formula keeps several K-fold copies of the activation and is slow on CPU; this
-function computes the same forward (spec Sec. 3 steps 1, 2, 4) and the exact gradient in a handful of
-passes. For K = 2 every pass is over N·C·L values (r_1 = sigmoid of a quadratic, r_0 = 1 − r_1).
+function computes the same forward (steps 1, 2, 4 of :mod:`reprozoo.compound_bn.layers`) and the exact
+gradient in a handful of passes. For K = 2 every pass is over N·C·L values (r_1 = sigmoid of a quadratic,
+r_0 = 1 − r_1).
 
 Notation per channel (dropped): xs = x − m, with m a per-channel shift for precision that cancels (the
 running mixture's channel mean Σ_k π_k μ_k: it is known before the pass, so no pass computes a batch mean),
@@ -15,7 +16,7 @@ Backward, with g = ∂L/∂y, G_k = Σ g r_k, Hs_k = Σ g r_k x̂_k, x̂_k = (xs
 ∂L/∂r_k = g x̂_k − G_k x̂_k/n_k − ½ Hs_k (x̂_k² − v_k s_k²)/n_k, then through the softmax and
 ℓ_k'(x) = 2 A_k xs + B_k (skipped when the responsibilities are detached).
 
-Shared affine (optional, spec step 5): out = γ y + β is folded into the per-channel coefficients
+Shared affine (optional, step 5): out = γ y + β is folded into the per-channel coefficients
 (γ P, γ Q − β forward; g = γ ∂L/∂out backward), with ∂L/∂γ = Σ_k Hs_k and ∂L/∂β = Σ_k G_k computed from
 the sums the backward needs anyway (Hs, G taken with ∂L/∂out), so the affine adds no pass over the tensor.
 
@@ -329,7 +330,7 @@ def soft_compound_bn(x: torch.Tensor, pi: torch.Tensor, mean: torch.Tensor, var:
     detach_responsibilities : bool
         Drop the gradient path through r(x).
     weight, bias : Tensor (C,), optional
-        Shared affine γ, β (spec step 5), applied inside the fused function: y = γ·ŷ + β. Differentiable.
+        Shared affine γ, β (step 5), applied inside the fused function: y = γ·ŷ + β. Differentiable.
 
     Returns
     -------

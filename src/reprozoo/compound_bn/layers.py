@@ -1,13 +1,14 @@
 """Compound batch normalization: a K-component Gaussian mixture per channel (Cheng et al., ACM MM 2022).
 
 Cheng, Fang, Zhang, Li, Huang, "Compound Batch Normalization for Long-tailed Image Classification",
-ACM Multimedia 2022, arXiv:2212.01007. No official code exists; the layer follows the reconstruction in
-``shared/specs/compound_bn.md`` (Sec. 3, steps 1-6 and 9). Every detail marked *unverified* there is a
+ACM Multimedia 2022, arXiv:2212.01007. No official code exists and the full text was not available: the
+layer is a reconstruction from the paper's abstract (Mixture Normalization, Kalayeh & Shah, arXiv:1806.02892,
+is the closest public formulation), numbered below as steps 1-9. Every detail the abstract leaves open is a
 constructor option; the defaults are listed in the method card (``README.md``).
 
 For channel c, with samples x_i (i runs over N·H·W) and mixture (π_k, μ_k, σ²_k), k = 1..K:
 
-* E-step (spec step 1): r_ik = π_k N(x_i | μ_k, σ²_k) / Σ_j π_j N(x_i | μ_j, σ²_j), computed in log space
+* E-step (step 1): r_ik = π_k N(x_i | μ_k, σ²_k) / Σ_j π_j N(x_i | μ_j, σ²_j), computed in log space
   from the *running* mixture.
 * M-step on the batch (step 2): n_k = Σ_i r_ik, π̂_k = n_k / M, μ̂_k = Σ_i r_ik x_i / n_k,
   σ̂²_k = Σ_i r_ik (x_i − μ̂_k)² / n_k.
@@ -16,6 +17,10 @@ For channel c, with samples x_i (i runs over N·H·W) and mixture (π_k, μ_k, �
 * Normalisation (step 4): y_i = Σ_k r_ik (x_i − μ_k) / √(σ²_k + ε), with the batch (μ̂, σ̂²) in training
   (gradients flow through them, as in BN) and the running (π, μ, σ²) in evaluation.
 * Affine (step 5): one (γ, β) per channel (default) or per component, mixed by r.
+* Collapse guard (step 6, ours): a component whose batch weight falls below ``min_weight`` is re-initialised.
+* Dual-path learning (step 7, the paper's): a hard auxiliary path normalises each sample with the component
+  of its class-frequency group (``group_ids``); see :mod:`reprozoo.compound_bn.dual_path`.
+* Plug-in long-tail losses (step 8): :mod:`reprozoo.compound_bn.losses`.
 * With K = 1, r ≡ 1 and the layer is exactly :class:`torch.nn.BatchNorm2d` (step 9).
 """
 
@@ -52,7 +57,7 @@ _HALF = (torch.float16, torch.bfloat16)
 
 def mixture_responsibilities(x: torch.Tensor, pi: torch.Tensor, mean: torch.Tensor, var: torch.Tensor,
                              eps: float = 1e-5) -> torch.Tensor:
-    """Posterior r_k(x) of each mixture component, computed in log space (spec Sec. 3 step 1).
+    """Posterior r_k(x) of each mixture component, computed in log space (step 1).
 
     Parameters
     ----------
@@ -82,7 +87,7 @@ def mixture_responsibilities(x: torch.Tensor, pi: torch.Tensor, mean: torch.Tens
 def compound_batch_norm(x: torch.Tensor, pi: torch.Tensor, mean: torch.Tensor, var: torch.Tensor,
                         eps: float = 1e-5, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None,
                         detach_responsibilities: bool = False):
-    """Naive reference of the soft training step (spec Sec. 3 steps 1, 2, 4, 5), differentiated by autograd.
+    """Naive reference of the soft training step (steps 1, 2, 4, 5), differentiated by autograd.
 
     Parameters
     ----------
@@ -124,7 +129,7 @@ class _CompoundBatchNorm(nn.Module):
                  device=None, dtype=None, *, n_components: int | None = None, aux_affine: bool = False,
                  compiled: bool = False):
         super().__init__()
-        # ``n_components`` is an alias of ``num_components`` (the spelling of the spec, Sec. 6); default K = 2
+        # ``n_components`` is an alias of ``num_components`` (the experiment config's name); default K = 2
         if n_components is not None and num_components is not None and n_components != num_components:
             raise TypeError(f"num_components={num_components!r} and n_components={n_components!r} disagree; "
                             "n_components is an alias of num_components: give only one")
@@ -277,7 +282,7 @@ class _CompoundBatchNorm(nn.Module):
         ----------
         x : Tensor, (N, C, H, W) for the 2-D layer, (N, C) or (N, C, L) for the 1-D layer
         group_ids : LongTensor (N,), values in [0, K), optional
-            Component of each sample (its class-frequency group, spec step 7): sample b is normalised only
+            Component of each sample (its class-frequency group, step 7): sample b is normalised only
             with component g_b and, in training, only the components present in the batch update their
             running μ, σ² (π is left to the soft path).
 
@@ -338,7 +343,7 @@ class _CompoundBatchNorm(nn.Module):
         return w.to(like.dtype).expand(k, c), b.to(like.dtype).expand(k, c)
 
     def _forward_bn(self, x: torch.Tensor, use_batch: bool, update: bool, aux: bool = False) -> torch.Tensor:
-        """K = 1: exactly BatchNorm (spec step 9), through the same kernel as ``nn.BatchNorm``."""
+        """K = 1: exactly BatchNorm (step 9), through the same kernel as ``nn.BatchNorm``."""
         if self.check_finite and use_batch and not bool(torch.isfinite(x).all()):
             raise ValueError("input contains NaN or infinite values")
         w, b = self._flat_affine(aux)
@@ -409,7 +414,7 @@ class _CompoundBatchNorm(nn.Module):
         return torch.sum(r.mul_(t), 0, out=xs)  # xs is no longer needed: the output reuses its buffer
 
     def _forward_hard(self, x: torch.Tensor, group_ids: torch.Tensor, update: bool) -> torch.Tensor:
-        """Auxiliary path (spec step 7): per-group batch statistics; sample b uses component g_b only."""
+        """Auxiliary path (step 7): per-group batch statistics; sample b uses component g_b only."""
         k, length = self.num_components, x.shape[2]
         m = x.detach().mean(dim=(0, 2))
         xs = x - m[None, :, None]
@@ -428,7 +433,7 @@ class _CompoundBatchNorm(nn.Module):
         return xs * pc - qc
 
     def _forward_soft(self, x: torch.Tensor, update: bool) -> torch.Tensor:
-        """Main path (spec steps 1-5): E-step from the running mixture, batch M-step, soft normalisation."""
+        """Main path (steps 1-5): E-step from the running mixture, batch M-step, soft normalisation."""
         pi, mu, var = self._estep_params(x, update)
         if self.per_component_affine:
             w, b = (self.weight, self.bias) if self.affine else (None, None)
@@ -468,7 +473,7 @@ class _CompoundBatchNorm(nn.Module):
             raise ValueError("input contains NaN or infinite values (batch statistics are not finite)")
 
     def _update_running(self, nk, mu_hat, var_hat, m_total: int, hard: bool) -> None:
-        """Moving-average EM (spec step 3): θ ← (1 − m) θ + m θ̂; σ̂² stored unbiased, n_k / (n_k − 1)."""
+        """Moving-average EM (step 3): θ ← (1 − m) θ + m θ̂; σ̂² stored unbiased, n_k / (n_k − 1)."""
         m = self._momentum()
         buf = self.running_mean.dtype
         nk, mu_hat, var_hat = (t.to(buf) for t in (nk, mu_hat, var_hat))
@@ -488,7 +493,7 @@ class _CompoundBatchNorm(nn.Module):
             self._collapse_guard(pi_hat, mu_hat, var_hat)
 
     def _collapse_guard(self, pi_hat: torch.Tensor, mu_hat: torch.Tensor, var_hat: torch.Tensor) -> None:
-        """Spec step 6 (port addition): a component whose batch weight π̂_k falls below ``min_weight``
+        """Step 6 (ours, not the paper's): a component whose batch weight π̂_k falls below ``min_weight``
         (or whose running parameters are not finite or not positive) is re-initialised at the channel's
         batch mean and variance with weight 1/K; the weights are then renormalised. Counted in
         ``num_reinit`` (and logged at DEBUG level)."""
@@ -538,8 +543,8 @@ class CompoundBatchNorm2d(_CompoundBatchNorm):
     num_features : int
         C, the channels.
     num_components : int, default 2
-        K. K = 1 is exactly :class:`torch.nn.BatchNorm2d`. ``n_components=`` (keyword only, the spec's
-        spelling) is an alias; giving both with different values raises ``TypeError``.
+        K. K = 1 is exactly :class:`torch.nn.BatchNorm2d`. ``n_components=`` (keyword only, the
+        experiment config's name) is an alias; giving both with different values raises ``TypeError``.
     eps : float, default 1e-5
     momentum : float or None, default 0.1
         m of θ ← (1 − m) θ + m θ̂ for π, μ, σ² (BN convention; unverified for the paper). ``None``:
@@ -622,9 +627,9 @@ def convert_bn_to_cbn(module: nn.Module, num_components: int = 2, **kwargs) -> n
     """Replace every ``nn.BatchNorm1d``/``nn.BatchNorm2d`` in ``module`` by its compound counterpart.
 
     The BN affine parameters are copied (to every component with ``per_component_affine``), and its running
-    mean and variance are copied into every component with π_k = 1/K (spec Sec. 6); ``num_batches_tracked``
-    is kept. The module tree (names, order, other layers) is unchanged. Works in place on children and
-    returns the (possibly new) root module, like ``nn.SyncBatchNorm.convert_sync_batchnorm``.
+    mean and variance are copied into every component with π_k = 1/K (the converted model starts as the BN one);
+    ``num_batches_tracked`` is kept. The module tree (names, order, other layers) is unchanged. Works in place on
+    children and returns the (possibly new) root module, like ``nn.SyncBatchNorm.convert_sync_batchnorm``.
 
     Parameters
     ----------
@@ -701,7 +706,7 @@ def compound_layers(module: nn.Module) -> list[_CompoundBatchNorm]:
 
 @contextmanager
 def group_assignment(module: nn.Module, group_ids: torch.Tensor) -> Iterator[nn.Module]:
-    """Within the block, every compound BN layer of ``module`` uses the hard auxiliary path (spec step 7):
+    """Within the block, every compound BN layer of ``module`` uses the hard auxiliary path (step 7):
     sample b is normalised only with component ``group_ids[b]``.
 
     >>> # with group_assignment(model, class_to_group[y]):

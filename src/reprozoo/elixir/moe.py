@@ -143,11 +143,14 @@ class MoE(nn.Module):
         n = dist.get_world_size(self.ep_group)
         e, cap, d = dispatch.shape
         local = len(self.experts)
+
+        def exchange(x):  # on the meta device (profiling) the all-to-all only keeps the shape
+            if x.is_meta:
+                return x
+            return all_to_all_single(torch.empty_like(x), x.contiguous(), group=self.ep_group)
+
         # rank r receives, from every rank, the slots of experts [r*local, (r+1)*local)
-        recv = all_to_all_single(torch.empty_like(dispatch), dispatch.contiguous(), group=self.ep_group)
-        recv = recv.view(n, local, cap, d)
+        recv = exchange(dispatch).view(n, local, cap, d)
         out = torch.stack([expert(recv[:, i].reshape(n * cap, d)).view(n, cap, d)
                            for i, expert in enumerate(self.experts)], dim=1)   # (n, local, C, d)
-        back = all_to_all_single(torch.empty_like(dispatch), out.reshape(e, cap, d).contiguous(),
-                                 group=self.ep_group)
-        return back.view(e, cap, d)
+        return exchange(out.reshape(e, cap, d)).view(e, cap, d)

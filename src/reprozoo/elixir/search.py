@@ -98,10 +98,7 @@ class SearchResult:
     candidates: list[tuple[int, int | None]] = field(default_factory=list)  # (size, moves or None=infeasible)
     on_fast: list[bool] = field(default_factory=list)
     placement: str = "offload"
-
-    @property
-    def bytes_moved(self) -> int:
-        return self.moves * self.chunk_size * torch.empty((), dtype=self.dtype).element_size()
+    bytes_moved: int = 0  # predicted per iteration (block bytes of every gather, private chunks included)
 
 
 # -- profiling ------------------------------------------------------------------------------
@@ -282,9 +279,10 @@ def _try(prof, size, n_blocks, dtype, world, search) -> SearchResult | None:
     if res.n_blocks <= 0:
         return None
     try:
-        res.moves = simulate(prof, res).moves
+        sim = simulate(prof, res)
     except RuntimeError:
         return None
+    res.moves, res.bytes_moved = sim.moves, sim.bytes_moved
     return res
 
 
@@ -366,7 +364,8 @@ def place(prof: Profile, res: SearchResult, budget_bytes: int | None, optimizer_
     block = res.chunk_size * item
     if avail >= n_chunks * block + n_chunks * per_shard + sum(private_shards):
         res.n_blocks, res.on_fast, res.placement = n_chunks, [True] * (n_chunks + len(res.private)), "cache"
-        res.moves = simulate(prof, res).moves
+        sim = simulate(prof, res)
+        res.moves, res.bytes_moved = sim.moves, sim.bytes_moved
         return res
     need_one_op = max((len({k for k in ps}) for ps in _op_chunk_sets(prof, res)), default=1)
     base = min(n_chunks, max(min_blocks, need_one_op + 1))
@@ -386,19 +385,20 @@ def place(prof: Profile, res: SearchResult, budget_bytes: int | None, optimizer_
     best = None
     for n_blocks, on_fast in options:
         try:
-            moves = simulate(prof, res, n_blocks=n_blocks).moves
+            sim = simulate(prof, res, n_blocks=n_blocks)
         except RuntimeError:
             continue
+        moves = sim.moves
         host = sum(1 for f in on_fast if not f) * shard
         fast = sum(1 for f in on_fast if f) * shard
         t = (moves * block / (costs.h2d_gbps(n_gpus) * 1e9) + host * item / (costs.d2h_gbps(n_gpus) * 1e9)
              + host / (costs.cpu_adam_geps(n_gpus) * 1e9) + fast / (costs.gpu_adam_geps(n_gpus) * 1e9))
         if best is None or t < best[0]:
-            best = (t, n_blocks, on_fast, moves)
+            best = (t, n_blocks, on_fast, moves, sim.bytes_moved)
     if best is None:
         raise ValueError(f"memory_budget={budget_bytes} bytes cannot hold the rCache blocks one operator needs "
                          f"({need_one_op} chunks of {block} bytes) beside the predicted activations; raise it")
-    _, res.n_blocks, res.on_fast, res.moves = best
+    _, res.n_blocks, res.on_fast, res.moves, res.bytes_moved = best
     res.placement = "offload"
     return res
 

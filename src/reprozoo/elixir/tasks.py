@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from reprozoo.elixir.memory import CudaDevice
 from reprozoo.elixir.model import GPT, gpt_step, random_tokens
 from reprozoo.elixir.moe import MoE
 from reprozoo.elixir.plans import ExpertParallel
@@ -33,8 +34,7 @@ def build_gpt(spec: dict, seed: int, moe: bool = False, dense_like_moe: bool = F
     d_hidden = spec["d_hidden"] * (spec["moe_experts"] if dense_like_moe else 1)
     return GPT(vocab_size=spec["vocab"], seq_len=spec["seq_len"], d_model=spec["d_model"], n_head=spec["n_head"],
                n_layer=spec["n_layer"], d_hidden=d_hidden, moe_experts=spec["moe_experts"] if moe else 0,
-               moe_top_k=spec.get("moe_top_k", 1), capacity_factor=spec.get("capacity_factor", 1.25),
-               ).to(spec.get("device", "cpu"))
+               moe_top_k=spec.get("moe_top_k", 1), capacity_factor=spec.get("capacity_factor", 1.25))
 
 
 def param_bytes(model: nn.Module) -> int:
@@ -47,6 +47,17 @@ def _batch(spec: dict, step: int, rank: int, seed: int) -> torch.Tensor:
                          device=spec.get("device", "cpu"))
 
 
+def _on_device(model: nn.Module, spec: dict) -> nn.Module:
+    """A baseline's model on the run's device (Elixir's models stay on CPU: wrap moves chunks itself)."""
+    return model.to(spec.get("device", "cpu"))
+
+
+def _fast_device(spec: dict, budget: int | None):
+    """None (wrap's CPU accounting device) on CPU; the CUDA device with ``budget`` otherwise."""
+    device = str(spec.get("device", "cpu"))
+    return CudaDevice(device, budget) if device.startswith("cuda") else None
+
+
 def _opt(params, spec: dict) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=spec["lr"])
 
@@ -57,7 +68,7 @@ def _world1() -> bool:
 
 def _reference(spec: dict, seed: int, rank: int, world: int, steps: int):
     """Plain PyTorch (world 1) or DDP (world 2): per-step losses and the final state dict."""
-    model = build_gpt(spec, seed)
+    model = _on_device(build_gpt(spec, seed), spec)
     ref = model if world == 1 else nn.parallel.DistributedDataParallel(model)
     opt = _opt(ref.parameters(), spec)
     losses = []
@@ -75,7 +86,7 @@ def _elixir(spec: dict, seed: int, rank: int, budget: int | None, search: str = 
     model = model if model is not None else build_gpt(spec, seed)
     return wrap(model, _opt(model.parameters(), spec), memory_budget=budget, plan=plan, search=search,
                 prefetch=prefetch, dtype=dtype, step_fn=gpt_step, example_input=_batch(spec, 0, rank, seed),
-                min_chunk_bytes=spec["min_chunk_bytes"])
+                min_chunk_bytes=spec["min_chunk_bytes"], fast_device=_fast_device(spec, budget))
 
 
 def _budget(spec: dict, seed: int) -> int:
@@ -157,6 +168,7 @@ def budget_task(rank: int, world: int, spec: dict, seed: int) -> list:
                 (name, "method", "model_bytes", param_bytes(build_gpt(spec, seed)), setting),
                 (name, "method", "moves_predicted", model.plan.moves, setting),
                 (name, "method", "moves_measured", s["moves"], setting),
+                (name, "method", "bytes_moved_predicted", model.plan.bytes_moved, setting),
                 (name, "method", "bytes_moved", s["bytes_moved"], setting),
                 (name, "method", "chunk_size", s["chunk_size"], setting),
                 (name, "method", "n_chunks", s["n_chunks"], setting),
@@ -168,7 +180,7 @@ def budget_task(rank: int, world: int, spec: dict, seed: int) -> list:
 def _fsdp2(spec: dict, seed: int):
     from torch.distributed.fsdp import fully_shard
 
-    model = build_gpt(spec, seed)
+    model = _on_device(build_gpt(spec, seed), spec)
     for block in model.blocks:
         fully_shard(block)
     fully_shard(model)
@@ -181,12 +193,12 @@ def throughput_task(rank: int, world: int, spec: dict, seed: int) -> list:
     setting = f"world={world}"
     out = []
     if world == 1:
-        model = build_gpt(spec, seed)
+        model = _on_device(build_gpt(spec, seed), spec)
         opt = _opt(model.parameters(), spec)
         out.append(("PyTorch", "baseline", "tokens_per_s",
                     _timed_steps(model, gpt_step, _plain_step(opt), spec, seed, rank), setting))
     else:
-        model = nn.parallel.DistributedDataParallel(build_gpt(spec, seed))
+        model = nn.parallel.DistributedDataParallel(_on_device(build_gpt(spec, seed), spec))
         opt = _opt(model.parameters(), spec)
         out.append(("DDP", "baseline", "tokens_per_s",
                     _timed_steps(model, gpt_step, _plain_step(opt), spec, seed, rank), setting))
@@ -219,9 +231,7 @@ def moe_task(rank: int, world: int, spec: dict, seed: int) -> list:
     out = []
     tps = {}
     for name, model, plan in (("Elixir-dense", dense, None), ("Elixir-MoE", moe, {MoE: ExpertParallel()})):
-        wrapped, optim = wrap(model, _opt(model.parameters(), spec), memory_budget=budget, plan=plan,
-                              step_fn=gpt_step, example_input=_batch(spec, 0, rank, seed),
-                              min_chunk_bytes=spec["min_chunk_bytes"])
+        wrapped, optim = _elixir(spec, seed, rank, budget, model=model, plan=plan)
         tps[name] = _timed_steps(wrapped, gpt_step, _elixir_step(optim), spec, seed, rank)
         out.append((name, "method", "tokens_per_s", tps[name], setting))
         out.append((name, "method", "params", param_bytes(build_gpt(spec, seed, moe=name.endswith("MoE"),
