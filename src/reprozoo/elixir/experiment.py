@@ -74,7 +74,7 @@ class ElixirConfig(TorchExperimentConfig):
         "smoke": {"world_sizes": (1,), "d_model": 64, "n_head": 2, "n_layer": 3, "d_hidden": 128, "vocab": 32,
                   "min_chunk_bytes": 4096, "equality_steps": 1, "searches": ("optimal",), "timed_steps": 1,
                   "throughput_batch": 2, "throughput_seq_len": 16, "model_to_budget": 2.0},
-        "gpu": {"device": "cuda", "world_sizes": (1,), "vocab": 50257, "seq_len": 1024, "d_model": 2048,
+        "gpu": {"world_sizes": (1,), "vocab": 50257, "seq_len": 1024, "d_model": 2048,
                 "n_head": 16, "n_layer": 24, "d_hidden": 8192, "batch": 4, "min_chunk_bytes": 32 * 2**20,
                 "model_to_budget": 4.0, "timed_steps": 10, "throughput_batch": 4, "throughput_seq_len": 1024,
                 "equality_steps": 2, "moe_experts": 8},
@@ -93,7 +93,10 @@ class ElixirConfig(TorchExperimentConfig):
         """The dict the per-rank tasks read (:mod:`reprozoo.elixir.tasks`)."""
         d = {k: getattr(self, k) for k in ("vocab", "seq_len", "d_model", "n_head", "n_layer", "d_hidden",
                                             "batch", "moe_experts", "lr", "model_to_budget", "min_chunk_bytes",
-                                            "equality_steps", "searches", "timed_steps", "device")}
+                                            "equality_steps", "searches", "timed_steps")}
+        from reprozoo.core.device import resolve_device
+
+        d["device"] = str(resolve_device(self.device))
         if throughput:
             d.update(batch=self.throughput_batch, seq_len=self.throughput_seq_len)
         return d
@@ -122,7 +125,7 @@ def run(config: ElixirConfig, out_dir: Path) -> Result:
     for world in config.world_sizes:
         pool = None
         if world > 1:
-            backend = "nccl" if str(config.device).startswith("cuda") else "gloo"
+            backend = "nccl" if config.spec()["device"].startswith("cuda") else "gloo"
             if backend == "nccl" and torch.cuda.device_count() < world:
                 raise ConfigError(f"world_sizes has {world} but only {torch.cuda.device_count()} CUDA devices")
             pool = WorkerPool(world, threads=1, backend=backend)

@@ -22,9 +22,9 @@ Examples
 --------
 >>> import torch
 >>> from reprozoo.elixir.model import GPT, gpt_step, random_tokens
->>> model = GPT(vocab_size=64, seq_len=16, d_model=32, n_head=2, n_layer=2)
->>> prof = profile_model(model, gpt_step, random_tokens(2, 17, 64))
->>> res = optimal_search(prof, world_size=1, budget_bytes=prof.param_bytes, min_chunk_bytes=8192)
+>>> model = GPT(vocab_size=32, seq_len=8, d_model=64, n_head=2, n_layer=3, d_hidden=128)
+>>> prof = profile_model(model, gpt_step, random_tokens(1, 9, 32))
+>>> res = optimal_search(prof, world_size=1, budget_bytes=prof.param_bytes // 2, min_chunk_bytes=4096)
 >>> res.n_blocks < len(res.layout), res.moves == simulate(prof, res).moves
 (True, True)
 """
