@@ -43,6 +43,7 @@ __all__ = [
     "load_firms_2020",
     "load_sp500_spells",
     "load_crosswalk",
+    "gics_code_map",
     "read_table",
 ]
 
@@ -414,6 +415,31 @@ class ICS:
         return cls(name="SIC 1987", codes=codes, parent=parent, title=title, definition=dict(title),
                    level_names=("division", "major group", "industry group", "industry"),
                    effective=1987.0, introduced={c: 1987.0 for c in codes})
+
+
+def gics_code_map(old: ICS, new: ICS) -> dict[str, str]:
+    """Map each code of GICS version ``old`` to the node of ``new`` holding the same industry: the same name
+    at the same level (a moved industry), else the same code (a renamed one), else the nearest ancestor that
+    still exists (a removed industry's firms go to its group). Codes with no counterpart at all are left out.
+
+    >>> m = gics_code_map(ICS.gics("2018"), ICS.gics("2023"))
+    >>> m["45102020"], m["25502020"]
+    ('20202030', '2550')
+    """
+    by_name = {(len(c), _norm_name(new.title[c])): c for c in new.codes}
+    out = {}
+    for c in old.codes:
+        hit = by_name.get((len(c), _norm_name(old.title[c])))
+        if hit is None and c in new:
+            hit = c
+        a = c
+        while hit is None and len(a) > 2:
+            a = a[:-2]
+            mapped = out.get(a)
+            hit = mapped if mapped is not None else None
+        if hit is not None:
+            out[c] = hit
+    return out
 
 
 def _topological(parent: Mapping[str, str | None]) -> tuple[str, ...]:
