@@ -22,21 +22,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from reprozoo.core.checks import check_int
-from reprozoo.elixir.moe import MoE
+from reprozoo.elixir.moe import MLP, MoE
 
 __all__ = ["GPT", "Block", "gpt_step", "random_tokens", "gpt_flops_per_token"]
-
-
-class MLP(nn.Module):
-    """Position-wise feed-forward: Linear(d, h) -> GELU -> Linear(h, d)."""
-
-    def __init__(self, d_model: int, d_hidden: int) -> None:
-        super().__init__()
-        self.fc = nn.Linear(d_model, d_hidden)
-        self.proj = nn.Linear(d_hidden, d_model)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(F.gelu(self.fc(x)))
 
 
 class Attention(nn.Module):

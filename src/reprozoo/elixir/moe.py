@@ -38,11 +38,11 @@ from torch import nn
 
 from reprozoo.core.checks import check_float, check_int
 
-__all__ = ["MoE", "Expert"]
+__all__ = ["MoE", "MLP"]
 
 
-class Expert(nn.Module):
-    """One expert: Linear(d, h) -> GELU -> Linear(h, d)."""
+class MLP(nn.Module):
+    """Position-wise feed-forward (a dense block's MLP, or one expert): Linear(d, h) -> GELU -> Linear(h, d)."""
 
     def __init__(self, d_model: int, d_hidden: int) -> None:
         super().__init__()
@@ -87,7 +87,7 @@ class MoE(nn.Module):
         check_float(capacity_factor, "capacity_factor", low=0, low_inclusive=False)
         self.n_experts, self.top_k, self.capacity_factor = n_experts, top_k, float(capacity_factor)
         self.gate = nn.Linear(d_model, n_experts, bias=False)
-        self.experts = nn.ModuleList(Expert(d_model, d_hidden) for _ in range(n_experts))
+        self.experts = nn.ModuleList(MLP(d_model, d_hidden) for _ in range(n_experts))
         self.ep_group = None
         self.expert_offset = 0
         self.aux_loss: torch.Tensor | None = None

@@ -190,22 +190,9 @@ def hooked_modules(model: nn.Module, managed: set[int]) -> list[tuple[nn.Module,
     return out
 
 
-class _PreBackward(torch.autograd.Function):
-    """Identity on a module's outputs; its backward is the module's pre-backward event."""
-
-    @staticmethod
-    def forward(ctx, fn, *xs):
-        ctx.fn = fn
-        return xs if len(xs) > 1 else xs[0]
-
-    @staticmethod
-    def backward(ctx, *grads):
-        ctx.fn()
-        return (None, *grads)
-
-
-class _PostBackward(torch.autograd.Function):
-    """Identity on a module's inputs; its backward is the module's post-backward event."""
+class _BackwardEvent(torch.autograd.Function):
+    """Identity on tensors; its backward calls ``fn``. On a module's outputs it marks the module's pre-backward,
+    on its inputs the post-backward."""
 
     @staticmethod
     def forward(ctx, fn, *xs):
@@ -246,13 +233,13 @@ def install_hooks(modules: list[tuple[nn.Module, list[nn.Parameter]]], handler, 
         def pre(mod, args, _op=op):
             handler.pre_op(_op, False)
             if torch.is_grad_enabled():
-                return _wrap_tensors(lambda: handler.post_op(_op, True), _PostBackward.apply, args)
+                return _wrap_tensors(lambda: handler.post_op(_op, True), _BackwardEvent.apply, args)
             return None
 
         def post(mod, args, out, _op=op):
             handler.post_op(_op, False)
             if torch.is_grad_enabled():
-                return _wrap_tensors(lambda: handler.pre_op(_op, True), _PreBackward.apply, out)
+                return _wrap_tensors(lambda: handler.pre_op(_op, True), _BackwardEvent.apply, out)
             return None
 
         handles.append(m.register_forward_pre_hook(pre))
