@@ -50,3 +50,21 @@ def test_expert_parallel_moe_equals_one_rank(pool):
     for records in pool.run(tasks.moe_equivalence_task, spec, 0):
         (_, _, _, diff, _), = records
         assert diff < 1e-6
+
+
+def _state_dict_rank0(rank, world, spec, seed):
+    """Rank 0 alone gets the gathered fp32 state (a collective on every rank); it equals DDP's after 2 steps."""
+    model, optim = tasks._elixir(spec, seed, rank, None)
+    for t in range(2):
+        optim.backward(tasks.gpt_step(model, tasks._batch(spec, t, rank, seed)))
+        optim.step()
+        optim.zero_grad()
+    sd = model.state_dict(only_rank_0=True)
+    _, ref = tasks._reference(spec, seed, rank, world, 2)
+    return len(sd), max((float((sd[k] - v).abs().max()) for k, v in ref.items()), default=0.0) if sd else None
+
+
+def test_state_dict_only_rank_0(pool):
+    (n0, diff0), (n1, diff1) = pool.run(_state_dict_rank0, SPEC, 0)
+    assert n0 > 0 and diff0 <= 1e-6
+    assert n1 == 0 and diff1 is None

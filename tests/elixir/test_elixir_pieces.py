@@ -314,3 +314,36 @@ def test_fifo_and_prefetch_give_identical_numbers():
         runs.append(train(model, optim))
     assert torch.equal(*runs)
     assert list(itertools.chain(runs[0])) == list(runs[1])
+
+
+def test_bf16_paired_chunks_track_fp32():
+    """bf16 parameter chunks with fp32 masters: losses within bf16 rounding of the fp32 run, masters stay fp32."""
+    ref_model, ref_opt = elixir(tiny())
+    ref = train(ref_model, ref_opt)
+    model, optim = elixir(tiny(), dtype=torch.bfloat16)
+    losses = train(model, optim)
+    assert all(c.master.dtype == torch.float32 and c.shard.dtype == torch.bfloat16 for c in model.chunks)
+    assert optim.scale == 2.0**16 and optim.skipped_steps == 0
+    assert float((losses - ref).abs().max()) < 0.05
+
+
+def test_tied_weights_live_in_a_private_chunk():
+    model, optim = elixir(tiny(), budget=400_000)
+    private = [c for c in model.chunks if c.private]
+    assert len(private) == 1 and model.module.wte.weight is model.module.lm_head.weight
+    assert private[0].params == [model.module.wte.weight]
+    train(model, optim, steps=1)
+    sd = model.state_dict()
+    assert torch.equal(sd["wte.weight"], sd["lm_head.weight"])
+
+
+def test_experiment_config_rejects_bad_settings():
+    from reprozoo.core.experiment import ConfigError
+    from reprozoo.elixir.experiment import ElixirConfig
+
+    with pytest.raises(ConfigError, match="n_head=3 should divide d_model=64"):
+        ElixirConfig.from_preset("smoke", n_head=3)
+    with pytest.raises(ConfigError, match="moe_experts=3"):
+        ElixirConfig.from_preset("quick", moe_experts=3)
+    with pytest.raises(ConfigError, match="tasks"):
+        ElixirConfig.from_preset("smoke", tasks=("speed",))

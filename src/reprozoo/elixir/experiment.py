@@ -56,6 +56,9 @@ class ElixirConfig(TorchExperimentConfig):
     lr: float = knob(1e-3, gt=0)
     #: model fp32 bytes / fast-device budget (the issue asks >= 4)
     model_to_budget: float = knob(4.0, gt=0)
+    #: add 1.25 x the predicted activations to the budget of the equality and budget tasks (False: the budget
+    #: holds the activations too; at GPU batch sizes they outweigh a quarter of the model)
+    budget_plus_activations: bool = False
     #: smallest candidate chunk (the paper's 32 MiB is for billion-parameter models)
     min_chunk_bytes: int = knob(65536, ge=64)
     #: steps compared against PyTorch / DDP
@@ -77,7 +80,7 @@ class ElixirConfig(TorchExperimentConfig):
         "gpu": {"world_sizes": (1,), "vocab": 50257, "seq_len": 1024, "d_model": 2048,
                 "n_head": 16, "n_layer": 24, "d_hidden": 8192, "batch": 4, "min_chunk_bytes": 32 * 2**20,
                 "model_to_budget": 4.0, "timed_steps": 10, "throughput_batch": 4, "throughput_seq_len": 1024,
-                "equality_steps": 2, "moe_experts": 8},
+                "equality_steps": 2, "moe_experts": 2, "budget_plus_activations": True},
     }
     KNOWN_DATASETS: ClassVar[tuple[str, ...]] = ("random-tokens",)
 
@@ -93,7 +96,8 @@ class ElixirConfig(TorchExperimentConfig):
         """The dict the per-rank tasks read (:mod:`reprozoo.elixir.tasks`)."""
         d = {k: getattr(self, k) for k in ("vocab", "seq_len", "d_model", "n_head", "n_layer", "d_hidden",
                                             "batch", "moe_experts", "lr", "model_to_budget", "min_chunk_bytes",
-                                            "equality_steps", "searches", "timed_steps")}
+                                            "equality_steps", "searches", "timed_steps",
+                                            "budget_plus_activations")}
         from reprozoo.core.device import resolve_device
 
         d["device"] = str(resolve_device(self.device))

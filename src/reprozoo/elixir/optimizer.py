@@ -143,8 +143,9 @@ class ElixirOptimizer:
         for _name, _mod, pattern, ps in m.managed:
             pattern.finish_grads(ps, m.group)
         grads = [c.master.grad for c in m.chunks] + [p.grad for p in m.managed_params if p.grad is not None]
+        dev = m.fast.torch_device                         # shards may sit on two devices (fast and host)
         norms = torch._foreach_norm(grads)
-        sq = torch.stack([n.float() for n in norms]).square().sum()
+        sq = torch.stack([n.float().to(dev) for n in norms]).square().sum()
         # chunk shards are disjoint across ranks; the patterns' parameters are owned by one rank each
         if m.world > 1:
             dist.all_reduce(sq, group=m.group)

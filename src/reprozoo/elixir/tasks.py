@@ -90,7 +90,13 @@ def _elixir(spec: dict, seed: int, rank: int, budget: int | None, search: str = 
 
 
 def _budget(spec: dict, seed: int) -> int:
-    return int(param_bytes(build_gpt(spec, seed)) / spec["model_to_budget"])
+    """1/model_to_budget of the model's fp32 bytes (+ 1.25 x the predicted activations when
+    ``budget_plus_activations``: at GPU batch sizes activations outweigh a quarter of the model)."""
+    budget = int(param_bytes(build_gpt(spec, seed)) / spec["model_to_budget"])
+    if spec.get("budget_plus_activations"):
+        b = random_tokens(spec["batch"], spec["seq_len"] + 1, spec["vocab"])
+        budget += int(1.25 * profile_model(build_gpt(spec, seed), gpt_step, b).activation_bytes)
+    return budget
 
 
 def equality_task(rank: int, world: int, spec: dict, seed: int) -> list:
@@ -208,8 +214,7 @@ def throughput_task(rank: int, world: int, spec: dict, seed: int) -> list:
                         _timed_steps(model, gpt_step, _plain_step(opt), spec, seed, rank), setting))
         except Exception:  # FSDP2 on gloo/CPU is best-effort; recorded as absent
             pass
-    prof = profile_model(build_gpt(spec, seed), gpt_step, _batch(spec, 0, rank, seed))
-    quarter = _budget(spec, seed) + int(1.25 * prof.activation_bytes)  # 1/model_to_budget of the model + activations
+    quarter = _budget({**spec, "budget_plus_activations": True}, seed)
     for name, budget in (("Elixir", None), ("Elixir-budget", quarter)):
         model, optim = _elixir(spec, seed, rank, budget)
         out.append((name, "method", "tokens_per_s",
