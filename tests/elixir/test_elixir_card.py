@@ -21,3 +21,14 @@ def test_card_examples_run(tmp_path, monkeypatch):
     assert (tmp_path / "runs" / "elixir_smoke" / "result.json").is_file()
     assert {"max_abs_diff", "peak_bytes", "budget_bytes", "moves_predicted", "moves_measured", "tokens_per_s",
             "moe_speedup"} <= {r.metric for r in ns["result"].records}
+    # the smoke run's claims, with their measured margins: exact equality with PyTorch, the ledger under the
+    # budget, the simulator's moves equal to the measured ones, a model 2x the budget (quick: 4x)
+    recs = {(r.method, r.setting, r.metric): r.value for r in ns["result"].records}
+    diffs = [v for (m, _, k), v in recs.items() if m == "Elixir" and k == "max_abs_diff"]
+    assert diffs and max(diffs) == 0.0
+    for (m, s, k), v in recs.items():
+        if k == "peak_bytes":
+            assert v <= recs[(m, s, "budget_bytes")]
+            assert recs[(m, s, "moves_predicted")] == recs[(m, s, "moves_measured")]
+            assert recs[(m, s, "bytes_moved_predicted")] == recs[(m, s, "bytes_moved")]
+            assert recs[(m, s, "model_bytes")] >= 1.9 * recs[(m, s, "budget_bytes")]

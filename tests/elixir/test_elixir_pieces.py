@@ -347,3 +347,19 @@ def test_experiment_config_rejects_bad_settings():
         ElixirConfig.from_preset("quick", moe_experts=3)
     with pytest.raises(ConfigError, match="tasks"):
         ElixirConfig.from_preset("smoke", tasks=("speed",))
+
+
+def test_evaluation_forward_between_steps_keeps_the_numbers():
+    ref = tiny()
+    ropt = torch.optim.Adam(ref.parameters(), lr=1e-2)
+    model, optim = elixir(tiny(), budget=400_000)
+    for t in range(2):
+        for m, o, ours in ((model, optim, True), (ref, ropt, False)):
+            with torch.no_grad():
+                m(batch(9)[:, :-1])                      # chunks gathered without a backward
+            loss = gpt_step(m, batch(t))
+            o.backward(loss) if ours else loss.backward()
+            o.step()
+            o.zero_grad()
+    sd = model.state_dict()
+    assert all(torch.equal(sd[k], v) for k, v in plain_state(ref).items())

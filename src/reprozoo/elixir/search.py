@@ -367,7 +367,7 @@ def place(prof: Profile, res: SearchResult, budget_bytes: int | None, optimizer_
         sim = simulate(prof, res)
         res.moves, res.bytes_moved = sim.moves, sim.bytes_moved
         return res
-    need_one_op = max((len({k for k in ps}) for ps in _op_chunk_sets(prof, res)), default=1)
+    need_one_op = max((len(cs) for cs in _op_chunk_sets(prof, res)), default=1)
     base = min(n_chunks, max(min_blocks, need_one_op + 1))
     options = []
     # (a) all to blocks
