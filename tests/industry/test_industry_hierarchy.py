@@ -33,7 +33,7 @@ def test_path_probabilities_sum_to_one_and_children_only(tmp_path, uneven):
     scores = torch.randn(7, tree.n_nodes, dtype=torch.float64) * 3
     cond = conditional_log_probs(scores, tree)
     # children-only normalisation: each sibling group sums to one
-    for parent, kids in ics.children.items():
+    for kids in ics.children.values():
         if kids:
             idx = [ics.codes.index(k) for k in kids]
             np.testing.assert_allclose(cond[:, idx].exp().sum(1).numpy(), 1.0, atol=1e-12)
@@ -44,8 +44,6 @@ def test_path_probabilities_sum_to_one_and_children_only(tmp_path, uneven):
     # every level's nodes also sum to one (upper node = sum of the leaves below it)
     for lv in range(1, ics.n_levels + 1):
         at = [i for i, c in enumerate(ics.codes) if ics.level[c] == lv]
-        below = [i for i, c in enumerate(ics.codes) if ics.level[c] > lv and False]
-        assert below == []
         total = logp[:, at].exp().sum(1) + sum(logp[:, [ics.codes.index(c)]].exp().squeeze(1)
                                                 for c in ics.leaves if ics.level[c] < lv)
         np.testing.assert_allclose(total.numpy(), 1.0, atol=1e-12)

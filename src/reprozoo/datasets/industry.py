@@ -114,7 +114,7 @@ def read_table(path: str | Path, *, delimiter: str | None = None, encoding: str 
     return [row for row in csv.reader(io.StringIO(text), delimiter=delimiter)]
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True)
 class ICS:
     """One version of an industry classification system: a tree of codes.
 
@@ -155,6 +155,8 @@ class ICS:
     effective: float | None = None
     history: tuple[tuple[float, Mapping[str, str]], ...] = ()
     introduced: Mapping[str, float] = field(default_factory=dict)
+
+    __hash__ = object.__hash__  # equal by content (so a cloned estimator's copy compares equal), hashed by id
 
     def __post_init__(self) -> None:
         seen: set[str] = set()
