@@ -66,8 +66,9 @@ class ElixirConfig(TorchExperimentConfig):
     #: chunk-size searches compared
     searches: tuple[str, ...] = knob(("optimal", "minimum_waste"), choices=("optimal", "minimum_waste"),
                                      unique=True, nonempty=True)
-    #: timed steps per throughput figure (after one warm-up step)
-    timed_steps: int = knob(5, ge=1)
+    #: timed steps per throughput figure, and rounds (the runners take turns; the best round counts)
+    timed_steps: int = knob(3, ge=1)
+    repeats: int = knob(3, ge=1)
     #: sequences per rank and sequence length of the throughput comparison
     throughput_batch: int = knob(8, ge=1)
     throughput_seq_len: int = knob(64, ge=2)
@@ -76,7 +77,7 @@ class ElixirConfig(TorchExperimentConfig):
         "quick": {},
         "smoke": {"world_sizes": (1,), "d_model": 64, "n_head": 2, "n_layer": 3, "d_hidden": 128, "vocab": 32,
                   "min_chunk_bytes": 4096, "equality_steps": 1, "searches": ("optimal",), "timed_steps": 1,
-                  "throughput_batch": 2, "throughput_seq_len": 16, "model_to_budget": 2.0},
+                  "repeats": 1, "throughput_batch": 2, "throughput_seq_len": 16, "model_to_budget": 2.0},
         "gpu": {"world_sizes": (1,), "vocab": 50257, "seq_len": 1024, "d_model": 2048,
                 "n_head": 16, "n_layer": 24, "d_hidden": 8192, "batch": 4, "min_chunk_bytes": 32 * 2**20,
                 "model_to_budget": 4.0, "timed_steps": 10, "throughput_batch": 4, "throughput_seq_len": 1024,
@@ -96,7 +97,7 @@ class ElixirConfig(TorchExperimentConfig):
         """The dict the per-rank tasks read (:mod:`reprozoo.elixir.tasks`)."""
         d = {k: getattr(self, k) for k in ("vocab", "seq_len", "d_model", "n_head", "n_layer", "d_hidden",
                                             "batch", "moe_experts", "lr", "model_to_budget", "min_chunk_bytes",
-                                            "equality_steps", "searches", "timed_steps",
+                                            "equality_steps", "searches", "timed_steps", "repeats",
                                             "budget_plus_activations")}
         from reprozoo.core.device import resolve_device
 
