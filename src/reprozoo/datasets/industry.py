@@ -62,8 +62,8 @@ def decimal_year(value: Any, name: str = "time") -> float:
     ISO string ``YYYY[-MM[-DD]]`` is converted (2020-07-02 -> 2020.5). Raises ``TypeError``/``ValueError`` naming
     ``name``.
 
-    >>> decimal_year("2023-03-18"), decimal_year(2020)
-    (2023.208219178082, 2020.0)
+    >>> round(decimal_year("2023-03-18"), 4), decimal_year(2020)
+    (2023.2082, 2020.0)
     """
     if isinstance(value, bool):
         raise TypeError(f"{name} should be a year (number) or a date, got bool")

@@ -192,8 +192,20 @@ class ExpertKnowledgeAssigner(BaseEstimator):
 
     Examples
     --------
+    >>> import tempfile, pathlib
     >>> from reprozoo.datasets.industry import ICS
-    >>> ics = ICS.from_csv  # doctest: +SKIP
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "tree.csv"
+    >>> _ = path.write_text("code,parent,title\\nF,,Finance\\nM,,Materials\\nF1,F,Banks\\nF2,F,Insurers\\n"
+    ...                     "M1,M,Steel\\nM2,M,Mining\\n")
+    >>> ics = ICS.from_csv(path)
+    >>> texts = ["bank loans", "bank deposits", "insurance premiums", "insurance policies", "steel mills",
+    ...          "steel plants", "gold mining", "copper mining"]
+    >>> codes = ["F1", "F1", "F2", "F2", "M1", "M1", "M2", "M2"]
+    >>> model = ExpertKnowledgeAssigner(ics, encoder_dim=8, dim=8, epochs=60, lr=1e-2).fit(texts, codes, 2020)
+    >>> model.predict(["regional bank loans", "copper and gold mining"], 2021)
+    array(['F1', 'M2'], dtype=object)
+    >>> model.predict_proba(["steel"], 2021, level=1).round(2).sum()
+    np.float32(1.0)
     """
 
     def __init__(self, ics: ICS, encoder: str = "tfidf", encoder_dim: int = 512, dim: int = 128,
