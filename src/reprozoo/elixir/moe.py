@@ -12,8 +12,8 @@ The gating follows Switch Transformer (top-1) and GShard (top-2):
   ``P_e`` the mean router probability of ``e`` (Switch eq. 4-6).
 
 With ``ep_group`` set (by :class:`reprozoo.elixir.plans.ExpertParallel`) the layer keeps only its local experts
-and exchanges the ``(E, C, d)`` dispatch tensor with ``torch.distributed.nn.functional.all_to_all_single``
-(differentiable), so the outputs equal the same layer run on one rank with all experts.
+and exchanges the ``(E, C, d)`` dispatch tensor with torch's differentiable ``all_to_all_single``, so the
+outputs equal the same layer run on one rank with all experts.
 
 Complexity: gating O(S d E); dispatch/combine O(S k d) (scatter/gather, no Python loop over tokens);
 experts O(E C d h).
@@ -138,7 +138,7 @@ class MoE(nn.Module):
         if self.ep_group is None:
             return torch.stack([expert(dispatch[i]) for i, expert in enumerate(self.experts)])
         import torch.distributed as dist
-        from torch.distributed.nn.functional import all_to_all_single
+        from torch.distributed._functional_collectives import all_to_all_single_autograd, wait_tensor
 
         n = dist.get_world_size(self.ep_group)
         e, cap, d = dispatch.shape
@@ -147,7 +147,8 @@ class MoE(nn.Module):
         def exchange(x):  # on the meta device (profiling) the all-to-all only keeps the shape
             if x.is_meta:
                 return x
-            return all_to_all_single(torch.empty_like(x), x.contiguous(), group=self.ep_group)
+            # torch's differentiable all_to_all_single (equal splits; the backward is the reverse exchange)
+            return wait_tensor(all_to_all_single_autograd(x.contiguous(), None, None, self.ep_group))
 
         # rank r receives, from every rank, the slots of experts [r*local, (r+1)*local)
         recv = exchange(dispatch).view(n, local, cap, d)
