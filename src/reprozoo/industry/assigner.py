@@ -171,6 +171,15 @@ class ExpertKnowledgeAssigner(BaseEstimator):
     use_definitions, use_time, use_hierarchy : bool, default True
         Ablations: without definitions (no d_k), without time (one pooled a_k and the current definitions), without
         hierarchy (no GAT and one flat softmax over the leaves).
+    persist_labels : bool, default False
+        Our addition: at each training step, a firm assigned in period p is scored against the industries of a
+        random period p' >= p (its assignment still holds later: most firms keep their code), so that the
+        representations of later periods, built with later definitions, are trained too. False scores it in p
+        only.
+    knowledge_dropout : float, default 0.0
+        Our addition: at each training step, hide the assignment knowledge of this share of the leaves, so that
+        their firms must be matched through definitions and the hierarchy alone, as firms of an industry that
+        no expert has assigned yet (a new industry). 0 is the reconstruction without it.
     beam_width : int or None, default None
         Decoding of ``predict``: None picks the most probable leaf exactly, 1 is greedy, B a beam of width B.
     epochs : int, default 200
@@ -210,7 +219,9 @@ class ExpertKnowledgeAssigner(BaseEstimator):
 
     def __init__(self, ics: ICS, encoder: str = "tfidf", encoder_dim: int = 512, dim: int = 128,
                  periods: Sequence[float] | None = None, use_definitions: bool = True, use_time: bool = True,
-                 use_hierarchy: bool = True, beam_width: int | None = None, epochs: int = 200, lr: float = 1e-3,
+                 use_hierarchy: bool = True, persist_labels: bool = False, knowledge_dropout: float = 0.0,
+                 beam_width: int | None = None,
+                 epochs: int = 200, lr: float = 1e-3,
                  weight_decay: float = 1e-2, dropout: float = 0.1, heads: int = 2, random_state: int = 0,
                  device: str = "cpu") -> None:
         self.ics = ics
@@ -221,6 +232,8 @@ class ExpertKnowledgeAssigner(BaseEstimator):
         self.use_definitions = use_definitions
         self.use_time = use_time
         self.use_hierarchy = use_hierarchy
+        self.persist_labels = persist_labels
+        self.knowledge_dropout = knowledge_dropout
         self.beam_width = beam_width
         self.epochs = epochs
         self.lr = lr
@@ -243,9 +256,10 @@ class ExpertKnowledgeAssigner(BaseEstimator):
         check_float(self.lr, "lr", low=0, low_inclusive=False)
         check_float(self.weight_decay, "weight_decay", low=0)
         check_float(self.dropout, "dropout", low=0, high=1, high_inclusive=False)
+        check_float(self.knowledge_dropout, "knowledge_dropout", low=0, high=1, high_inclusive=False)
         if self.beam_width is not None:
             check_int(self.beam_width, "beam_width", low=1)
-        for flag in ("use_definitions", "use_time", "use_hierarchy"):
+        for flag in ("use_definitions", "use_time", "use_hierarchy", "persist_labels"):
             if not isinstance(getattr(self, flag), bool):
                 raise TypeError(f"{flag} should be a bool, got {getattr(self, flag)!r}")
 
@@ -360,9 +374,12 @@ class ExpertKnowledgeAssigner(BaseEstimator):
         nodes = torch.tensor([pos[c] for c in codes], device=self._device)
         period_np = self._period_of(t, "times")
         period = torch.as_tensor(period_np, device=self._device)
-        # the loss scores firms against the industries of their own period only: keep the periods in use
-        used, local = np.unique(period_np, return_inverse=True)
-        used_t, local_t = torch.as_tensor(used, device=self._device), torch.as_tensor(local, device=self._device)
+        # the loss scores firms against the industries of their period (or a later one): keep the periods in use
+        last = len(self.periods_) - 1 if (self.persist_labels and self.use_time) else int(period_np.max())
+        used = np.arange(int(period_np.min()), last + 1)
+        used_t = torch.as_tensor(used, device=self._device)
+        first_local = torch.as_tensor(period_np - used[0], device=self._device)
+        span = float(len(used)) - first_local.float()  # periods from the item's own to the last in use
 
         self.net_ = KnowledgeNet(self.in_dim_, self.dim, self.tree_, use_definitions=self.use_definitions,
                                  use_time=self.use_time, use_hierarchy=self.use_hierarchy, heads=self.heads,
@@ -374,9 +391,17 @@ class ExpertKnowledgeAssigner(BaseEstimator):
             self.net_.train()
             half = (torch.rand(len(texts), generator=gen) < 0.5).to(self._device).float()
             F = self.net_.firm(X)
+            # our addition: leaves whose assignment knowledge is hidden in this step (as if new industries)
+            hide = (torch.rand(self.tree_.n_nodes, generator=gen) < self.knowledge_dropout).to(self._device)
+            keep = (~(hide & self.tree_.is_leaf)).float()
+            local_t = first_local
+            if self.persist_labels:  # a random period from the assignment's own on (our addition)
+                u = torch.rand(len(texts), generator=gen).to(self._device)
+                local_t = first_local + (u * span).long().clamp(max=len(used) - 1)
             loss = 0.0
             for support in (half, 1.0 - half):  # pool one half, classify the other (step 3, our choice)
                 A, MA = self._pool(F, nodes, period, support)
+                MA = MA * keep
                 U = self.net_.industries(A, MA, self._D, self._MD)[used_t]  # (T_used, K, d)
                 q = (1.0 - support).bool()
                 loss = loss + self._loss(F[q], U, local_t[q], nodes[q]) * q.float().mean()
