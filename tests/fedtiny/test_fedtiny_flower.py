@@ -291,3 +291,49 @@ def test_flower_run_simulation_deprecation_banner_is_filtered():
     assert not any("run_simulation` function is deprecated and" in m for m in keep.records)
     assert any("Some other feature" in m for m in keep.records)  # other warnings still pass
     assert any("outside the context" in m for m in keep.records)  # the filter is removed afterwards
+
+
+def test_protocol_names_round_trip_and_client_config_comes_from_the_config():
+    from reprozoo.fedtiny.protocol import Keys, client_config
+
+    names = [Keys.bn_mean(0, "features.1"), Keys.bn_var(0, "features.1"), Keys.bn_mean(0, "features.4"),
+             Keys.bn_mean(1, "features.1"), Keys.grad_idx("fc.weight")]
+    assert Keys.bn_layers(0, names) == ["features.1", "features.4"]
+    assert Keys.grad_idx("fc.weight").startswith(Keys.GRAD) and Keys.grad_val("fc.weight").startswith(Keys.GRAD)
+    config = Config.from_preset("quick", **{**TINY, "lr": 0.2, "device": "cpu"})
+    record = client_config(config, "MNIST", 3, threads=1)
+    assert record[Keys.LR] == 0.2 and record[Keys.N_CLIENTS] == 3 and record[Keys.SEED] == 3
+    assert record[Keys.DEVICE] == "cpu" and record[Keys.DATASET] == "MNIST" and record[Keys.THREADS] == 1
+    assert all(isinstance(v, (int, float, str)) for v in record.values())  # ConfigRecord value types
+
+
+def test_clients_move_their_data_and_model_once():
+    """A client process builds and moves its working model and its data partitions once, then only copies
+    each message's weights in (cache misses stay at one per device over ABNS and every round)."""
+    from reprozoo.fedtiny import client
+
+    client._working_model.cache_clear()
+    client._partitions.cache_clear()
+    (out,), _ = run_federated([tiny_job("FedTiny")], 3, engine="local")
+    # 3 clients x (2 ABNS queries + 2 rounds) = 12 messages
+    assert client._working_model.cache_info().misses == 1 and client._working_model.cache_info().hits == 11
+    assert client._partitions.cache_info().misses == 1
+    assert out["density"] == pytest.approx(0.05, abs=1e-3)
+
+
+@pytest.mark.gpu
+def test_local_engine_on_cuda_agrees_with_cpu():
+    import torch
+
+    from reprozoo.fedtiny import client
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    (cpu,), _ = run_federated([tiny_job("FedTiny")], 3, engine="local")
+    (gpu,), _ = run_federated([tiny_job("FedTiny", device="cuda")], 3, engine="local")
+    assert gpu["density"] == cpu["density"] and gpu["bytes"] == cpu["bytes"]
+    assert abs(gpu["top1"] - cpu["top1"]) < 0.1  # kernels differ in round-off, the protocol does not
+    model, _, _ = client._working_model("cnn16", 10, 1, (28, 28), "cuda")
+    assert next(model.parameters()).device.type == "cuda"
+    x, _ = client._partitions("MNIST", TINY["n_train"], 3, 0.5, 0, "cuda")[0]
+    assert x.device.type == "cuda"

@@ -17,7 +17,13 @@ from reprozoo.core.checks import check_int
 from reprozoo.fedtiny.sparse import Mask, make_mask, prunable_names
 from reprozoo.sparsity import check_density, global_topk_keep, warn_empty_layers
 
-__all__ = ["random_mask", "snip_mask", "synflow_mask"]
+__all__ = ["ROLES", "random_mask", "snip_mask", "synflow_mask"]
+
+#: every method the fedtiny experiment runs, with its role in result.json: FedTiny itself, dense FedAvg as
+#: the reference, and the baselines at the same density (fixed masks of random ERK, SNIP and SynFlow, and
+#: FedDST-style whole-model prune-and-grow)
+ROLES = {"FedTiny": "method", "FedAvg-dense": "reference", "Random": "baseline", "SNIP": "baseline",
+         "SynFlow": "baseline", "FedDST": "baseline"}
 
 
 def random_mask(model: nn.Module, density: float, generator: torch.Generator | None = None) -> Mask:

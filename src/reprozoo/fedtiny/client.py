@@ -238,10 +238,6 @@ def layer_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, layers: 
 
 
 # -- the protocol, one function per message ------------------------------------------------------
-def _cand_prefix(i: int) -> str:
-    return f"c{i}/"
-
-
 def _unprefix(arrays: Mapping[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
     return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
 
@@ -303,18 +299,18 @@ def handle(action: str, config: Mapping[str, Any], arrays: Mapping[str, np.ndarr
         metrics[Keys.NUM_EXAMPLES] = float(n_abns)
         flops = 0.0
         for i in range(int(c[Keys.N_CAND])):
-            state, masks = unpack_state(_unprefix(arrays, _cand_prefix(i)), shapes)
+            state, masks = unpack_state(_unprefix(arrays, Keys.candidate(i)), shapes)
             load_state(model, state)
             nnz = {n: int(m.sum()) for n, m in masks.items()}
             flops += cost.forward_flops(nnz) * n_abns
             if action == Keys.BN_STATS:
                 stats = client_bn_stats(model, (xb for xb, _ in _batches(xs, ys, batch, None, shuffle=False)))
                 for layer, (mu, var, n) in stats.items():
-                    out[f"{_cand_prefix(i)}{layer}.mean"] = mu
-                    out[f"{_cand_prefix(i)}{layer}.var"] = var
-                    metrics[f"n/{layer}"] = float(n)
+                    out[Keys.bn_mean(i, layer)] = mu
+                    out[Keys.bn_var(i, layer)] = var
+                    metrics[Keys.bn_count(layer)] = float(n)
             else:
-                metrics[f"loss-{i}"] = mean_loss(model, xs, ys, batch)[0]
+                metrics[Keys.candidate_loss(i)] = mean_loss(model, xs, ys, batch)[0]
         metrics[Keys.FLOPS] = flops
         return out, metrics
 
@@ -338,8 +334,8 @@ def handle(action: str, config: Mapping[str, Any], arrays: Mapping[str, np.ndarr
         grads = layer_gradients(model, x, y, layers, batch_size=batch, n_batches=n_gb, gen=gen)
         for name, k in zip(layers, ks, strict=True):
             idx, val = topk_pruned_gradient(grads[name], mask.masks[name], k)
-            out[f"grad/{name}/idx"] = idx
-            out[f"grad/{name}/val"] = val
+            out[Keys.grad_idx(name)] = idx
+            out[Keys.grad_val(name)] = val
             adjust[name] = k
         del grads
         n_gs = min(len(y), n_gb * batch)

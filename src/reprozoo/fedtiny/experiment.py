@@ -22,10 +22,11 @@ import numpy as np
 from reprozoo.core.experiment import ConfigError, TorchExperimentConfig, knob
 from reprozoo.core.registry import ExperimentSpec
 from reprozoo.core.results import Result
+from reprozoo.fedtiny.baselines import ROLES
 
 __all__ = ["FedTinyConfig", "Config", "run"]
 
-_METHODS = ("FedTiny", "FedAvg-dense", "Random", "SNIP", "SynFlow", "FedDST")
+_METHODS = tuple(ROLES)  # FedTiny, FedAvg-dense, Random, SNIP, SynFlow, FedDST
 _CANDIDATES = ("erk-magnitude", "erk-random", "er-magnitude", "er-random", "uniform-magnitude")
 #: every ABNS candidate "allocation-criterion": allocation uniform / er / erk, criterion magnitude / random
 _CANDIDATE_CHOICES = tuple(f"{a}-{c}" for a in ("uniform", "er", "erk") for c in ("magnitude", "random"))
@@ -146,7 +147,7 @@ def run(config: FedTinyConfig, out_dir: Path) -> Result:
 
     ``config.device`` (concrete when the runner calls this): the clients train and the server evaluates
     there; with ``engine="flower"`` the client actors see the driver's GPUs."""
-    from reprozoo.fedtiny.server import ROLES, experiment_jobs
+    from reprozoo.fedtiny.server import experiment_jobs
     from reprozoo.fedtiny.simulation import run_federated
 
     config.validate()

@@ -59,13 +59,57 @@ class Keys:
     ADJ_K = "adjust-k"
     GRAD_BATCHES = "grad-batches"
     N_CAND = "n-candidates"
-    # metrics of a reply
+    # metrics of a reply (and of a round, on the server: LOSS and N_FAILED)
     NUM_EXAMPLES = "num-examples"
     PARTITION = "partition-id"
     LOSS = "train-loss"
     FLOPS = "flops"
     MEM = "mem-bytes"
     MEM_STATE = "mem-state-bytes"
+    N_FAILED = "n-failed"
+    # names built per ABNS candidate i, BN layer or adjusted weight
+    GRAD = "grad/"  # prefix of the top-K gradient buffers in a train reply
+
+    @staticmethod
+    def candidate(i: int) -> str:
+        """Prefix of candidate ``i``'s packed state in the ABNS messages."""
+        return f"c{i}/"
+
+    @staticmethod
+    def bn_mean(i: int, layer: str) -> str:
+        """Array: the client's mean of BN layer ``layer``'s input under candidate ``i`` (``bnstats`` reply)."""
+        return f"c{i}/{layer}.mean"
+
+    @staticmethod
+    def bn_var(i: int, layer: str) -> str:
+        """Array: the matching population variance (``bnstats`` reply)."""
+        return f"c{i}/{layer}.var"
+
+    @staticmethod
+    def bn_layers(i: int, names) -> list[str]:
+        """The BN layers of candidate ``i`` that a ``bnstats`` reply with array ``names`` reports on."""
+        head, tail = f"c{i}/", ".mean"
+        return sorted(k[len(head):-len(tail)] for k in names if k.startswith(head) and k.endswith(tail))
+
+    @staticmethod
+    def bn_count(layer: str) -> str:
+        """Metric: the positions per channel behind a client's statistics of ``layer`` (``bnstats`` reply)."""
+        return f"n/{layer}"
+
+    @staticmethod
+    def candidate_loss(i: int) -> str:
+        """Metric: the client's mean loss of candidate ``i`` under the merged statistics (``losses`` reply)."""
+        return f"loss-{i}"
+
+    @staticmethod
+    def grad_idx(name: str) -> str:
+        """Array: flat indices of the top-K pruned-position gradients of weight ``name`` (``train`` reply)."""
+        return f"grad/{name}/idx"
+
+    @staticmethod
+    def grad_val(name: str) -> str:
+        """Array: the matching gradient values."""
+        return f"grad/{name}/val"
 
 
 #: (key, config field, type) of the experiment-config fields every client needs, sent in every message

@@ -27,7 +27,7 @@ from reprozoo.core.checks import check_int
 from reprozoo.core.device import resolve_device
 from reprozoo.core.experiment import TorchExperimentConfig
 from reprozoo.core.progress import log
-from reprozoo.fedtiny.baselines import random_mask, snip_mask, synflow_mask
+from reprozoo.fedtiny.baselines import ROLES, random_mask, snip_mask, synflow_mask
 from reprozoo.fedtiny.client import build_model, federated_data, load_state, mean_loss, model_shapes, state_of
 from reprozoo.fedtiny.cost import CostModel
 from reprozoo.fedtiny.protocol import client_config, from_record, to_record
@@ -35,11 +35,7 @@ from reprozoo.fedtiny.sparse import candidate_pool
 from reprozoo.fedtiny.strategy import FedTinyStrategy
 from reprozoo.sparsity import check_density
 
-__all__ = ["METHODS", "ROLES", "ServerJob", "experiment_jobs"]
-
-METHODS = ("FedTiny", "FedAvg-dense", "Random", "SNIP", "SynFlow", "FedDST")
-ROLES = {"FedTiny": "method", "FedAvg-dense": "reference", "Random": "baseline", "SNIP": "baseline",
-         "SynFlow": "baseline", "FedDST": "baseline"}
+__all__ = ["ServerJob", "experiment_jobs"]
 
 
 @dataclass(frozen=True)
@@ -67,8 +63,8 @@ class ServerJob:
     seed: int
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"method={self.method!r} is not valid; choose one of {METHODS}")
+        if self.method not in ROLES:
+            raise ValueError(f"method={self.method!r} is not valid; choose one of {tuple(ROLES)}")
         check_density(self.density)
         check_int(self.seed, "seed", low=0)
 

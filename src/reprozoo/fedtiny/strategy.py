@@ -166,7 +166,7 @@ class FedTinyStrategy(FedAvg):
         packet: dict[str, np.ndarray] = {}
         for i, (_, m, st) in enumerate(cands):
             np_mask = {n: t.numpy() for n, t in m.masks.items()}
-            packet.update({f"c{i}/{k}": v for k, v in pack_state(st, np_mask).items()})
+            packet.update({Keys.candidate(i) + k: v for k, v in pack_state(st, np_mask).items()})
         cfg = self._config(**{Keys.N_CAND: len(cands), Keys.ROUND: 0})
         # round trip 1: client BN statistics
         ok, bad = self._send(grid, packet, cfg, node_ids, f"query.{Keys.BN_STATS}", timeout)
@@ -175,14 +175,13 @@ class FedTinyStrategy(FedAvg):
         merged_states = []
         for i, (_, _m, st) in enumerate(cands):
             st = {k: v.copy() for k, v in st.items()}
-            layers = {k[len(f"c{i}/"):-len(".mean")] for k in ok[0].content[Keys.ARRAYS] if
-                      k.startswith(f"c{i}/") and k.endswith(".mean")}
+            layers = Keys.bn_layers(i, ok[0].content[Keys.ARRAYS])
             for layer in layers:
                 per_client = []
                 for r in ok:
                     a = r.content[Keys.ARRAYS]
-                    per_client.append((a[f"c{i}/{layer}.mean"].numpy(), a[f"c{i}/{layer}.var"].numpy(),
-                                       int(r.content[Keys.METRICS][f"n/{layer}"])))
+                    per_client.append((a[Keys.bn_mean(i, layer)].numpy(), a[Keys.bn_var(i, layer)].numpy(),
+                                       int(r.content[Keys.METRICS][Keys.bn_count(layer)])))
                 mu, var, _ = merge_bn_stats(per_client)
                 st[f"{layer}.running_mean"] = mu.astype(np.float32)
                 st[f"{layer}.running_var"] = var.astype(np.float32)
@@ -191,11 +190,12 @@ class FedTinyStrategy(FedAvg):
         packet = {}
         for i, (_, m, _) in enumerate(cands):
             np_mask = {n: t.numpy() for n, t in m.masks.items()}
-            packet.update({f"c{i}/{k}": v for k, v in pack_state(merged_states[i], np_mask).items()})
+            packet.update({Keys.candidate(i) + k: v for k, v in pack_state(merged_states[i], np_mask).items()})
         ok2, bad2 = self._send(grid, packet, cfg, node_ids, f"query.{Keys.LOSSES}", timeout)
         if not ok2:
             raise RuntimeError(f"ABNS: every one of {len(node_ids)} nodes failed the loss query")
-        losses = np.array([[float(r.content[Keys.METRICS][f"loss-{i}"]) for r in ok2] for i in range(len(cands))])
+        losses = np.array([[float(r.content[Keys.METRICS][Keys.candidate_loss(i)]) for r in ok2]
+                           for i in range(len(cands))])
         weights = np.array([float(r.content[Keys.METRICS][Keys.NUM_EXAMPLES]) for r in ok2])
         best = select_candidate(losses, weights)
         self.abns = {"names": [c[0] for c in cands], "losses": (losses @ (weights / weights.sum())).tolist(),
@@ -249,13 +249,13 @@ class FedTinyStrategy(FedAvg):
         states = []
         for r in ok:
             a = from_record(r.content[Keys.ARRAYS])
-            state, _ = unpack_state({k: v for k, v in a.items() if not k.startswith("grad/")}, self.shapes, np_mask)
+            state, _ = unpack_state({k: v for k, v in a.items() if not k.startswith(Keys.GRAD)}, self.shapes, np_mask)
             states.append(state)
         avg = masked_fedavg(states, weights, np_mask)
         grown = 0
         for name, k in self._pending.items():  # adjustment round: grow by aggregated gradient, drop by |w|
-            buffers = [(r.content[Keys.ARRAYS][f"grad/{name}/idx"].numpy(),
-                        r.content[Keys.ARRAYS][f"grad/{name}/val"].numpy()) for r in ok]
+            buffers = [(r.content[Keys.ARRAYS][Keys.grad_idx(name)].numpy(),
+                        r.content[Keys.ARRAYS][Keys.grad_val(name)].numpy()) for r in ok]
             agg = aggregate_topk(buffers, weights, math.prod(self.shapes[name]))
             before = int(np_mask[name].sum())
             avg[name], new_mask = topk_grow_drop(avg[name], np_mask[name], agg, k)
@@ -272,6 +272,6 @@ class FedTinyStrategy(FedAvg):
                      mem_state_bytes=float(max(float(r.content[Keys.METRICS][Keys.MEM_STATE]) for r in ok)))
         entry["seconds"] = time.perf_counter() - self._t0  # configure + clients + aggregation (+ grow/drop)
         entry["cpu_seconds"] = time.process_time() - self._c0  # this process only (all of it on LocalGrid)
-        metrics = MetricRecord({"train-loss": entry["train_loss"], "n-failed": len(bad)})
+        metrics = MetricRecord({Keys.LOSS: entry["train_loss"], Keys.N_FAILED: len(bad)})
         return to_record(avg), metrics
 
