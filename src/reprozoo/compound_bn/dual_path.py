@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from reprozoo.compound_bn.layers import compound_layers, group_assignment
+from reprozoo.compound_bn.losses import on_host
 from reprozoo.core.checks import check_choice, check_float, check_labels
 
 __all__ = ["DualPathLoss", "DualPathOutput", "consistency_loss", "dual_path_loss"]
@@ -106,7 +107,7 @@ def dual_path_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, class_to_
     if y.dim() != 1 or y.shape[0] != x.shape[0]:
         raise ValueError(f"y should have shape (N,) = ({x.shape[0]},), got {tuple(y.shape)}")
     n_classes = class_to_group.shape[0]
-    lo, hi = int(y.min()), int(y.max())
+    lo, hi = (int(y.min()), int(y.max())) if on_host(y) else (0, 0)  # values checked on the CPU only
     if lo < 0 or hi >= n_classes:
         raise ValueError(f"y should lie in [0, {n_classes}) (len(class_to_group)), got [{lo}, {hi}]")
     main = model(x)

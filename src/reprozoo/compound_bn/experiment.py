@@ -9,6 +9,7 @@ linear warm-up, step decay ×0.01 at 80 % / 90 % of the epochs, DRW from 80 %), 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from torch import nn
 from reprozoo.compound_bn.dual_path import CONSISTENCY, DualPathLoss
 from reprozoo.compound_bn.layers import CompoundBatchNorm2d, compound_layers
 from reprozoo.compound_bn.losses import LOSSES, LongTailLoss, NormedLinear
+from reprozoo.core.device import resolve_device
 from reprozoo.core.experiment import ConfigError, TorchExperimentConfig, knob
 from reprozoo.core.progress import log, track
 from reprozoo.core.registry import ExperimentSpec
@@ -164,6 +166,11 @@ class LongTailData:
     class_counts: np.ndarray
     flip: bool
 
+    def to(self, device) -> LongTailData:
+        """The same data with the four tensors on ``device`` (moved once, before training)."""
+        return dataclasses.replace(self, x_train=self.x_train.to(device), y_train=self.y_train.to(device),
+                                   x_test=self.x_test.to(device), y_test=self.y_test.to(device))
+
 
 def load_longtail(dataset: str, imbalance_ratio: float, n_max: int = 1000, data_seed: int = 0) -> LongTailData:
     """Build ``dataset`` (CIFAR-10-LT from the shipped subset, MNIST-LT, or the full CIFAR-LT sets when
@@ -222,8 +229,9 @@ def train_and_evaluate(cfg: Config, data: LongTailData, norm: str, loss_name: st
     """Train one model with the LDAM-DRW recipe scaled to ``cfg.epochs``; return it and its metrics."""
     seed_everything(seed)
     n_classes, in_chans = len(data.class_counts), data.x_train.shape[1]
-    model = build_model(cfg, n_classes, in_chans, norm, loss_name, n_components)
-    criterion = LongTailLoss(loss_name, data.class_counts, drw_epoch=int(round(cfg.drw_at * cfg.epochs)))
+    device = data.x_train.device  # the model follows the data (LongTailData.to moves it once)
+    model = build_model(cfg, n_classes, in_chans, norm, loss_name, n_components).to(device)
+    criterion = LongTailLoss(loss_name, data.class_counts, drw_epoch=int(round(cfg.drw_at * cfg.epochs))).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     dual = cfg.dual_path if dual_path is None else dual_path
     k = cfg.n_components if n_components is None else n_components
@@ -232,15 +240,15 @@ def train_and_evaluate(cfg: Config, data: LongTailData, norm: str, loss_name: st
         dual_loss = DualPathLoss(data.class_counts, k, criterion, group_by=cfg.group_by, aux_weight=cfg.aux_weight,
                                  consistency=cfg.consistency,
                                  consistency_weight=cfg.consistency_weight if consistency_weight is None
-                                 else consistency_weight, logit_scale=criterion.logit_scale)
-    gen = torch.Generator().manual_seed(seed)
+                                 else consistency_weight, logit_scale=criterion.logit_scale).to(device)
+    gen = torch.Generator(device=device).manual_seed(seed)  # draws on the data's device (the same on CPU)
     n = len(data.y_train)
     steps = (n + cfg.batch_size - 1) // cfg.batch_size
     t0 = time.process_time()
     for epoch in track(range(cfg.epochs), desc or f"{norm}+{loss_name} seed {seed}"):
         criterion.set_epoch(epoch)
         model.train()
-        perm = torch.randperm(n, generator=gen)
+        perm = torch.randperm(n, generator=gen, device=device)
         for it in range(steps):
             for g in opt.param_groups:
                 g["lr"] = _lr_at(cfg, epoch + it / steps)
@@ -257,7 +265,7 @@ def train_and_evaluate(cfg: Config, data: LongTailData, norm: str, loss_name: st
     cpu_seconds = time.process_time() - t0
     model.eval()
     pred = predict(model, data.x_test, cfg.eval_batch_size)
-    acc = shot_accuracies(data.y_test.numpy(), pred.numpy(), data.class_counts, cfg.many_threshold,
+    acc = shot_accuracies(data.y_test.cpu().numpy(), pred.cpu().numpy(), data.class_counts, cfg.many_threshold,
                           cfg.few_threshold)
     acc["train_cpu_seconds"] = cpu_seconds
     return model, acc
@@ -272,7 +280,7 @@ def class_responsibilities(model: nn.Module, x: torch.Tensor, y: torch.Tensor, n
     if not layers:
         raise ValueError("model has no compound BN layer")
     k = layers[0].num_components
-    sums = torch.zeros(n_classes, k, dtype=torch.float64)
+    sums = torch.zeros(n_classes, k, dtype=torch.float64, device=x.device)
     store: list[torch.Tensor] = []
     hooks = [m.register_forward_pre_hook(lambda mod, inp: store.append(
         mod.responsibilities(inp[0]).mean(dim=(2, 3)).t())) for m in layers]  # (N, K) per layer
@@ -287,7 +295,7 @@ def class_responsibilities(model: nn.Module, x: torch.Tensor, y: torch.Tensor, n
         for h in hooks:
             h.remove()
     counts = torch.bincount(y, minlength=n_classes).clamp_min(1).double()
-    return (sums / counts[:, None]).numpy()
+    return (sums / counts[:, None]).cpu().numpy()
 
 
 # -- the run ---------------------------------------------------------------------------------
@@ -309,13 +317,15 @@ def run(config: Config, out_dir: Path) -> Result:
     cfg = config
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
+    cfg = cfg.replace(device=str(resolve_device(cfg.device)))  # "auto" when run is called directly
+    device = torch.device(cfg.device)
     result = Result(name="compound_bn", preset=cfg.preset, config=cfg.to_dict())
     out_dir = Path(out_dir)
     fig_dir = out_dir / "figures"
     variants = _variants(cfg)
     for dataset in cfg.datasets:
         for rho in cfg.imbalance_ratios:
-            data = load_longtail(dataset, rho, cfg.n_max, cfg.data_seed)
+            data = load_longtail(dataset, rho, cfg.n_max, cfg.data_seed).to(device)
             groups = shot_split(data.class_counts, cfg.many_threshold, cfg.few_threshold)
             setting = f"rho={rho:g}"
             log(f"{dataset} {setting}: {len(data.y_train)} train images, counts {data.class_counts.tolist()}")

@@ -38,6 +38,7 @@ from torch import nn
 
 from reprozoo.compound_bn.compiled import compiled_soft_compound_bn
 from reprozoo.compound_bn.functional import _POOL, _SCRATCH, mixture_coefficients, soft_compound_bn
+from reprozoo.compound_bn.losses import on_host
 from reprozoo.core.checks import check_float, check_int
 
 __all__ = [
@@ -248,7 +249,7 @@ class _CompoundBatchNorm(nn.Module):
             raise TypeError(f"group_ids should be an integer tensor, got {g.dtype}")
         if g.shape != (n,):
             raise ValueError(f"group_ids should have shape (N,) = ({n},), got {tuple(g.shape)}")
-        lo, hi = int(g.min()), int(g.max())
+        lo, hi = (int(g.min()), int(g.max())) if on_host(g) else (0, 0)  # values checked on the CPU only
         if lo < 0 or hi >= self.num_components:
             raise ValueError(f"group_ids should lie in [0, num_components) = [0, {self.num_components}), "
                              f"got values in [{lo}, {hi}]")
@@ -499,9 +500,7 @@ class _CompoundBatchNorm(nn.Module):
         ``num_reinit`` (and logged at DEBUG level)."""
         bad = (pi_hat < self.min_weight) | ~torch.isfinite(self.running_mean) | ~(self.running_var > 0)
         bad = bad | ~torch.isfinite(self.running_var)
-        if not bool(bad.any()):  # the common case: only the renormalisation of π below has an effect
-            self.running_pi.div_(self.running_pi.sum(0, keepdim=True))
-            return
+        # branch-free (no host sync): where no component is bad, only the renormalisation of π has an effect
         # channel mean and variance from the mixture's batch statistics (law of total variance)
         w = pi_hat / pi_hat.sum(0, keepdim=True).clamp_min(torch.finfo(pi_hat.dtype).tiny)
         ch_mean = (w * mu_hat).sum(0)
@@ -511,7 +510,7 @@ class _CompoundBatchNorm(nn.Module):
         pi = torch.where(bad, torch.full_like(self.running_pi, 1.0 / self.num_components), self.running_pi)
         self.running_pi.copy_(pi / pi.sum(0, keepdim=True))
         self.num_reinit.add_(bad.long())
-        if logger.isEnabledFor(logging.DEBUG) and bool(bad.any()):
+        if logger.isEnabledFor(logging.DEBUG) and bool(bad.any()):  # reads back only when debugging
             logger.debug("%s: re-initialised %d collapsed component(s)", type(self).__name__, int(bad.sum()))
 
     # -- analysis -------------------------------------------------------------------------

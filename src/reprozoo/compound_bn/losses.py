@@ -71,12 +71,23 @@ def check_logits_target(logits: Any, target: Any, n_classes: int) -> None:
                          f"logits), got {tuple(target.shape)}")
     if target.numel() == 0:
         raise ValueError("logits and target are empty (N = 0)")
+    if not on_host(target, logits):  # value checks would stall an accelerator at every step; its own
+        return  # kernels reject out-of-range labels there
     lo, hi = int(target.min()), int(target.max())
     if lo < 0 or hi >= n_classes:
         raise ValueError(f"target should lie in [0, {n_classes}) (C = len(class_counts)), got values in "
                          f"[{lo}, {hi}]")
     if not bool(torch.isfinite(logits.detach()).all()):
         raise ValueError("logits contain NaN or infinite values (did training diverge? try a lower lr)")
+
+
+def on_host(*tensors: torch.Tensor) -> bool:
+    """True when every tensor is on the CPU, where checking its values costs no device synchronisation.
+
+    The per-batch value checks of this package (label ranges, finiteness) run only there: on a GPU each
+    would wait for the device at every training step. Shapes and dtypes are checked on every device.
+    """
+    return all(t.device.type == "cpu" for t in tensors)
 
 
 def class_balanced_weights(class_counts: Any, beta: float = 0.9999) -> torch.Tensor:

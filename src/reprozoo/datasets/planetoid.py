@@ -81,6 +81,18 @@ class PlanetoidGraph:
     def num_features(self) -> int:
         return int(self.x.shape[1])
 
+    def to(self, device) -> PlanetoidGraph:
+        """The graph with every tensor on ``device`` (``self`` when they are there already), like ``Data.to``."""
+        import dataclasses
+
+        import torch
+
+        device = torch.device(device)
+        if self.x.device == device:
+            return self
+        names = ("x", "edge_index", "y", "train_mask", "val_mask", "test_mask")
+        return dataclasses.replace(self, **{k: getattr(self, k).to(device) for k in names})
+
     def to_data(self):
         """The graph as a :class:`torch_geometric.data.Data` (same tensors, not copied)."""
         from torch_geometric.data import Data

@@ -102,7 +102,7 @@ def ood_auroc(logits: Tensor, id_mask: Tensor, ood_mask: Tensor) -> float:
     if not bool(id_mask.any()) or not bool(ood_mask.any()):
         raise ValueError("id_mask and ood_mask should each select at least one node")
     conf = torch.softmax(logits.detach().double(), dim=1).max(dim=1).values
-    scores = torch.cat([-conf[id_mask], -conf[ood_mask]]).numpy()
+    scores = torch.cat([-conf[id_mask], -conf[ood_mask]]).cpu().numpy()
     labels = np.r_[np.zeros(int(id_mask.sum())), np.ones(int(ood_mask.sum()))]
     return float(roc_auc_score(labels, scores))
 

@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from reprozoo.core.device import resolve_device
 from reprozoo.core.experiment import ConfigError, TorchExperimentConfig, knob
 from reprozoo.core.io import atomic_savefig
 from reprozoo.core.plots import figure, metric_by_dataset
@@ -382,6 +383,7 @@ def _figures(cfg: UGTConfig, result: Result, out_dir: Path) -> None:
 def run(config: UGTConfig, out_dir: Path) -> Result:
     """Run the experiment described by ``config``; figures go to ``out_dir / "figures"``."""
     config.validate()
+    config = config.replace(device=str(resolve_device(config.device)))  # "auto" when called directly
     result = Result(name="ugt", preset=config.preset, config=config.to_dict())
     if config.protocol == "robust":
         _run_robust(config, result)

@@ -105,14 +105,29 @@ def check_model_dtype(model: nn.Module, x: Tensor) -> None:
 @torch.no_grad()
 def evaluate_accuracy(model: nn.Module, x: Tensor, adj: Tensor, y: Tensor, masks: list[Tensor]) -> list[float]:
     """Accuracy in percent (0-100) of ``model`` (eval mode, current sparsity target) on each boolean node mask."""
+    return [100.0 * a for a in _accuracies(model, x, adj, y, masks).tolist()]
+
+
+@torch.no_grad()
+def _accuracies(model: nn.Module, x: Tensor, adj: Tensor, y: Tensor, masks: list[Tensor]) -> Tensor:
+    """Accuracies as fractions (len(masks),) float32 on the model's device: no host sync (a boolean index would
+    need one)."""
     model.eval()
-    pred = model(x, adj).argmax(dim=1)
-    return [100.0 * float((pred[m] == y[m]).float().mean()) for m in masks]
+    hit = model(x, adj).argmax(dim=1) == y
+    return torch.stack([(hit & m).sum() / m.sum() for m in masks])
 
 
 def _snapshot(model: nn.Module) -> dict[str, Tensor]:
     """Copies of the trainable parameters (the frozen ones never change, so they are not copied)."""
     return {k: p.detach().clone() for k, p in model.named_parameters() if p.requires_grad}
+
+
+@torch.no_grad()
+def _keep_if(snap: dict[str, Tensor], model: nn.Module, better: Tensor) -> None:
+    """``snap <- model's parameters`` where the 0-d bool ``better`` is true, on the device (no host sync)."""
+    params = dict(model.named_parameters())
+    for k, v in snap.items():
+        torch.where(better, params[k], v, out=v)
 
 
 @torch.no_grad()
@@ -172,7 +187,9 @@ def fit_node_classifier(
     Notes
     -----
     Cost per epoch: one forward + backward at the training sparsity and one forward at the
-    final sparsity; mask refresh O(#scores) (``kthvalue``).
+    final sparsity; mask refresh O(#scores) (``kthvalue``); keeping the best epoch O(#trainable).
+    Runs on the device of ``model`` and the tensors (pass them on the same device); the epoch loop
+    reads nothing back to the host, the history is read once at the end.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model should be a torch.nn.Module, got {type(model).__name__}")
@@ -217,9 +234,15 @@ def fit_node_classifier(
         wd = 5e-4 if weight_decay is None else check_float(weight_decay, "weight_decay", low=0.0)
         opt = torch.optim.Adam(params, lr=lr, weight_decay=wd)
 
-    y_train = y[train_mask]
-    best = (-1.0, -1)
+    # Everything below stays on the data's device: the best epoch is tracked as tensors and the
+    # best parameters are kept with torch.where, so the loop never waits for the device.
+    train_idx = train_mask.nonzero().flatten()  # indexing by position needs no host sync in the loop
+    y_train = y[train_idx]
+    best_val = torch.full((), -1.0, device=y.device)
+    best_epoch = torch.full((), -1, dtype=torch.int64, device=y.device)
     best_state = _snapshot(model)
+    losses: list[Tensor] = []
+    val_accs: list[Tensor] = []
     hist: dict[str, list[float]] = {"loss": [], "val_acc": [], "sparsity": []}
     t0 = time.perf_counter()
     for epoch in range(epochs):
@@ -229,27 +252,30 @@ def fit_node_classifier(
         if ugt:
             set_sparsity(model, s_t)
         out = model(x, adj)
-        loss = F.cross_entropy(out[train_mask], y_train)
+        loss = F.cross_entropy(out[train_idx], y_train)
         if ugt and weight_l1 > 0:
             loss = loss + weight_l1 * sum(torch.sigmoid(s).mean() for s in params)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        # -- validation at the final sparsity; keep the best epoch --------------------------
+        # -- validation at the final sparsity; keep the best (first best) epoch ---------------
         if ugt:
             set_sparsity(model, final)
-        (val_acc,) = evaluate_accuracy(model, x, adj, y, [val_mask])
-        hist["loss"].append(float(loss.detach()))
-        hist["val_acc"].append(val_acc)
+        val_acc = _accuracies(model, x, adj, y, [val_mask])[0]
+        losses.append(loss.detach())
+        val_accs.append(val_acc)
         hist["sparsity"].append(s_t)
-        if val_acc > best[0]:
-            best = (val_acc, epoch)
-            best_state = _snapshot(model)
+        better = val_acc > best_val
+        best_val = torch.where(better, val_acc, best_val)
+        best_epoch = torch.where(better, epoch, best_epoch)
+        _keep_if(best_state, model, better)
+    hist["loss"] = torch.stack(losses).tolist()  # one read-back per fit (waits for the device)
+    hist["val_acc"] = [100.0 * a for a in torch.stack(val_accs).tolist()]  # percent, as evaluate_accuracy
     seconds = time.perf_counter() - t0
     _restore(model, best_state)
     train_acc, val_acc, test_acc = evaluate_accuracy(model, x, adj, y, [train_mask, val_mask, test_mask])
     return FitResult(
-        best_epoch=best[1], train_acc=train_acc, val_acc=val_acc, test_acc=test_acc, epochs=epochs,
+        best_epoch=int(best_epoch), train_acc=train_acc, val_acc=val_acc, test_acc=test_acc, epochs=epochs,
         seconds=seconds, sparsity=current_sparsity(model) if ugt else 0.0,
         layer_sparsity=layer_sparsities(model) if ugt else {}, history=hist,
     )
