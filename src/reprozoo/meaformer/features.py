@@ -203,7 +203,7 @@ def build_modalities(kg: KGPair, *, structure: bool = True, relation: bool = Tru
 
 def corrupt_modality(data: ModalityData, modality: str, fraction: float, *, mode: str = "noise",
                      seed: int = 0) -> tuple[ModalityData, np.ndarray]:
-    """A copy of ``data`` with ``modality`` corrupted for a random ``fraction`` of the entities.
+    """A copy of ``data`` with ``modality`` corrupted for a random ``fraction`` of the entities that have it.
 
     ``mode="noise"``: their vectors are replaced by Gaussian noise with the same per-row norm as a typical row
     (dense rows, same sparsity budget does not matter for a linear encoder); ``mode="drop"``: the modality is
@@ -220,8 +220,9 @@ def corrupt_modality(data: ModalityData, modality: str, fraction: float, *, mode
         raise ValueError(f"fraction={fraction!r} should be in [0, 1]")
     rng = np.random.default_rng(seed)
     n = data.n_entities
+    has = np.flatnonzero(data.present[modality])
     hit = np.zeros(n, dtype=bool)
-    hit[rng.permutation(n)[: int(round(fraction * n))]] = True
+    hit[rng.permutation(has)[: int(round(fraction * len(has)))]] = True
     feats = dict(data.features)
     present = dict(data.present)
     if mode == "drop":
@@ -241,5 +242,4 @@ def corrupt_modality(data: ModalityData, modality: str, fraction: float, *, mode
             scale = float(np.sqrt((x ** 2).sum() / max(x.shape[0], 1)))
             x[rows] = rng.normal(0.0, scale / np.sqrt(x.shape[1]), size=(len(rows), x.shape[1]))
         feats[modality] = x
-        present[modality] = present[modality] | hit
     return ModalityData(n, data.edges, feats, present), hit

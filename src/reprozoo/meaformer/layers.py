@@ -18,13 +18,21 @@ Shapes: input ``x`` (N, d), a :class:`SparseGraph` of E edges; output (N, d).
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["SparseGraph", "EdgeSpmm", "edge_spmm", "DiagGATLayer", "DiagGAT", "GCN", "PyGGAT"]
+__all__ = ["SparseGraph", "EdgeSpmm", "edge_spmm", "DiagGATLayer", "DiagGAT", "GCN", "PyGGAT", "csr_tensor"]
+
+
+def csr_tensor(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """``torch.sparse_csr_tensor`` without its "beta" / invariant-check UserWarnings (raised on every call)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse (CSR tensor support|invariant checks)", category=UserWarning)
+        return torch.sparse_csr_tensor(crow, col, values, shape)
 
 
 class SparseGraph:
@@ -58,11 +66,11 @@ class SparseGraph:
 
     def csr(self, values: torch.Tensor) -> torch.Tensor:
         """The (N, N) sparse CSR matrix ``A[dst, src] = values`` (values in edge order)."""
-        return torch.sparse_csr_tensor(self.crow, self.src, values, (self.n, self.n))
+        return csr_tensor(self.crow, self.src, values, (self.n, self.n))
 
     def csr_t(self, values: torch.Tensor) -> torch.Tensor:
         """The transpose ``A^T`` as CSR (values in edge order)."""
-        return torch.sparse_csr_tensor(self.crow_t, self.col_t, values[self.perm_t], (self.n, self.n))
+        return csr_tensor(self.crow_t, self.col_t, values[self.perm_t], (self.n, self.n))
 
     def __repr__(self) -> str:
         return f"SparseGraph(n_nodes={self.n}, n_edges={self.n_edges})"

@@ -41,7 +41,7 @@ from reprozoo.core.seed import seed_everything
 from reprozoo.datasets.dbp15k import AlignmentSplit, KGPair, split_links
 from reprozoo.meaformer.evaluate import csls_ranks, ranking_metrics
 from reprozoo.meaformer.features import MODALITIES, ModalityData, build_modalities
-from reprozoo.meaformer.layers import SparseGraph
+from reprozoo.meaformer.layers import SparseGraph, csr_tensor
 from reprozoo.meaformer.losses import MultiTaskLoss, icl_loss
 from reprozoo.meaformer.model import FUSIONS, STRUCTURE_ENCODERS, MEAformer
 
@@ -51,9 +51,8 @@ __all__ = ["MEAformerTrainer", "surface_seeds"]
 def _to_torch(x: sp.csr_matrix | np.ndarray, device: torch.device) -> torch.Tensor:
     if sp.issparse(x):
         x = sp.csr_matrix(x, dtype=np.float32)
-        return torch.sparse_csr_tensor(torch.from_numpy(x.indptr.astype(np.int64)),
-                                       torch.from_numpy(x.indices.astype(np.int64)),
-                                       torch.from_numpy(x.data), x.shape, device=device)
+        return csr_tensor(torch.from_numpy(x.indptr.astype(np.int64)), torch.from_numpy(x.indices.astype(np.int64)),
+                          torch.from_numpy(x.data), x.shape).to(device)
     return torch.as_tensor(np.asarray(x, dtype=np.float32), device=device)
 
 

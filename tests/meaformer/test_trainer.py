@@ -1,0 +1,113 @@
+"""MEAformerTrainer on small real DBP15K slices: selection without test reads, weights, claims, bad input."""
+
+import numpy as np
+import pytest
+
+from reprozoo.datasets import load_dbp15k, split_links
+from reprozoo.meaformer import MODALITIES, MEAformerTrainer, build_modalities, corrupt_modality
+from reprozoo.meaformer.baselines import make_trainer, name_nn
+
+SMALL = dict(hidden=32, intermediate=64, eval_every=2)
+
+
+@pytest.fixture(scope="module")
+def kg():
+    return load_dbp15k("ZH-EN").subset(500, seed=0)
+
+
+@pytest.fixture(scope="module")
+def data(kg):
+    return build_modalities(kg, char=True)
+
+
+def test_fit_never_reads_test_links_and_is_repeatable(kg):
+    split = split_links(kg.links, seed=0)
+    a = MEAformerTrainer(modalities=("structure", "relation"), epochs=4, seed=3, **SMALL).fit(kg, split)
+    assert split.test_reads == 0  # training and checkpoint selection used train / valid only
+    assert any("valid_MRR" in h for h in a.history_)
+    scores = a.evaluate("test")
+    assert split.test_reads == 1
+    assert set(scores) >= {"Hits@1", "Hits@10", "MRR", "MR", "r2l_Hits@1"}
+    assert 0 <= scores["Hits@1"] <= scores["Hits@10"] <= 100 and 0 < scores["MRR"] <= 1
+    b = MEAformerTrainer(modalities=("structure", "relation"), epochs=4, seed=3, **SMALL).fit(kg, split)
+    assert b.evaluate("valid") == a.evaluate("valid")  # same seed, same numbers
+
+
+def test_modality_weights_named_and_normalised(kg, data):
+    tr = MEAformerTrainer(modalities=("structure", "relation", "char"), epochs=2, **SMALL).fit(kg, data=data)
+    w = tr.modality_weights([0, 5, 7])
+    assert list(w) == [m for m in MODALITIES if m in ("structure", "relation", "char")]
+    total = sum(w.values())
+    assert np.allclose(total, 1.0, atol=1e-5)
+    whole = tr.modality_weights()
+    assert all(np.allclose(whole[m][[0, 5, 7]], w[m]) for m in w)
+    # an entity whose relation bag is empty gets relation weight 0 (absent, not a stand-in vector)
+    absent = np.flatnonzero(~data.present["relation"])
+    if absent.size:
+        assert np.all(whole["relation"][absent] == 0)
+
+
+def test_noisy_modality_gets_lower_weight_for_corrupted_entities(kg, data):
+    """Paper Sec. 4.4 (robustness): entity-level weights move away from a modality where it is noise."""
+    noisy, hit = corrupt_modality(data, "char", 0.4, seed=0)
+    split = split_links(kg.links, seed=0)
+    tr = MEAformerTrainer(modalities=("structure", "relation", "char"), epochs=10, seed=0, **SMALL)
+    tr.fit(kg, split, data=noisy)
+    w = tr.modality_weights()["char"]
+    clean = ~hit & data.present["char"]
+    margin = w[clean].mean() - w[hit].mean()
+    assert margin > 0.05, f"char weight: clean {w[clean].mean():.3f}, corrupted {w[hit].mean():.3f}"
+
+
+def test_beats_gcn_align_and_name_nn_is_real(kg, data):
+    """The subset benchmark: MEAformer (structure, relations, char) beats structure-only GCN-Align on Hits@1."""
+    split = split_links(kg.links, seed=0)
+    kw = dict(modalities=("structure", "relation", "char"), epochs=8, seed=0, **SMALL)
+    mea = make_trainer("MEAformer", **kw).fit(kg, split, data=data).evaluate("valid")
+    gcn = make_trainer("GCN-Align", **kw).fit(kg, split, data=data).evaluate("valid")
+    assert mea["Hits@1"] > gcn["Hits@1"] + 10, (mea["Hits@1"], gcn["Hits@1"])
+    nn = name_nn(data, split.valid)
+    assert nn["Hits@1"] > 30  # translated names: strong without training (chance ~2 %)
+
+
+def test_iterative_replay_and_unsupervised_modes_run(kg, data):
+    split = split_links(kg.links, seed=0)
+    it = MEAformerTrainer(modalities=("structure", "relation", "char"), epochs=6, iterative=True, il_start=1,
+                          il_step=1, replay=True, **SMALL).fit(kg, split, data=data)
+    assert len(it.train_links_) >= len(split.train)
+    assert any("seeds_added" in h for h in it.history_) or len(it.train_links_) == len(split.train)
+    un = MEAformerTrainer(modalities=("structure", "relation", "char"), epochs=3, unsupervised=True, unsup_k=100,
+                          select="last", **SMALL).fit(kg, split, data=data)
+    assert len(un.train_links_) == 100
+    assert split.test_reads == 0
+    assert un.evaluate("valid")["Hits@1"] > 5
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"modalities": ("structure", "smell")}, "modalities='smell' is not valid"),
+    ({"modalities": "structure"}, "should be a non-empty tuple"),
+    ({"fusion": "max"}, "fusion='max' is not valid"),
+    ({"epochs": 0}, "epochs=0 should be >= 1"),
+    ({"lr": -1.0}, "lr=-1.0 should be > 0"),
+    ({"hidden": 30, "transformer_heads": 4}, "divisible"),
+])
+def test_bad_trainer_arguments(kg, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        MEAformerTrainer(**{**SMALL, "epochs": 1, **kwargs}).fit(kg)
+
+
+def test_bad_calls(kg):
+    tr = MEAformerTrainer(modalities=("structure",), epochs=1, **SMALL)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        tr.evaluate()
+    with pytest.raises(TypeError, match="kg should be a reprozoo.datasets.KGPair"):
+        tr.fit({"links": []})
+    tr.fit(kg)
+    with pytest.raises(ValueError, match="split='train' is not valid"):
+        tr.evaluate("train")
+    with pytest.raises(ValueError, match=r"outside \[0, 1000\)"):
+        tr.evaluate(np.array([[0, 5000]]))
+    with pytest.raises(ValueError, match="entity_ids should be a 1-D integer array"):
+        tr.modality_weights([[0, 1]])
+    with pytest.raises(ValueError, match="entity_ids hold ids outside"):
+        tr.modality_weights([10**6])
