@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from reprozoo.core.device import resolve_device
 from reprozoo.core.experiment import ConfigError, TorchExperimentConfig, knob
 from reprozoo.core.io import atomic_savefig
 from reprozoo.core.plots import figure
@@ -152,6 +153,8 @@ def _zoo(config: MultiANDAConfig, result: Result) -> tuple[dict[str, torch.nn.Mo
         keep = perm[: config.train_limit]
         x_tr, y_tr = x_tr[keep], y_tr[keep]
     sha = data_checksum(x_tr.numpy(), y_tr.numpy())
+    device = torch.device(config.device)  # data moved once; models are built (or loaded) on it
+    x_tr, y_tr, x_te, y_te = (t.to(device) for t in (x_tr, y_tr, x_te, y_te))
     models = {}
     for name in config.zoo:
         spec = ZOO[name]
@@ -172,16 +175,16 @@ def _zoo(config: MultiANDAConfig, result: Result) -> tuple[dict[str, torch.nn.Mo
 def _select(models, x, y, n: int, rng: np.random.Generator, notes: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """n test images every model classifies correctly (fallback: those most models get right)."""
     n_right = sum((predict(m, x) == y).long() for m in models.values())
-    all_right = torch.nonzero(n_right == len(models)).flatten().numpy()
+    all_right = torch.nonzero(n_right == len(models)).flatten().cpu().numpy()
     if all_right.size >= n:
         idx = rng.choice(all_right, size=n, replace=False)
     else:
-        order = np.lexsort((rng.random(len(y)), -n_right.numpy()))  # most models right first
+        order = np.lexsort((rng.random(len(y)), -n_right.cpu().numpy()))  # most models right first
         idx = order[:n]
         notes.append(f"only {all_right.size} test images are classified correctly by all {len(models)} models; "
                      f"used the {n} that most models classify correctly (ASR on a model counts only images "
                      "it classified correctly)")
-    idx = np.sort(idx)
+    idx = torch.from_numpy(np.sort(idx)).to(x.device)
     return x[idx], y[idx]
 
 
@@ -199,6 +202,7 @@ def _batched(fn, x, y, bs):
 def run(config: MultiANDAConfig, out_dir: Path) -> Result:
     """Run the transfer experiment; returns the :class:`Result` (ASR records, figures)."""
     out_dir = Path(out_dir)
+    config = config.replace(device=str(resolve_device(config.device)))  # "auto" when run is called directly
     result = Result(name="multianda", preset=config.preset, config=config.to_dict())
     dataset = "CIFAR-10-subset"
     log("multianda: preparing the model zoo")
@@ -274,7 +278,7 @@ def _attack(name: str, model, eps: float, x, y, config: MultiANDAConfig, seed: i
             state = atk.distribution(xb, yb, keep_cov=keep)
             advs.append(state.x_last)
             if keep:
-                gen = torch.Generator().manual_seed(seed)
+                gen = torch.Generator(device=x.device).manual_seed(seed)
                 draws.append(atk.finish(xb, state, n=n_max, generator=gen))
         samples = torch.cat(draws, dim=1) if draws else None
         out = {"ANDA": (torch.cat(advs), samples if want_samples else None)}
@@ -288,7 +292,7 @@ def _attack(name: str, model, eps: float, x, y, config: MultiANDAConfig, seed: i
         for i in range(0, x.shape[0], bs):
             xb, yb = x[i: i + bs], y[i: i + bs]
             state = atk.distribution(xb, yb, keep_cov=want_samples)
-            gen = torch.Generator().manual_seed(seed)
+            gen = torch.Generator(device=x.device).manual_seed(seed)
             avg.append(atk.finish(xb, state, combine="average"))
             mix.append(atk.finish(xb, state, combine="mixture", generator=gen))
             if want_samples:
@@ -309,9 +313,11 @@ def _sample_curve(result, curves, dataset, method, samples, models, surrogate, x
         clean_ok = predict(m, x) == y
         wrong = torch.stack([predict(m, s) != y for s in samples])  # (n_max, B)
         any_wrong = wrong.cummax(dim=0).values
-        for n in per_n:
-            hit = any_wrong[n - 1] & clean_ok
-            per_n[n].append(100.0 * float(hit.sum()) / max(int(clean_ok.sum()), 1))
+        rows = torch.tensor([n - 1 for n in per_n], device=any_wrong.device)
+        hits = (any_wrong[rows] & clean_ok).sum(dim=1).tolist()  # one read-back per target
+        n_ok = max(int(clean_ok.sum()), 1)
+        for n, h in zip(per_n, hits, strict=True):
+            per_n[n].append(100.0 * h / n_ok)
     for n, vals in per_n.items():
         v = float(np.mean(vals))
         result.add(dataset, method, "method", "ASR_any_of_n", v, seed=seed,

@@ -132,7 +132,7 @@ def _pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: 
     was = model.training
     model.eval()
     alpha = 2.5 * eps / steps
-    delta = (torch.rand(x.shape, generator=gen) * 2 - 1) * eps
+    delta = (torch.rand(x.shape, generator=gen, device=x.device) * 2 - 1) * eps
     adv = (x + delta).clamp(0, 1)
     for _ in range(steps):
         adv.requires_grad_(True)
@@ -149,7 +149,7 @@ def train_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: Z
     ``spec.adv_eps > 0``. Deterministic for a given seed. Cost: epochs·N forward/backward passes
     (× (1 + adv_steps) for PGD-AT).
     """
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator(device=x.device).manual_seed(seed)  # draws on the data's device (the same on CPU)
     torch.manual_seed(seed)
     n = x.shape[0]
     steps_per_epoch = (n + spec.batch_size - 1) // spec.batch_size
@@ -164,7 +164,7 @@ def train_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: Z
                                                 pct_start=0.25)
     model.train()
     for _ in range(spec.epochs):
-        perm = torch.randperm(n, generator=gen)
+        perm = torch.randperm(n, generator=gen, device=x.device)
         for i in range(steps_per_epoch):
             idx = perm[i * spec.batch_size: (i + 1) * spec.batch_size]
             xb, yb = random_crop_flip(x[idx], gen), y[idx]
@@ -187,8 +187,9 @@ def get_model(name: str, spec: ZooSpec, x: torch.Tensor, y: torch.Tensor, data_s
     The cache file name is ``multianda-<name>-<config hash>-data<data hash>.pt``.
     """
     safe = "".join(c if c.isalnum() else "_" for c in name)
-    path = cache_dir() / f"multianda-{safe}-{spec.key(seed)}-data{data_sha}.pt"
-    model = build_model(spec)
+    on = "" if x.device.type == "cpu" else f"-{x.device.type}"  # another device trains other weights
+    path = cache_dir() / f"multianda-{safe}-{spec.key(seed)}-data{data_sha}{on}.pt"
+    model = build_model(spec).to(x.device)
     if use_cache and path.is_file():
         try:
             blob = torch.load(path, map_location="cpu", weights_only=True)

@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from reprozoo.core.checks import check_float, check_int
+from reprozoo.core.device import resolve_device
 from reprozoo.core.io import atomic_torch_save
 from reprozoo.rsd4.buffer import EpisodeReplay
 from reprozoo.rsd4.env import DelayConstrainedSchedulingEnv
@@ -178,6 +179,10 @@ class RSD4:
         ``False`` keeps the reward computed with the price in force when the step was taken.
     seed : int, optional
     verbose : int, default 0
+    device : str or torch.device, default "auto"
+        Where the networks live and learn (``auto``: CUDA when available, else CPU; ``cpu``, ``cuda``,
+        ``cuda:N``), as in Stable-Baselines3. The replay buffer stays in host memory (the environment is
+        NumPy) and each sampled batch is moved in one copy; acting reads one action back per step.
 
     Attributes
     ----------
@@ -216,6 +221,7 @@ class RSD4:
         relabel_rewards: bool = True,
         seed: int | None = None,
         verbose: int = 0,
+        device: str | torch.device = "auto",
     ) -> None:
         self.env = env
         self.learning_rate = learning_rate
@@ -240,6 +246,7 @@ class RSD4:
         self.seed = seed
         self.verbose = verbose
         self._check_params()
+        self.device = resolve_device(device)  # ValueError naming device for a bad or absent one
         if env is not None:
             self._setup(UserLayout.from_env(env))
 
@@ -280,16 +287,18 @@ class RSD4:
         if self.seed is not None:
             torch.manual_seed(self.seed)
         self.rng = np.random.default_rng(self.seed)
-        self.torch_gen = torch.Generator().manual_seed(int(self.rng.integers(2**31)))
-        self.actors = [RecurrentActor(s, a, h, self.recurrent) for _ in range(2)]
-        self.critics = [RecurrentCritic(s, a, h, self.recurrent) for _ in range(2)]
+        self.torch_gen = torch.Generator(device=self.device).manual_seed(int(self.rng.integers(2**31)))
+        # built (and seeded) on the CPU, then moved once: the same initial weights on every device
+        self.actors = [RecurrentActor(s, a, h, self.recurrent).to(self.device) for _ in range(2)]
+        self.critics = [RecurrentCritic(s, a, h, self.recurrent).to(self.device) for _ in range(2)]
         self.actor_targets = [copy.deepcopy(m).requires_grad_(False) for m in self.actors]
         self.critic_targets = [copy.deepcopy(m).requires_grad_(False) for m in self.critics]
         self.actor_optims = [torch.optim.Adam(m.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
                              for m in self.actors]
         self.critic_optims = [torch.optim.Adam(m.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
                               for m in self.critics]
-        self._valid = torch.from_numpy(layout.valid)  # (N, A)
+        self._valid = torch.from_numpy(layout.valid).to(self.device)  # (N, A)
+        self._critic_loss: torch.Tensor | None = None
         self.num_timesteps = 0
         self.n_updates = 0
         self.episode_log: list[dict[str, float]] = []
@@ -308,9 +317,9 @@ class RSD4:
         hidden, last = state
         b, n, a_dim = last.shape
         ms = self.layout.mini_states(obs).reshape(b * n, 1, -1)
-        s = torch.from_numpy(ms)
-        la = torch.from_numpy(last.reshape(b * n, 1, a_dim))
-        h = torch.from_numpy(hidden)
+        s = torch.from_numpy(ms).to(self.device)
+        la = torch.from_numpy(last.reshape(b * n, 1, a_dim)).to(self.device)
+        h = torch.from_numpy(hidden).to(self.device)
         acts, qs, new_h = [], [], []
         for k in range(2):
             act, ha = self.actors[k](s, la, (h[k, 0:1], h[k, 1:2]))
@@ -325,10 +334,11 @@ class RSD4:
         action = torch.where(pick, acts[0], acts[1])
         action = torch.where(valid, action, torch.full_like(action, -1.0)).reshape(b, n, a_dim)
         if self.recurrent:
-            hidden_next = torch.stack([torch.cat([hh[0], hh[1]], 0) for hh in new_h]).numpy()
+            hidden_next = torch.stack([torch.cat([hh[0], hh[1]], 0) for hh in new_h]).cpu().numpy()
         else:
             hidden_next = hidden
-        return action.numpy(), ms.reshape(b, n, -1), (hidden_next, action.numpy())
+        action = action.cpu().numpy()  # the environment takes NumPy actions: one read-back per step
+        return action, ms.reshape(b, n, -1), (hidden_next, action)
 
     def predict(
         self,
@@ -499,7 +509,8 @@ class RSD4:
         self.n_updates += 1
 
     def _update(self, k: int) -> None:
-        batch = self.replay.sample(self.batch_size, self.rng, self.segment_length)
+        batch = {k: v.to(self.device) for k, v in self.replay.sample(self.batch_size, self.rng,
+                                                                      self.segment_length).items()}
         s, la, a = batch["states"], batch["last_actions"], batch["actions"]
         r, d, h = self.batch_rewards(batch), batch["dones"], batch["hidden"]  # h: (4, 2, 1, B, H)
         hx = [(h[j, 0], h[j, 1]) for j in range(4)]
@@ -510,7 +521,8 @@ class RSD4:
         with torch.no_grad():
             next_a = self.actor_targets[k](s, la, hx[k])[0][:, 1:]  # (B, L, A)
             kk = self.n_target_samples if self.softmax_beta is not None else 1
-            noise = torch.randn((next_a.shape[0], kk, *next_a.shape[1:]), generator=self.torch_gen)
+            noise = torch.randn((next_a.shape[0], kk, *next_a.shape[1:]), generator=self.torch_gen,
+                                device=self.device)
             noise = noise * self.target_noise
             cand = (next_a[:, None] + noise).clamp(-1.0, 1.0)
             cand = torch.where(vmask[:, None], cand, torch.full_like(cand, -1.0))  # (B, K, L, A)
@@ -534,7 +546,7 @@ class RSD4:
         self.critic_optims[k].zero_grad(set_to_none=True)
         loss.backward()
         self.critic_optims[k].step()
-        self.last_critic_loss = float(loss.detach())
+        self._critic_loss = loss.detach()  # kept on the device; read by last_critic_loss
         # ---- delayed actor k and targets ---------------------------------------------------------------------
         if self.n_updates % self.policy_delay == 0:
             pi = self.actors[k](s[:, :-1], la[:, :-1], hx[k])[0]
@@ -548,6 +560,12 @@ class RSD4:
                 for net, tgt in ((self.critics[k], self.critic_targets[k]), (self.actors[k], self.actor_targets[k])):
                     for p, tp in zip(net.parameters(), tgt.parameters(), strict=True):
                         tp.lerp_(p, self.tau)
+
+    @property
+    def last_critic_loss(self) -> float:
+        """The critic loss of the latest update (NaN before the first); reading it waits for the device."""
+        loss = getattr(self, "_critic_loss", None)
+        return float("nan") if loss is None else float(loss)
 
     # ---- persistence -----------------------------------------------------------------------------------
     def _check_fitted(self) -> None:
@@ -569,8 +587,9 @@ class RSD4:
         return atomic_torch_save(payload, path)
 
     @classmethod
-    def load(cls, path: str | Path, env: gym.Env | None = None) -> RSD4:
-        """Rebuild an agent saved by :meth:`save`; ``env`` (same layout) is needed only to keep learning.
+    def load(cls, path: str | Path, env: gym.Env | None = None, device: str | torch.device = "auto") -> RSD4:
+        """Rebuild an agent saved by :meth:`save` on ``device``; ``env`` (same layout) is needed only to keep
+        learning.
 
         The file is read with ``torch.load(weights_only=True)``: tensors and plain Python containers only, so a
         file from elsewhere cannot run code. Raises ``FileNotFoundError`` for a missing file,
@@ -589,7 +608,7 @@ class RSD4:
             raise ValueError(f"{str(path)!r} is not a saved RSD4 agent (torch.load failed: {first})") from None
         if not isinstance(payload, dict) or not {"params", "layout", "nets", "optims"} <= set(payload):
             raise ValueError(f"{str(path)!r} is not a saved RSD4 agent (missing params/layout/nets/optims)")
-        agent = cls(None, **payload["params"])
+        agent = cls(None, **payload["params"], device=device)
         layout = UserLayout(**payload["layout"])
         if env is not None and UserLayout.from_env(env).to_dict() != layout.to_dict():
             raise ValueError("env does not match the saved agent's user layout (n_users, deadlines, observation)")

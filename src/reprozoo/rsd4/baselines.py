@@ -246,6 +246,8 @@ class SB3Agent:
     learning_starts : int
         Random warm-up steps of the off-policy agents (the same as RSD4's).
     seed : int
+    device : str, default "auto"
+        SB3's ``device`` (auto, cpu, cuda, cuda:N).
     **kwargs : passed to the SB3 constructor.
 
     Raises ``ValueError`` for an unknown ``algo`` and ``ImportError`` (naming the extra to install) when
@@ -256,7 +258,7 @@ class SB3Agent:
     """
 
     def __init__(self, algo: str, env: gym.Env, learning_starts: int = 10_000, seed: int | None = None,
-                 **kwargs: Any) -> None:
+                 device: str = "auto", **kwargs: Any) -> None:
         if algo not in SB3_ALGOS:
             raise ValueError(f"algo={algo!r} should be one of {list(SB3_ALGOS)}")
         self.algo = algo
@@ -269,7 +271,7 @@ class SB3Agent:
             except ImportError as exc:  # pragma: no cover - the rl extra installs it
                 raise ImportError("RecurrentPPO needs sb3-contrib: pip install 'reprozoo[rl]'") from exc
             extra.update(kwargs)
-            self.model = RecurrentPPO("MlpLstmPolicy", self.env, seed=seed, verbose=0, device="cpu", **extra)
+            self.model = RecurrentPPO("MlpLstmPolicy", self.env, seed=seed, verbose=0, device=device, **extra)
             return
         import stable_baselines3 as sb3
         from stable_baselines3.common.noise import NormalActionNoise
@@ -279,7 +281,7 @@ class SB3Agent:
         extra.update(kwargs)
         cls = getattr(sb3, algo)
         self.model = cls("MlpPolicy", self.env, learning_starts=learning_starts, seed=seed, verbose=0,
-                         device="cpu", **extra)
+                         device=device, **extra)
 
     @property
     def episode_log(self) -> list[dict[str, float]]:

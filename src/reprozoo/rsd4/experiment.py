@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from reprozoo.core.device import resolve_device
 from reprozoo.core.experiment import ConfigError, TorchExperimentConfig, knob
 from reprozoo.core.io import atomic_savefig
 from reprozoo.core.plots import figure
@@ -157,13 +158,13 @@ def _train_rl(name: str, cfg: RSD4Config, make, budget: float, lam0: float, seed
             wenv, learning_rate=cfg.learning_rate, batch_size=cfg.batch_size, softmax_beta=cfg.softmax_beta,
             n_target_samples=cfg.n_target_samples, gamma=cfg.gamma, learning_starts=cfg.learning_starts,
             train_freq=cfg.train_freq, gradient_steps=cfg.gradient_steps or None,
-            segment_length=cfg.segment_length or None, seed=seed,
+            segment_length=cfg.segment_length or None, seed=seed, device=cfg.device,
         )
     elif name == "RecurrentPPO":
-        agent = SB3Agent(name, wenv, seed=seed, policy_kwargs={"net_arch": list(cfg.sb3_net_arch),
+        agent = SB3Agent(name, wenv, seed=seed, device=cfg.device, policy_kwargs={"net_arch": list(cfg.sb3_net_arch),
                                                                  "lstm_hidden_size": cfg.ppo_lstm_hidden})
     else:
-        agent = SB3Agent(name, wenv, learning_starts=cfg.learning_starts, seed=seed,
+        agent = SB3Agent(name, wenv, learning_starts=cfg.learning_starts, seed=seed, device=cfg.device,
                          policy_kwargs={"net_arch": list(cfg.sb3_net_arch)})
     t0 = time.process_time()
     agent.learn(cfg.total_timesteps)
@@ -176,6 +177,7 @@ def run(config: RSD4Config, out_dir: Path) -> Result:
 
     cfg = config
     cfg.validate()
+    cfg = cfg.replace(device=str(resolve_device(cfg.device)))  # "auto" when run is called directly
     out_dir = Path(out_dir)
     result = Result(name="rsd4", preset=cfg.preset, config=cfg.to_dict())
     heur = {"Uniform": Uniform, "EDF": EDF, "MaxWeight": MaxWeight}
