@@ -100,6 +100,14 @@ class CompoundBNConfig(TorchExperimentConfig):
     }
     KNOWN_DATASETS = ("CIFAR-10-LT", "MNIST-LT", "CIFAR-10-LT-full", "CIFAR-100-LT-full")
 
+    def check_dataset(self, name: str) -> None:
+        """A known name, or a path to the user's own images (``.npz``, read by ``reprozoo.datasets.load_images``)."""
+        if isinstance(name, str) and name.lower().endswith(".npz") and Path(name).expanduser().is_file():
+            return
+        if name not in self.KNOWN_DATASETS:
+            raise ConfigError(f"unknown dataset {name!r}; valid datasets: {', '.join(self.KNOWN_DATASETS)} or a "
+                              "path to an .npz of images (x_train, y_train, x_test, y_test)")
+
     def validate(self) -> None:
         """Reject every out-of-domain value up front (before any training), with a :class:`ConfigError`
         that names the field, the allowed range or choices and the value received.
@@ -173,8 +181,10 @@ class LongTailData:
 
 
 def load_longtail(dataset: str, imbalance_ratio: float, n_max: int = 1000, data_seed: int = 0) -> LongTailData:
-    """Build ``dataset`` (CIFAR-10-LT from the shipped subset, MNIST-LT, or the full CIFAR-LT sets when
-    the user supplies CIFAR) at imbalance ``imbalance_ratio``; n_max = 0 means the largest possible."""
+    """Build ``dataset`` (CIFAR-10-LT from the shipped subset, MNIST-LT, the full CIFAR-LT sets when
+    the user supplies CIFAR, or the path of the user's own ``.npz`` of images, see
+    :func:`reprozoo.datasets.load_images`) at imbalance ``imbalance_ratio``; n_max = 0 means the largest
+    possible. The long-tailed subset is drawn from the training images; the test images stay as given."""
     if dataset == "CIFAR-10-LT":
         from reprozoo.datasets import load_cifar10_subset
 
@@ -187,6 +197,11 @@ def load_longtail(dataset: str, imbalance_ratio: float, n_max: int = 1000, data_
         from reprozoo.datasets.cifar import load_cifar10, load_cifar100
 
         ds, flip = (load_cifar10() if dataset.startswith("CIFAR-10-") else load_cifar100()), True
+    elif dataset.lower().endswith(".npz"):  # the user's images; flipped like CIFAR when in colour
+        from reprozoo.datasets import load_images
+
+        ds = load_images(dataset)
+        flip = ds.shape[0] == 3
     else:
         raise ConfigError(f"unknown dataset {dataset!r}; valid datasets: {', '.join(Config.KNOWN_DATASETS)}")
     idx = make_longtail(ds.y_train, imbalance_ratio, n_max=n_max or None, seed=data_seed)

@@ -7,7 +7,7 @@ Heavy libraries (torch_geometric for Planetoid) are imported only when a loader 
 from reprozoo.datasets._paths import ChecksumError, DataNotFoundError, data_roots, find_data_file
 from reprozoo.datasets.cifar import load_cifar10, load_cifar100
 from reprozoo.datasets.dbp15k import DBP15K_PAIRS, AlignmentSplit, KGPair, load_dbp15k, read_openea, split_links
-from reprozoo.datasets.images import ImageDataset, load_cifar10_subset, load_mnist
+from reprozoo.datasets.images import ImageDataset, load_cifar10_subset, load_images, load_mnist
 from reprozoo.datasets.industry import (
     ICS,
     FirmSet,
@@ -28,6 +28,7 @@ from reprozoo.datasets.planetoid import (
     PLANETOID_NAMES,
     PlanetoidCacheError,
     PlanetoidGraph,
+    load_graph,
     load_planetoid,
     planetoid_raw_files,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "load_cifar10",
     "load_cifar100",
     "load_cifar10_subset",
+    "load_images",
     "load_mnist",
     # long-tailed subsets and shot splits (compound_bn)
     "longtail_counts",
@@ -64,6 +66,7 @@ __all__ = [
     # citation graphs (ugt)
     "PLANETOID_NAMES",
     "PlanetoidGraph",
+    "load_graph",
     "load_planetoid",
     "PlanetoidCacheError",
     "planetoid_raw_files",

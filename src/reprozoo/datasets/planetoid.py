@@ -28,8 +28,8 @@ from typing import Any
 from reprozoo.core.io import cache_dir as _cache_root
 from reprozoo.datasets._paths import DataNotFoundError, find_data_file
 
-__all__ = ["PLANETOID_NAMES", "PLANETOID_SIZES", "PlanetoidCacheError", "PlanetoidGraph", "load_planetoid",
-           "planetoid_raw_files"]
+__all__ = ["PLANETOID_NAMES", "PLANETOID_SIZES", "PlanetoidCacheError", "PlanetoidGraph", "load_graph",
+           "load_planetoid", "planetoid_raw_files"]
 
 #: Canonical names (as PyG spells them) -> the lower-case stem of the raw files.
 PLANETOID_NAMES = {"Cora": "cora", "CiteSeer": "citeseer", "PubMed": "pubmed"}
@@ -317,3 +317,86 @@ def load_planetoid(
         test_mask=data.test_mask.bool(),
         num_classes=int(ds.num_classes),
     )
+
+
+GRAPH_KEYS = ("x", "edge_index", "y", "train_mask", "val_mask", "test_mask")
+
+
+def load_graph(path: str | os.PathLike) -> PlanetoidGraph:
+    """A user's node-classification graph from ``path``, in the container of the Planetoid graphs.
+
+    The file is a NumPy ``.npz`` (``np.savez``) or a torch ``.pt`` dict (``torch.save({...})``, read with
+    ``weights_only=True``) holding, as arrays or tensors: ``x`` (N, F) float features, ``edge_index``
+    (2, E) int node pairs (source, target; list both directions of an undirected edge), ``y`` (N,) int
+    classes 0..C-1, and ``train_mask``, ``val_mask``, ``test_mask`` (N,) bool, each selecting at least one
+    node. Features are cast to float32 and labels to int64; the name is the file's stem.
+
+    >>> import numpy as np, tempfile, os
+    >>> f = os.path.join(tempfile.mkdtemp(), "toy.npz")
+    >>> m = np.array([1, 1, 0, 0], bool)
+    >>> np.savez(f, x=np.eye(4), edge_index=[[0, 1, 2, 3], [1, 0, 3, 2]], y=[0, 1, 0, 1], train_mask=m,
+    ...          val_mask=~m, test_mask=~m)
+    >>> g = load_graph(f)
+    >>> g.name, g.num_nodes, g.num_features, g.num_classes, tuple(g.edge_index.shape)
+    ('toy', 4, 4, 2, (2, 4))
+
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming the file and the array for a
+    wrong suffix, a missing key, a bad shape or dtype, labels out of range, edges to missing nodes, NaN/inf
+    features or an empty mask.
+    """
+    import numpy as np
+    import torch
+
+    p = Path(path).expanduser()
+    if p.suffix.lower() not in (".npz", ".pt"):
+        raise ValueError(f"graph file {str(p)!r} should be a .npz or .pt file holding {', '.join(GRAPH_KEYS)}")
+    if not p.is_file():
+        raise FileNotFoundError(f"no such graph file: {str(p)!r}")
+    try:
+        if p.suffix.lower() == ".npz":
+            with np.load(p, allow_pickle=False) as f:
+                raw = {k: f[k] for k in f.files}
+        else:
+            raw = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any reader failure means "not a graph file"
+        raise ValueError(f"graph file {str(p)!r} cannot be read: {exc}") from None
+    if not isinstance(raw, dict) or not set(GRAPH_KEYS) <= set(raw):
+        have = sorted(raw) if isinstance(raw, dict) else type(raw).__name__
+        raise ValueError(f"graph file {str(p)!r} should hold {', '.join(GRAPH_KEYS)}; it holds {have}")
+    a = {k: torch.as_tensor(np.asarray(raw[k]) if not isinstance(raw[k], torch.Tensor) else raw[k])
+         for k in GRAPH_KEYS}
+
+    def bad(key: str, want: str) -> ValueError:
+        t = a[key]
+        return ValueError(f"graph file {str(p)!r}: {key} should be {want}, got dtype {t.dtype} shape {tuple(t.shape)}")
+
+    x = a["x"]
+    if x.dim() != 2 or x.shape[0] < 2 or not (x.is_floating_point() or x.dtype in (torch.int32, torch.int64)):
+        raise bad("x", "a (N, F) float array with N >= 2")
+    x = x.float()
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"graph file {str(p)!r}: x holds NaN or infinite values")
+    n = x.shape[0]
+    y = a["y"]
+    if y.dim() != 1 or y.shape[0] != n or y.is_floating_point() or y.dtype == torch.bool:
+        raise bad("y", f"an int array of shape ({n},)")
+    y = y.long()
+    if int(y.min()) < 0:
+        raise ValueError(f"graph file {str(p)!r}: y should hold classes 0..C-1, got min {int(y.min())}")
+    ei = a["edge_index"]
+    if ei.dim() != 2 or ei.shape[0] != 2 or ei.is_floating_point() or ei.dtype == torch.bool:
+        raise bad("edge_index", "an int array of shape (2, E)")
+    ei = ei.long()
+    if ei.numel() and (int(ei.min()) < 0 or int(ei.max()) >= n):
+        raise ValueError(f"graph file {str(p)!r}: edge_index should hold node ids in [0, {n}), got "
+                         f"[{int(ei.min())}, {int(ei.max())}]")
+    masks = {}
+    for k in ("train_mask", "val_mask", "test_mask"):
+        m = a[k]
+        if m.dtype != torch.bool or tuple(m.shape) != (n,):
+            raise bad(k, f"a bool array of shape ({n},)")
+        if not bool(m.any()):
+            raise ValueError(f"graph file {str(p)!r}: {k} selects no node")
+        masks[k] = m
+    return PlanetoidGraph(name=p.stem, x=x.contiguous(), edge_index=ei.contiguous(), y=y,
+                          num_classes=int(y.max()) + 1, **masks)

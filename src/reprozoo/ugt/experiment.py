@@ -95,6 +95,15 @@ class UGTConfig(TorchExperimentConfig):
     }
     KNOWN_DATASETS: ClassVar[tuple[str, ...]] = ("Cora", "CiteSeer", "PubMed")
 
+    def check_dataset(self, name: str) -> None:
+        """A Planetoid name, or a path to the user's own graph (``.npz`` / ``.pt``, read by ``load_graph``)."""
+        if isinstance(name, str) and name.lower().endswith((".npz", ".pt")) and Path(name).expanduser().is_file():
+            return
+        if name not in self.KNOWN_DATASETS:
+            raise ConfigError(f"unknown dataset {name!r}; valid datasets: {', '.join(self.KNOWN_DATASETS)} or a "
+                              "path to a graph file (.npz or .pt with x, edge_index, y, train_mask, val_mask, "
+                              "test_mask)")
+
     def validate(self) -> None:
         super().validate()
         if self.protocol == "robust":  # ood_split holds out round(ood_frac * C) classes: keep >= 2 ID, >= 1 OOD
@@ -169,10 +178,10 @@ def _logits(model, x, edge_index):
 
 
 def _load(name: str, device: str = "cpu"):
-    """The graph ``name`` with its tensors moved once to ``device``."""
-    from reprozoo.datasets import load_planetoid
+    """The graph ``name`` (a Planetoid name or the path of a user's graph file) moved once to ``device``."""
+    from reprozoo.datasets import load_graph, load_planetoid
 
-    return load_planetoid(name).to(device)
+    return (load_planetoid(name) if name in UGTConfig.KNOWN_DATASETS else load_graph(name)).to(device)
 
 
 # -- standard protocol: accuracy / sparsity / MAD -------------------------------------------------
