@@ -34,6 +34,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from reprozoo.core.checks import check_choice, check_float, check_int
+from reprozoo.core.device import resolve_device
 from reprozoo.core.progress import track
 from reprozoo.core.seed import seed_everything
 from reprozoo.datasets.industry import ICS, decimal_year
@@ -185,7 +186,7 @@ class ExpertKnowledgeAssigner(BaseEstimator):
     epochs : int, default 200
         Full-batch AdamW steps. lr : float, 1e-3. weight_decay : float, 1e-2. dropout : float, 0.1.
     heads : int, default 2
-        GAT heads. random_state : int, default 0. device : str, default "cpu".
+        GAT heads. random_state : int, default 0. device : str, default "cpu" ("auto", "cpu", "cuda[:N]").
 
     Attributes
     ----------
@@ -344,7 +345,7 @@ class ExpertKnowledgeAssigner(BaseEstimator):
         codes = self.ics.check_codes(list(codes), "codes")
         t = self._check_times(times, len(texts), "times")
         seed_everything(self.random_state)
-        self._device = torch.device(self.device)
+        self._device = resolve_device(self.device)
 
         # 0. periods: version dates of the ICS and its history, and the calendar years of the assignments
         if self.periods is not None:
