@@ -186,14 +186,15 @@ class Chunk:
         return self.block[b:e]
 
     def full_master(self, group) -> torch.Tensor:
-        """The gathered fp32 master chunk (all ranks' shards), a collective when ``world > 1``."""
+        """The gathered fp32 master chunk (all ranks' shards) on the CPU, a collective when ``world > 1``
+        (gathered on the block's device, where NCCL can reach it)."""
         if self.world == 1:
-            return self.master.detach().clone()
+            return self.master.detach().to("cpu", copy=True)
         import torch.distributed as dist
 
-        out = torch.empty(self.size, dtype=torch.float32, device=self.master.device)
-        dist.all_gather_single(out, self.master.detach().contiguous(), group=group)
-        return out
+        out = torch.empty(self.size, dtype=torch.float32, device=self.block.device)
+        dist.all_gather_single(out, self.master.detach().to(self.block.device).contiguous(), group=group)
+        return out.cpu()
 
     def __repr__(self) -> str:
         return (f"Chunk({self.index}, tensors={len(self.states)}, size={self.size}, used={self.used}, "

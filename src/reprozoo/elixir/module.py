@@ -168,7 +168,7 @@ class ElixirModule(nn.Module):
 
     @torch.no_grad()
     def state_dict(self, *args, only_rank_0: bool = False, **kwargs) -> OrderedDict:
-        """Plain PyTorch keys -> fp32 tensors (gathered masters; a collective: every rank must call it).
+        """Plain PyTorch keys -> fp32 CPU tensors (gathered masters; a collective: every rank must call it).
 
         With ``only_rank_0=True`` ranks other than 0 return an empty dict.
         """
@@ -182,7 +182,7 @@ class ElixirModule(nn.Module):
         for name, m, pattern, _ in self.managed:
             flat.update(pattern.state_entries(f"{name}." if name else "", m, self.group))
         for name, b in buffers.items():
-            flat[name] = b.detach().clone()
+            flat[name] = b.detach().to("cpu", copy=True)
         if only_rank_0 and self.rank != 0:
             return OrderedDict()
         order = [k for k in self._plain_keys() if k in flat] + sorted(k for k in flat if k not in self._plain_keys())

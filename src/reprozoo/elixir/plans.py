@@ -98,7 +98,7 @@ class ExpertParallel(ParallelPattern):
             else:
                 full = [p.detach().float().clone()]
             for r in range(n):
-                out[f"{prefix}experts.{r * local + int(i)}.{rest}"] = full[r]
+                out[f"{prefix}experts.{r * local + int(i)}.{rest}"] = full[r].cpu()
         return out
 
     def load_entries(self, prefix: str, module: nn.Module, state: dict[str, torch.Tensor], group) -> None:

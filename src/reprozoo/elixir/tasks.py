@@ -78,7 +78,7 @@ def _reference(spec: dict, seed: int, rank: int, world: int, steps: int):
         opt.step()
         opt.zero_grad()
         losses.append(loss.detach())
-    return torch.stack(losses), {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return torch.stack(losses).cpu(), {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
 def _elixir(spec: dict, seed: int, rank: int, budget: int | None, search: str = "optimal", prefetch: bool = True,
@@ -117,7 +117,7 @@ def equality_task(rank: int, world: int, spec: dict, seed: int) -> list:
                 optim.zero_grad()
                 losses.append(loss.detach())
             state = model.state_dict()
-            diff = max(float((torch.stack(losses) - ref_losses).abs().max()),
+            diff = max(float((torch.stack(losses).cpu() - ref_losses).abs().max()),
                        max(float((state[k] - v).abs().max()) for k, v in ref_state.items()))
             setting = f"world={world},search={search},prefetch={'on' if prefetch else 'off'}"
             out.append(("Elixir", "method", "max_abs_diff", diff, setting))
