@@ -39,30 +39,22 @@ def caption_embeddings(classes: tuple[str, ...] | list[str], encoder: str = "tfi
     """(K, D) float32 caption embeddings of ``classes`` (mean over :data:`TEMPLATES`, rows L2-normalised) and
     the name of the encoder used.
 
-    ``encoder``: 'tfidf' or 'minilm', from the shared :mod:`reprozoo.text` module when it is installed (MiniLM
-    falls back to TF-IDF there when its package is missing); without that module, scikit-learn's TF-IDF.
+    ``encoder``: 'tfidf' or 'minilm' from the shared :mod:`reprozoo.text`; 'minilm' falls back to TF-IDF when
+    its package (``reprozoo[text]``) is not installed.
     """
+    from reprozoo.text import make_encoder
+
     if encoder not in ("tfidf", "minilm"):
         raise ValueError(f"encoder={encoder!r} should be 'tfidf' or 'minilm'")
     texts = [t.format(c) for c in classes for t in TEMPLATES]
     try:
-        from reprozoo.text import make_encoder
+        enc, used = make_encoder(encoder), encoder
     except ImportError:
-        emb, used = _tfidf(texts), "tfidf"
-    else:
-        enc = make_encoder(encoder)
-        enc.fit(texts)
-        emb, used = np.asarray(enc.transform(texts), dtype=np.float32), getattr(enc, "name", encoder)
+        enc, used = make_encoder("tfidf"), "tfidf"
+    emb = np.asarray(enc.fit(texts).transform(texts), dtype=np.float32)
     emb = emb.reshape(len(classes), len(TEMPLATES), -1).mean(1)
     emb /= np.linalg.norm(emb, axis=1, keepdims=True).clip(1e-12)
-    return emb.astype(np.float32), str(used)
-
-
-def _tfidf(texts: list[str]) -> np.ndarray:
-    """TF-IDF rows (L2-normalised) of ``texts``, fitted on them (used until reprozoo.text is available)."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
-    return TfidfVectorizer().fit_transform(texts).toarray().astype(np.float32)
+    return emb.astype(np.float32), used
 
 
 class ClipStyleTeacher(nn.Module):
