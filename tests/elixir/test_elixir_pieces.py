@@ -394,3 +394,12 @@ def test_cost_model_refits():
     assert cm.h2d == pytest.approx((10.0, 2.0))
     with pytest.raises(ValueError, match="name='pcie'"):
         cm.fit("pcie", [1, 2], [1.0, 2.0])
+
+
+def test_budget_given_twice_and_a_model_without_parameters():
+    g = tiny()
+    with pytest.raises(ValueError, match="disagrees with fast_device.budget_bytes=100"):
+        wrap(g, torch.optim.Adam(g.parameters()), memory_budget=200, fast_device=AccountingDevice(100),
+             step_fn=gpt_step, example_input=batch())
+    with pytest.raises(ValueError, match="no parameters"):
+        wrap(torch.nn.ReLU(), torch.optim.Adam([torch.nn.Parameter(torch.ones(1))]), example_input=batch())

@@ -72,6 +72,8 @@ def wrap(model: nn.Module, optimizer: torch.optim.Optimizer, memory_budget: int 
     Returns
     -------
     (ElixirModule, ElixirOptimizer)
+        ``model`` itself is changed in place: its parameters become views of chunk blocks (and a plan's
+        patterns may drop this rank's non-local experts); use the returned module.
 
     Examples
     --------
@@ -105,7 +107,13 @@ def wrap(model: nn.Module, optimizer: torch.optim.Optimizer, memory_budget: int 
         raise TypeError(f"prefetch should be a bool, got {type(prefetch).__name__}")
     step_fn = step_fn or _default_step
     params = list(model.parameters())
+    if not params:
+        raise ValueError("model has no parameters: there is nothing to chunk")
     check_optimizer(optimizer, params)
+    if (memory_budget is not None and fast_device is not None and fast_device.budget_bytes is not None
+            and fast_device.budget_bytes != memory_budget):
+        raise ValueError(f"memory_budget={memory_budget} disagrees with fast_device.budget_bytes="
+                         f"{fast_device.budget_bytes}; give one of them")
     world = dist.get_world_size(group) if dist.is_initialized() else 1
     on_cuda = any(p.is_cuda for p in params)
     if fast_device is None:
@@ -131,6 +139,8 @@ def wrap(model: nn.Module, optimizer: torch.optim.Optimizer, memory_budget: int 
                    reserved_bytes=reserved)
     res = place(prof, res, budget if memory_budget is not None or on_cuda else None, k, costs, n_gpus=world,
                 reserved_bytes=reserved)
+    check_optimizer(optimizer, params, offload_from_cuda=fast_device.torch_device.type == "cuda"
+                    and not all(res.on_fast))  # before any parameter is moved into a chunk
     # -- 5. runtime objects -----------------------------------------------------------------
     module = ElixirModule(model, prof, res, group=group, prefetch=prefetch, fast_device=fast_device, managed=managed)
     optim = ElixirOptimizer(module, optimizer, initial_scale=initial_scale, max_norm=max_norm)
