@@ -3,7 +3,7 @@
 1. Training-step throughput (tokens/s) of a GPT-2-style decoder with Adam: plain PyTorch, Elixir with everything
    cached (no budget) and Elixir under a fast-device budget of 1/4 of the model (+ the predicted activations),
    as ratios to PyTorch. The three are timed in turn within each repeat (best of the repeats, process CPU
-   seconds and wall seconds), so load from other jobs affects all alike. Goal of the issue on CPU: >= 0.8x
+   seconds and wall seconds), so load from other jobs affects all alike. Goal on CPU: >= 0.8x
    PyTorch for the cached case (the paper: 84 % of PyTorch's GPU efficiency at OPT-30B on one A100).
 2. Search time: meta-device profiling plus the optimal (Belady-simulated) chunk-size search.
 3. Bytes moved per iteration: the search's prediction beside the measured count, under the 1/4 budget.

@@ -54,7 +54,7 @@ class ElixirConfig(TorchExperimentConfig):
     moe_experts: int = knob(4, ge=2)
     #: Adam learning rate
     lr: float = knob(1e-3, gt=0)
-    #: model fp32 bytes / fast-device budget (the issue asks >= 4)
+    #: model fp32 bytes / fast-device budget (4: a model 4x larger than the fast device)
     model_to_budget: float = knob(4.0, gt=0)
     #: add 1.25 x the predicted activations to the budget of the equality and budget tasks (False: the budget
     #: holds the activations too; at GPU batch sizes they outweigh a quarter of the model)
