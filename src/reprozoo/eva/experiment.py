@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from reprozoo.core.device import resolve_device
 from reprozoo.core.experiment import ConfigError, TorchExperimentConfig, knob
 from reprozoo.core.io import atomic_savefig
 from reprozoo.core.plots import figure, line_plot, metric_by_dataset
@@ -230,7 +231,7 @@ def run(config: EVAConfig, out_dir: Path) -> Result:
     """Teacher once, then per seed: pretrain the arms, probe and fine-tune each on every label count."""
     out_dir = Path(out_dir)
     t_start = time.perf_counter()
-    device = torch.device(config.device)
+    device = resolve_device(config.device)
     result = Result(name="eva", preset=config.preset, config=config.to_dict())
     data = cifar_tensors(device, config.n_test)
     ds = config.datasets[0]
