@@ -35,7 +35,8 @@ __all__ = ["ZOO", "ZooSpec", "Normalized", "build_model", "cache_dir", "data_che
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
-ZOO_VERSION = 1  # bump when the training code changes so that stale caches are not reused
+ZOO_VERSION = 2  # bump when the training code changes so that stale caches are not reused
+# (2: the initial weights are seeded; before, the first model's came from torch's random start seed)
 
 _FACTORIES = {"resnet8": resnet8, "small_cnn": small_cnn, "vgg_tiny": vgg_tiny, "vit_tiny": vit_tiny,
               "mixer_tiny": mixer_tiny}
@@ -189,6 +190,7 @@ def get_model(name: str, spec: ZooSpec, x: torch.Tensor, y: torch.Tensor, data_s
     safe = "".join(c if c.isalnum() else "_" for c in name)
     on = "" if x.device.type == "cpu" else f"-{x.device.type}"  # another device trains other weights
     path = cache_dir() / f"multianda-{safe}-{spec.key(seed)}-data{data_sha}{on}.pt"
+    torch.manual_seed(seed)  # initial weights from the seed alone (torch's own start seed may be random)
     model = build_model(spec).to(x.device)
     if use_cache and path.is_file():
         try:
