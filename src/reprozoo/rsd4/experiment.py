@@ -114,6 +114,15 @@ class RSD4Config(TorchExperimentConfig):
     }
     KNOWN_DATASETS = ("trace", "markov")
 
+    def check_dataset(self, name: str) -> None:
+        """``trace``, ``markov``, or a path to the user's own channel-state CSV (columns ``channel_0 ..
+        channel_{N-1}`` or one ``channel`` column, one row per slot, states >= 1; 1 is the best)."""
+        if isinstance(name, str) and name.lower().endswith(".csv") and Path(name).expanduser().is_file():
+            return
+        if name not in self.KNOWN_DATASETS:
+            raise ConfigError(f"unknown dataset {name!r}; valid datasets: {', '.join(self.KNOWN_DATASETS)} or a "
+                              "path to a channel-state .csv (columns channel_0.. or channel)")
+
     def validate(self) -> None:
         """Types, bounds and choices are declared on the fields (:func:`knob`); here the rules across fields."""
         super().validate()
@@ -132,8 +141,9 @@ Config = RSD4Config
 def _make_env(cfg: RSD4Config, dataset: str, n_users: int, arrival: str, seed: int, split: str):
     from reprozoo.rsd4.env import DelayConstrainedSchedulingEnv
 
+    channel = {"trace": "cellular", "markov": "markov"}.get(dataset, dataset)  # else the user's CSV file
     return DelayConstrainedSchedulingEnv(
-        n_users=n_users, tau_max=cfg.tau_max, arrival=arrival, channel="cellular" if dataset == "trace" else "markov",
+        n_users=n_users, tau_max=cfg.tau_max, arrival=arrival, channel=channel,
         partial_obs=cfg.partial_obs, seed=seed, episode_length=cfg.episode_length, split=split,
         slot_ms=cfg.slot_ms, n_channel_states=cfg.n_channel_states if dataset == "trace" else None,
     )
