@@ -403,3 +403,35 @@ def test_budget_given_twice_and_a_model_without_parameters():
              step_fn=gpt_step, example_input=batch())
     with pytest.raises(ValueError, match="no parameters"):
         wrap(torch.nn.ReLU(), torch.optim.Adam([torch.nn.Parameter(torch.ones(1))]), example_input=batch())
+
+
+class _CheckpointedGPT(GPT):
+    """Blocks under activation checkpointing: their forward runs again inside the backward."""
+
+    def forward(self, idx):
+        from torch.utils.checkpoint import checkpoint
+
+        x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1]))
+        for b in self.blocks:
+            x = checkpoint(b, x, use_reentrant=False)
+        return self.lm_head(self.ln_f(x))
+
+
+def test_activation_checkpointing_keeps_numbers_and_predicted_moves():
+    torch.manual_seed(0)
+    g = _CheckpointedGPT(vocab_size=V, seq_len=T, d_model=32, n_head=2, n_layer=3)
+    ref = copy.deepcopy(g)
+    ref_losses = train(ref, torch.optim.Adam(ref.parameters(), lr=1e-2), steps=2, elixir_=False)
+    model, optim = elixir(g, budget=400_000)
+    losses = []
+    for t in range(2):
+        model.reset_stats()
+        loss = gpt_step(model, batch(t))
+        optim.backward(loss)
+        optim.step()
+        optim.zero_grad()
+        losses.append(loss.detach())
+        assert model.stats()["moves"] == model.plan.moves   # the recomputed forward is in the profiled trace
+    assert torch.equal(torch.stack(losses), ref_losses)
+    sd = model.state_dict()
+    assert all(torch.equal(sd[k], v) for k, v in plain_state(ref).items())
