@@ -212,3 +212,15 @@ def test_bad_input_names_the_argument():
     with pytest.raises(ValueError, match="mask_token"):
         m.forward_features(torch.randn(1, 3, 16, 16), mask=torch.zeros(1, 16, dtype=torch.bool))
     assert math.isfinite(float(m(torch.randn(1, 3, 16, 16)).detach().sum()))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_vit_base_224_bf16_step_on_gpu():
+    """A ViT-B-size EVA at 224 px: forward/backward under bf16 autocast on the GPU."""
+    m = create_eva(dict(img_size=224, patch_size=16, embed_dim=768, depth=12, num_heads=12), num_classes=10).cuda()
+    x = torch.randn(8, 3, 224, 224, device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        loss = F.cross_entropy(m(x), torch.zeros(8, dtype=torch.long, device="cuda"))
+    loss.backward()
+    assert torch.isfinite(m.blocks[0].attn.qkv.weight.grad).all()
