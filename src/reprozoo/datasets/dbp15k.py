@@ -89,6 +89,38 @@ class KGPair:
     def n_relations(self) -> int:
         return int(self.triples[:, 1].max()) + 1 if len(self.triples) else 0
 
+    def subset(self, n_links: int, *, seed: int = 0, hops: int = 0) -> KGPair:
+        """A smaller pair: ``n_links`` random gold links, their entities and their ``hops``-hop neighbours.
+
+        Ids are compacted to ``0 .. n-1`` (keeping the random order, so no leak comes back), triples are those
+        among the kept entities, and links are all gold links with both ends kept. Used for small benchmarks.
+        """
+        if not 1 <= int(n_links) <= len(self.links):
+            raise ValueError(f"n_links={n_links} should be in [1, {len(self.links)}]")
+        rng = np.random.default_rng(seed)
+        chosen = self.links[rng.permutation(len(self.links))[: int(n_links)]]
+        keep = np.zeros(self.n_entities, dtype=bool)
+        keep[chosen.ravel()] = True
+        for _ in range(int(hops)):
+            h, t = self.triples[:, 0], self.triples[:, 2]
+            touch = keep[h] | keep[t]
+            keep[h[touch]] = True
+            keep[t[touch]] = True
+        new = np.full(self.n_entities, -1, dtype=np.int64)
+        old = np.flatnonzero(keep)
+        new[old] = np.arange(len(old))
+        tri = self.triples[keep[self.triples[:, 0]] & keep[self.triples[:, 2]]].copy()
+        tri[:, 0], tri[:, 2] = new[tri[:, 0]], new[tri[:, 2]]
+        _, tri[:, 1] = np.unique(tri[:, 1], return_inverse=True)
+        links = self.links[keep[self.links[:, 0]] & keep[self.links[:, 1]]]
+        return KGPair(
+            name=self.name, n_entities=len(old), left=np.sort(new[self.left[keep[self.left]]]),
+            right=np.sort(new[self.right[keep[self.right]]]), triples=tri, links=new[links],
+            names=[self.names[i] for i in old], uris=[self.uris[i] for i in old],
+            attrs=None if self.attrs is None else [self.attrs[i] for i in old],
+            images=None if self.images is None else self.images[old],
+            image_mask=None if self.image_mask is None else self.image_mask[old], folds=None)
+
     def __repr__(self) -> str:
         return (f"KGPair({self.name!r}, entities={self.n_entities} ({len(self.left)} + {len(self.right)}), "
                 f"triples={len(self.triples)}, links={len(self.links)})")

@@ -102,7 +102,7 @@ class MEAformerTrainer:
     text_encoder : {"tfidf", "minilm"}
         Name encoder (TF-IDF + LSA stands in for the paper's GloVe).
     hidden, structure_encoder, gat_layers, gat_heads, fusion, transformer_heads, intermediate, ffn,
-    fusion_dropout
+    fusion_dropout, token_norm
         The network (:class:`~reprozoo.meaformer.model.MEAformer`).
     epochs : int, default 250
     batch_size : int, default 3500
@@ -149,7 +149,8 @@ class MEAformerTrainer:
     def __init__(self, *, modalities: tuple[str, ...] = ("structure", "relation", "attribute", "image"),
                  text_encoder: str = "tfidf", hidden: int = 300, structure_encoder: str = "gat",
                  gat_layers: int = 2, gat_heads: int = 2, fusion: str = "meta", transformer_heads: int = 1,
-                 intermediate: int = 400, ffn: bool = True, fusion_dropout: float = 0.1, epochs: int = 250,
+                 intermediate: int = 400, ffn: bool = True, fusion_dropout: float = 0.1, token_norm: bool = True,
+                 epochs: int = 250,
                  batch_size: int = 3500, lr: float = 5e-4, weight_decay: float = 1e-4, warmup: float = 0.15,
                  clip: float = 1.0, tau: float = 0.1, csls_k: int = 3, select: str = "valid",
                  eval_every: int = 5, replay: bool = False, iterative: bool = False, il_start: int = 500,
@@ -166,6 +167,7 @@ class MEAformerTrainer:
         self.intermediate = intermediate
         self.ffn = ffn
         self.fusion_dropout = fusion_dropout
+        self.token_norm = token_norm
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -259,7 +261,7 @@ class MEAformerTrainer:
             data.n_entities, data.dims(), structure="structure" in data.present, hidden=self.hidden,
             structure_encoder=self.structure_encoder, gat_layers=self.gat_layers, gat_heads=self.gat_heads,
             fusion=self.fusion, transformer_heads=self.transformer_heads, intermediate=self.intermediate,
-            ffn=self.ffn, fusion_dropout=self.fusion_dropout).to(device)
+            ffn=self.ffn, fusion_dropout=self.fusion_dropout, token_norm=self.token_norm).to(device)
         self.mtl_ = MultiTaskLoss(self.model_.n_modalities).to(device)
         params = list(self.model_.parameters()) + list(self.mtl_.parameters())
         self._optim = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
