@@ -460,7 +460,9 @@ class _CompoundBatchNorm(nn.Module):
             # channels whose components are all identical (fresh, or copied from a BN) cannot be separated
             # by EM: seed them from the batch quantiles (port addition)
             same = (mu == mu[:1]).all(0) & (var == var[:1]).all(0)
-            if bool(same.any()):
+            # on the CPU the test is free and skips the seeding; on an accelerator reading it back would
+            # stall every step, so there the seeding always runs and torch.where keeps the other channels
+            if not on_host(same) or bool(same.any()):
                 pi0, mu0, var0 = self._batch_init(x)
                 pi, mu, var = (torch.where(same, a.to(b.dtype), b) for a, b in ((pi0, pi), (mu0, mu), (var0, var)))
                 if update:
