@@ -47,8 +47,13 @@ def test_modality_weights_named_and_normalised(kg, data):
         assert np.all(whole["relation"][absent] == 0)
 
 
+@pytest.mark.xfail(strict=True, reason="claim not reproduced at this budget (see the card): measured char weight "
+                   "0.500 corrupted vs 0.494 clean after 10 epochs; 0.444 vs 0.446 after 30 epochs at lr 5e-3")
 def test_noisy_modality_gets_lower_weight_for_corrupted_entities(kg, data):
-    """Paper Sec. 4.4 (robustness): entity-level weights move away from a modality where it is noise."""
+    """Paper Sec. 4.4 (robustness): entity-level weights move away from a modality where it is noise.
+
+    Strict xfail: if a change makes the claim hold, this test fails until the card and the marker are updated.
+    """
     noisy, hit = corrupt_modality(data, "char", 0.4, seed=0)
     split = split_links(kg.links, seed=0)
     tr = MEAformerTrainer(modalities=("structure", "relation", "char"), epochs=10, seed=0, **SMALL)
@@ -63,10 +68,10 @@ def test_beats_gcn_align_and_name_nn_is_real(kg, data):
     """The subset benchmark: MEAformer (structure, relations, char) beats structure-only GCN-Align on Hits@1."""
     split = split_links(kg.links, seed=0)
     kw = dict(modalities=("structure", "relation", "char"), epochs=8, seed=0, **SMALL)
-    mea = make_trainer("MEAformer", **kw).fit(kg, split, data=data).evaluate("valid")
-    gcn = make_trainer("GCN-Align", **kw).fit(kg, split, data=data).evaluate("valid")
+    mea = make_trainer("MEAformer", **kw).fit(kg, split, data=data).evaluate("test")
+    gcn = make_trainer("GCN-Align", **kw).fit(kg, split, data=data).evaluate("test")
     assert mea["Hits@1"] > gcn["Hits@1"] + 10, (mea["Hits@1"], gcn["Hits@1"])
-    nn = name_nn(data, split.valid)
+    nn = name_nn(data, split.test)
     assert nn["Hits@1"] > 30  # translated names: strong without training (chance ~2 %)
 
 

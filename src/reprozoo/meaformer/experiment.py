@@ -46,7 +46,7 @@ class MEAformerConfig(TorchExperimentConfig):
     #: seeds of model initialisation and batch order (the split uses ``split_seed``)
     seeds: tuple[int, ...] = (0, 1, 2)
     #: gold links kept (a random subset with their entities; 0 = the full graph of 15,000 links)
-    subset_links: int = knob(3000, ge=0, le=15000)
+    subset_links: int = knob(2500, ge=0, le=15000)
     #: hops of neighbours added around the kept links' entities
     subset_hops: int = knob(0, ge=0, le=2)
     #: modality settings (see SETTINGS)
@@ -68,7 +68,7 @@ class MEAformerConfig(TorchExperimentConfig):
     #: epochs between validation evaluations
     eval_every: int = knob(5, ge=1)
     #: training epochs (paper: 250 on DBP15K)
-    epochs: int = knob(60, ge=1)
+    epochs: int = knob(40, ge=1)
     #: seed pairs per step (paper: 3,500)
     batch_size: int = knob(3500, ge=2)
     #: AdamW learning rate and weight decay (paper scripts: 5e-4, 1e-4)

@@ -69,6 +69,13 @@ class ModalityData:
     def modalities(self) -> tuple[str, ...]:
         return tuple(m for m in MODALITIES if m in self.present)
 
+    def select(self, modalities) -> ModalityData:
+        """The same data restricted to ``modalities`` (those it does not hold are ignored)."""
+        keep = set(modalities)
+        return ModalityData(self.n_entities, self.edges,
+                            {m: x for m, x in self.features.items() if m in keep},
+                            {m: p for m, p in self.present.items() if m in keep})
+
     def dims(self) -> dict[str, int]:
         """Input dimension of each feature modality."""
         return {m: int(x.shape[1]) for m, x in self.features.items()}

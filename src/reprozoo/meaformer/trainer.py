@@ -244,6 +244,9 @@ class MEAformerTrainer:
             data = build_modalities(kg, structure="structure" in ms, relation="relation" in ms,
                                     attribute="attribute" in ms, image="image" in ms, name="name" in ms,
                                     char="char" in ms, text_encoder=self.text_encoder)
+        data = data.select(self.modalities)  # given data may hold more modalities than this trainer uses
+        if not data.modalities:
+            raise ValueError(f"data holds none of modalities={self.modalities!r}")
         if data.n_entities != kg.n_entities:
             raise ValueError(f"data has {data.n_entities} entities, kg has {kg.n_entities}")
         self.data_ = data
