@@ -101,7 +101,7 @@ def test_sklearn_params_and_clone():
     params = model.get_params()
     assert params["n_clusters"] == 4 and params["n_anchors"] == 8 and params["alpha"] == 0.1
     assert set(params) == {"n_clusters", "n_anchors", "alpha", "beta", "max_iter", "tol", "qp_solver",
-                           "random_state"}
+                           "rank_search", "view_dims", "random_state"}
     model.set_params(n_clusters=3, beta=0.5)
     assert model.n_clusters == 3 and model.beta == 0.5
     cloned = clone(model)
@@ -119,7 +119,7 @@ def test_fallback_path_warns_and_still_returns_c_clusters(monkeypatch):
     real = udbgl_mod.structured_bipartite_graph
 
     def failing(B, c, **kw):
-        out = real(B, c, extra_iter=0, **kw)
+        out = real(B, c, **{**kw, "extra_iter": 0})
         out["n_components"] = out["n_components_reference"] = c - 1
         return out
 

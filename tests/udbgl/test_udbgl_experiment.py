@@ -21,7 +21,7 @@ def test_smoke_run_is_real(tmp_path):
     d = json.loads((tmp_path / "result.json").read_text())
     methods = {r["method"] for r in d["records"]}
     assert methods == {"UDBGL", "KMeans-concat", "Spectral-concat", "KMeans-single(mean)",
-                       "KMeans-single(best, oracle)", "AnchorGraph-concat"}
+                       "KMeans-single(best, oracle)", "AnchorGraph-concat", "LMVSC"}
     assert {r["role"] for r in d["records"] if r["method"] == "UDBGL"} == {"method"}
     assert {r["setting"] for r in d["records"]} == {"m=c"}
     for r in d["records"]:
@@ -150,7 +150,8 @@ def test_the_same_file_twice_runs_once(tmp_path, monkeypatch):
     shutil.copy(DATA / "Texas.mat", tmp_path / "m.mat")
     (tmp_path / "link.mat").symlink_to(tmp_path / "m.mat")
     monkeypatch.chdir(tmp_path)
-    cfg = _fast([str(tmp_path / "m.mat"), "./m.mat", "m.mat", "link.mat"])
+    with pytest.warns(UserWarning, match="names the same file"):
+        cfg = _fast([str(tmp_path / "m.mat"), "./m.mat", "m.mat", "link.mat"])
     assert cfg.datasets == (str(tmp_path / "m.mat"),)
     result = run(cfg, tmp_path / "out")
     assert {r.dataset for r in result.records} == {"m"}
@@ -163,7 +164,8 @@ def test_a_user_file_never_takes_a_shipped_name(tmp_path):
     assert dataset_names(("Texas", user)) == [("Texas", "Texas"), (user, "Texas (file)")]
     assert dataset_names((user,)) == [(user, "Texas (file)")]
     # a path to the shipped file itself is the shipped set: run once
-    assert _fast(["Texas", str(DATA / "Texas.mat")]).datasets == ("Texas",)
+    with pytest.warns(UserWarning, match="names the same file as 'Texas'"):
+        assert _fast(["Texas", str(DATA / "Texas.mat")]).datasets == ("Texas",)
 
 
 def test_name_user_files_rules():

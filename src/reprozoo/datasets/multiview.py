@@ -19,7 +19,8 @@ import scipy.sparse as sp
 
 from reprozoo.datasets._paths import data_roots, find_data_file
 
-__all__ = ["MultiViewDataset", "load_multiview", "list_multiview", "name_user_files", "VIEW_KEYS", "LABEL_KEYS"]
+__all__ = ["MultiViewDataset", "load_multiview", "list_multiview", "name_user_files", "cell_views", "VIEW_KEYS",
+           "LABEL_KEYS"]
 
 VIEW_KEYS = ("X", "x", "data", "views", "fea")
 LABEL_KEYS = ("y", "Y", "gt", "gnd", "truth", "label", "labels", "Label", "Labels", "GT")
@@ -227,9 +228,28 @@ def _pick(mat: dict, keys: tuple[str, ...], what: str, path: Path):
             return mat[k]
     raise ValueError(f"{path}: no {what} found; expected one of {keys}, got variables {sorted(mat)}")
 
+def cell_views(views):
+    """``views`` as a list of views: a MATLAB cell array flattened, anything else as given.
+
+    A cell array (``scipy.io.loadmat(f)["X"]``: an object ndarray of shape (V, 1), (1, V) or (V,))
+    becomes the list of its V cells, in order, sparse cells made dense; a tuple becomes a list;
+    any other value is returned unchanged for the caller's validation.
+
+    >>> import numpy as np
+    >>> cells = np.empty((2, 1), dtype=object); cells[0, 0] = np.zeros((3, 2)); cells[1, 0] = np.ones((3, 4))
+    >>> [v.shape for v in cell_views(cells)]
+    [(3, 2), (3, 4)]
+    """
+    if isinstance(views, np.ndarray) and views.dtype == object:
+        return [_dense(c) for c in views.reshape(-1)]
+    if isinstance(views, tuple):
+        return list(views)
+    return views
+
+
 def _cells(raw, path: Path) -> list:
     if isinstance(raw, np.ndarray) and raw.dtype == object:
-        return [c for c in raw.reshape(-1)]
+        return cell_views(raw)
     return [raw]  # a single matrix: one view
 
 def _dense(a) -> np.ndarray:

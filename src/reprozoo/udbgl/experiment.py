@@ -9,6 +9,7 @@ objective curve. Run with ``reprozoo run udbgl --preset quick``.
 
 from __future__ import annotations
 
+import functools
 import time
 import warnings
 from dataclasses import dataclass
@@ -25,13 +26,13 @@ from reprozoo.core.registry import ExperimentSpec
 from reprozoo.core.results import Result
 from reprozoo.datasets import load_multiview
 from reprozoo.datasets.multiview import list_multiview, name_user_files
-from reprozoo.udbgl.baselines import anchor_graph_concat, kmeans_concat, kmeans_single, spectral_concat
+from reprozoo.udbgl.baselines import anchor_graph_concat, kmeans_concat, kmeans_single, lmvsc, spectral_concat
 from reprozoo.udbgl.udbgl import UDBGL, RankConstraintWarning
 
 __all__ = ["Config", "UDBGLConfig", "run", "METRICS", "BASELINES"]
 
 METRICS = ("ACC", "NMI", "NMImax", "ARI", "PUR")
-BASELINES = ("KMeans-concat", "Spectral-concat", "KMeans-single", "AnchorGraph-concat")
+BASELINES = ("KMeans-concat", "Spectral-concat", "KMeans-single", "AnchorGraph-concat", "LMVSC")
 #: the shipped multi-view sets (data/multiview/, see its PROVENANCE.md)
 ALL_DATASETS = (
     "MSRC-v1", "HW", "3Sources", "BBCSport", "ORL_4views", "Texas", "Cornell", "Washington", "WebKB-Texas",
@@ -57,12 +58,17 @@ class UDBGLConfig(ExperimentConfig):
     max_iter: int = knob(20, ge=1)
     #: absolute stopping tolerance on the objective / view weights (reference: 1e-5)
     tol: float = knob(1e-5, ge=0)
+    #: UDBGL's P-step: "reference" = the authors' lambda schedule only (then the k-means fallback);
+    #: "extended" = a further lambda search until exactly c components (port addition)
+    rank_search: str = knob("extended", choices=("reference", "extended"))
     #: baselines to run, any of BASELINES ("KMeans-single" reports the mean and the best view)
     baselines: tuple[str, ...] = knob(BASELINES, choices=BASELINES, unique=True)
     #: k-means restarts of the k-means-based baselines
     kmeans_n_init: int = knob(10, ge=1)
     #: neighbours of the kNN affinity of Spectral-concat
     spectral_neighbors: int = knob(10, ge=1)
+    #: ridge weight alpha of LMVSC's Eq. (4) (untuned, as UDBGL's; m = the setting's anchors per view)
+    lmvsc_alpha: float = knob(1e-3, ge=0)
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "quick": {},
@@ -72,8 +78,16 @@ class UDBGLConfig(ExperimentConfig):
     KNOWN_DATASETS: ClassVar[tuple[str, ...]] = ALL_DATASETS
 
     def check_dataset(self, name: str) -> None:
-        """A shipped name, or a path to the user's own multi-view ``.mat`` file."""
+        """A shipped name, or a path to the user's own multi-view ``.mat`` file that reads as one.
+
+        The file is opened and read (views and labels) here, so an unreadable or malformed file is
+        a usage error before anything runs; the verdict is cached per (path, size, mtime).
+        """
         if name.lower().endswith(".mat") and Path(name).is_file():
+            st = Path(name).stat()
+            problem = _read_problem(str(Path(name).expanduser().resolve()), st.st_size, st.st_mtime_ns)
+            if problem:
+                raise ConfigError(f"dataset {name!r} is not a usable multi-view .mat file: {problem}")
             return
         if name not in self.KNOWN_DATASETS:
             raise ConfigError(f"unknown dataset {name!r}; valid datasets: {', '.join(self.KNOWN_DATASETS)} "
@@ -105,18 +119,32 @@ def _shipped_file(name: str) -> Path | None:
         return None
 
 
+@functools.lru_cache(maxsize=64)
+def _read_problem(path: str, size: int, mtime_ns: int) -> str:
+    """Why the file at ``path`` cannot be loaded as a multi-view data set ('' if it can)."""
+    try:
+        load_multiview(path)
+    except (ValueError, OSError) as exc:
+        return str(exc)
+    return ""
+
+
 def _dedupe_files(datasets: tuple) -> list:
-    """``datasets`` without entries that resolve to a file already listed (first kept): user ``.mat``
-    paths by resolved path, and a user path to a shipped set's own file beside that set's name."""
-    seen: set[Path] = set()
+    """``datasets`` without entries that resolve to a file already listed (first kept), with a warning
+    naming both: user ``.mat`` paths by resolved path, and a user path to a shipped set's own file
+    beside that set's name."""
+    seen: dict[Path, str] = {}
     out = []
     for d in datasets:
         path = Path(d).expanduser() if _is_user_file(d) else (_shipped_file(d) if isinstance(d, str) else None)
         if path is not None:
             key = path.resolve()
             if key in seen:
+                if d != seen[key]:  # an exact repeat is the base config's (and the CLI's) to report
+                    warnings.warn(f"datasets: {d!r} names the same file as {seen[key]!r}; it runs once",
+                                  UserWarning, stacklevel=3)
                 continue
-            seen.add(key)
+            seen[key] = d
         out.append(d)
     return out
 
@@ -208,7 +236,8 @@ def run(config: UDBGLConfig, out_dir: Path) -> Result:
                 result.notes.append(f"{name}: m={m} > n={data.n_samples}, setting {setting} skipped")
                 continue
             model = UDBGL(n_clusters=c, n_anchors=m, alpha=config.alpha, beta=config.beta,
-                          max_iter=config.max_iter, tol=config.tol, random_state=seed)
+                          max_iter=config.max_iter, tol=config.tol, rank_search=config.rank_search,
+                          random_state=seed)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RankConstraintWarning)
                 _, sec = _timed(model.fit, views)
@@ -223,6 +252,10 @@ def run(config: UDBGLConfig, out_dir: Path) -> Result:
                 lab, sec = _timed(anchor_graph_concat, views, c, model.anchors_, seed=seed,
                                   n_init=config.kmeans_n_init)
                 add("AnchorGraph-concat", "baseline", lab, sec, setting)
+            if "LMVSC" in config.baselines:
+                lab, sec = _timed(lmvsc, views, c, m, alpha=config.lmvsc_alpha, seed=seed,
+                                  n_init=config.kmeans_n_init)
+                add("LMVSC", "baseline", lab, sec, setting)
             for method, scores in shared:
                 result.add_many(name, method, "baseline", scores, seed=seed, setting=setting)
 
@@ -230,7 +263,8 @@ def run(config: UDBGLConfig, out_dir: Path) -> Result:
         result.notes.append(
             f"UDBGL label path on {key} over {sum(counts.values())} seed(s): "
             + ", ".join(f"{k} {v}" for k, v in counts.items())
-            + " (components = the reference schedule reached c; lambda_search / kmeans_fallback = port additions)"
+            + f" (rank_search={config.rank_search!r}; components = the reference schedule reached c; "
+            "lambda_search / kmeans_fallback = port additions)"
         )
     anchorless = [b for b in ("KMeans-concat", "Spectral-concat", "KMeans-single") if b in config.baselines]
     if len(settings) > 1 and anchorless:

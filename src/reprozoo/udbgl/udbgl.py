@@ -28,16 +28,19 @@ from __future__ import annotations
 
 import itertools
 import warnings
-from numbers import Integral
+from numbers import Integral, Real
 
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.cluster import KMeans
+from sklearn.exceptions import NotFittedError
+from sklearn.utils._param_validation import Interval, StrOptions
 
-from reprozoo.core.checks import check_choice, check_float, check_int, check_views
+from reprozoo.core.checks import check_views
 from reprozoo.core.seed import check_random_state
+from reprozoo.datasets.multiview import cell_views
 
 __all__ = [
     "UDBGL",
@@ -65,6 +68,11 @@ ANCHOR_SUBSAMPLE = 10_000
 #: without exactly c components.
 EXTRA_LAMBDA_ITER = 60
 _RANK_EPS = 1e-7  # the reference's tolerance on sum of the top-c squared singular values
+#: what ``UDBGL.fit`` sets; reading one before ``fit`` raises ``NotFittedError``
+_FITTED_ATTRIBUTES = frozenset({
+    "labels_", "view_weights_", "anchors_", "bipartite_graph_", "anchor_graphs_", "embedding_", "objective_",
+    "n_iter_", "n_components_found_", "label_path_", "fallback_used_", "n_features_in_",
+})
 
 
 class RankConstraintWarning(UserWarning):
@@ -533,6 +541,16 @@ class UDBGL(ClusterMixin, BaseEstimator):
     qp_solver : {"apg"}, default "apg"
         Solver of the Z-step QPs: accelerated projected gradient onto the simplex, all rows
         of a view at once (see :func:`solve_simplex_qp`).
+    rank_search : {"extended", "reference"}, default "extended"
+        "reference": every P-step runs the authors' lambda schedule only (50 updates); if the
+        final graph has not exactly c components the labels come from k-means on the spectral
+        embedding (the documented fallback). "extended" (port addition): after that schedule,
+        lambda is searched further (at most 60 updates) in every P-step until the graph has
+        exactly c components; the fallback is then rarely needed.
+    view_dims : sequence of int or None, default None
+        None: ``views`` is a list of arrays (or a MATLAB cell array). Given: ``views`` is one
+        2-D array, the views side by side, with view v in the next ``view_dims[v]`` columns:
+        the form a scikit-learn ``Pipeline`` or ``GridSearchCV`` can pass around.
     random_state : None, int or numpy Generator, default None
         Seeds the anchor k-means (and the k-means fallback).
 
@@ -556,11 +574,14 @@ class UDBGL(ClusterMixin, BaseEstimator):
     n_iter_ : int
         Outer iterations run.
     n_components_found_ : int
-        Components the reference schedule ended with in the final P-step (what the authors'
-        code would label).
+        Components the final P-step had after the authors' 50-update lambda schedule, before
+        any further search. With ``rank_search="reference"`` the whole run follows the authors'
+        schedule, so this is what their code would label; with "extended" the earlier P-steps
+        used the further search, the trajectory differs, and it is only a diagnostic of this run.
     label_path_ : {"components", "lambda_search", "kmeans_fallback"}
         How the labels were obtained: the components after the reference schedule; after the
-        further lambda search (port addition); or k-means on the rows of U (port addition).
+        further lambda search (port addition, ``rank_search="extended"`` only); or k-means on the
+        rows of U (port addition).
     fallback_used_ : bool
         ``label_path_ == "kmeans_fallback"``.
 
@@ -568,6 +589,8 @@ class UDBGL(ClusterMixin, BaseEstimator):
     ------
     TypeError
         ``views`` not a list of numeric 2-D arrays; a parameter of the wrong type.
+    sklearn.exceptions.NotFittedError
+        A fitted attribute read before ``fit``.
     ValueError
         Views with different numbers of rows, NaN/inf, an empty or 1-D view, a constant view
         (every feature takes one value), fewer distinct samples than n_clusters, n_clusters < 2
@@ -598,6 +621,22 @@ class UDBGL(ClusterMixin, BaseEstimator):
     ((90,), 3)
     """
 
+    #: Every parameter's type and range, checked by scikit-learn's parameter validation at ``fit``
+    #: (the message names the parameter). Cross-parameter rules (n_clusters <= n_samples,
+    #: n_clusters <= n_anchors <= n_samples, view_dims summing to the width) are checked in ``fit``.
+    _parameter_constraints: dict = {
+        "n_clusters": [Interval(Integral, 2, None, closed="left")],
+        "n_anchors": [None, Interval(Integral, 1, None, closed="left")],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "beta": [Interval(Real, 0, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "qp_solver": [StrOptions({"apg"})],
+        "rank_search": [StrOptions({"reference", "extended"})],
+        "view_dims": [None, "array-like"],
+        "random_state": ["random_state", np.random.Generator],
+    }
+
     def __init__(
         self,
         n_clusters: int,
@@ -607,6 +646,8 @@ class UDBGL(ClusterMixin, BaseEstimator):
         max_iter: int = 20,
         tol: float = 1e-5,
         qp_solver: str = "apg",
+        rank_search: str = "extended",
+        view_dims=None,
         random_state=None,
     ):
         self.n_clusters = n_clusters
@@ -616,15 +657,45 @@ class UDBGL(ClusterMixin, BaseEstimator):
         self.max_iter = max_iter
         self.tol = tol
         self.qp_solver = qp_solver
+        self.rank_search = rank_search
+        self.view_dims = view_dims
         self.random_state = random_state
 
+    def __getattr__(self, name: str):
+        # only reached when normal lookup fails: a fitted attribute read before fit
+        if name in _FITTED_ATTRIBUTES:
+            raise NotFittedError(f"This UDBGL instance is not fitted yet: call fit(views) before reading {name}")
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     # -- validation ------------------------------------------------------------------------
+    def _split_views(self, views) -> list:
+        """The views as a list: a list/tuple as given, a MATLAB cell array flattened, or a 2-D array
+        (the views side by side, as in a scikit-learn Pipeline) cut at ``view_dims``."""
+        if self.view_dims is None:
+            if isinstance(views, np.ndarray) and views.dtype != object and views.ndim == 2:
+                raise TypeError(
+                    f"views should be a list of 2-D arrays (one per view), got a single array of shape "
+                    f"{views.shape}; pass [X] for one view, or the views side by side with "
+                    "view_dims=(d_1, ..., d_V)")
+            return cell_views(views)
+        dims = np.asarray(self.view_dims)
+        if dims.ndim != 1 or dims.size == 0 or not np.issubdtype(dims.dtype, np.integer) or (dims < 1).any():
+            raise ValueError(f"view_dims should be a non-empty sequence of positive ints (one per view), "
+                             f"got {self.view_dims!r}")
+        if not hasattr(views, "shape") or len(views.shape) != 2:
+            raise TypeError("with view_dims set, views should be one 2-D array of shape (n_samples, "
+                            f"{int(dims.sum())}) (the views side by side), got {type(views).__name__}")
+        if views.shape[1] != dims.sum():
+            raise ValueError(f"view_dims={tuple(int(d) for d in dims)} sums to {int(dims.sum())}, but views has "
+                             f"{views.shape[1]} columns")
+        views = np.asarray(views)
+        return np.split(views, np.cumsum(dims)[:-1], axis=1)
+
     def _validate(self, views):
-        if isinstance(views, tuple):
-            views = list(views)
-        X = check_views(views, "views", min_samples=1)
+        self._validate_params()
+        X = check_views(self._split_views(views), "views", min_samples=1)
         n = X[0].shape[0]
-        c = check_int(self.n_clusters, "n_clusters", low=2)
+        c = int(self.n_clusters)
         if c > n:
             raise ValueError(f"n_clusters={c} should be <= n_samples={n}; lower n_clusters")
         for i, x in enumerate(X):
@@ -635,25 +706,11 @@ class UDBGL(ClusterMixin, BaseEstimator):
         if n_distinct < c:
             raise ValueError(f"views hold only {n_distinct} distinct samples, fewer than n_clusters={c}; "
                              "lower n_clusters")
-        if self.n_anchors is None:
-            m = c
-        else:
-            m = check_int(self.n_anchors, "n_anchors", low=1)
-            if m < c:
-                raise ValueError(f"n_anchors={m} should be >= n_clusters={c}; raise n_anchors or pass None (m = c)")
-            if m > n:
-                raise ValueError(f"n_anchors={m} should be <= n_samples={n}; lower n_anchors")
-        check_float(self.alpha, "alpha", low=0.0)
-        check_float(self.beta, "beta", low=0.0)
-        check_int(self.max_iter, "max_iter", low=1)
-        check_float(self.tol, "tol", low=0.0)
-        check_choice(self.qp_solver, "qp_solver", ("apg",))
-        if self.random_state is not None and not isinstance(
-            self.random_state, (Integral, np.random.Generator, np.random.RandomState)
-        ):
-            raise TypeError(
-                f"random_state should be None, an int or a numpy Generator, got {type(self.random_state).__name__}"
-            )
+        m = c if self.n_anchors is None else int(self.n_anchors)
+        if m < c:
+            raise ValueError(f"n_anchors={m} should be >= n_clusters={c}; raise n_anchors or pass None (m = c)")
+        if m > n:
+            raise ValueError(f"n_anchors={m} should be <= n_samples={n}; lower n_anchors")
         return X, n, c, m
 
     # -- fitting ---------------------------------------------------------------------------
@@ -662,8 +719,10 @@ class UDBGL(ClusterMixin, BaseEstimator):
 
         Parameters
         ----------
-        views : list of array-like, each of shape (n_samples, d_v)
-            The views, samples as rows, all with the same n_samples; finite numbers.
+        views : list of array-like, each of shape (n_samples, d_v); or array of shape (n_samples, sum d_v)
+            The views, samples as rows, all with the same n_samples; finite numbers. A MATLAB
+            cell array (``scipy.io.loadmat(f)["X"]``, object array of shape (V, 1) or (1, V)) is
+            flattened into its views. One 2-D array (the views side by side) needs ``view_dims``.
         y : ignored
 
         Returns
@@ -679,6 +738,8 @@ class UDBGL(ClusterMixin, BaseEstimator):
         rng = check_random_state(self.random_state)
         alpha, beta = float(self.alpha), float(self.beta)
         n_views = len(X)
+        # reference: the authors' lambda schedule only; extended: the further lambda search (port addition)
+        extra = EXTRA_LAMBDA_ITER if self.rank_search == "extended" else 0
 
         # 1. preprocess and anchors (min-max scaling; k-means on the concatenated views)
         X = minmax_scale_views(X)
@@ -701,7 +762,7 @@ class UDBGL(ClusterMixin, BaseEstimator):
             n_iter += 1
             # P-step: structured bipartite graph of the fused graph B = sum_v delta_v Z_v
             fused = sum(d * z for d, z in zip(delta, Z, strict=True))
-            P = structured_bipartite_graph(fused, c)["S"]
+            P = structured_bipartite_graph(fused, c, extra_iter=extra)["S"]
             # Z-step: one simplex QP per sample and view, vectorised over samples
             Z = z_step(XA, AA, Z, P, delta, alpha, beta)
             # delta-step: view weights on the simplex
@@ -714,7 +775,7 @@ class UDBGL(ClusterMixin, BaseEstimator):
 
         # 4. labels: connected components of the final structured bipartite graph
         fused = sum(d * z for d, z in zip(delta, Z, strict=True))
-        out = structured_bipartite_graph(fused, c)
+        out = structured_bipartite_graph(fused, c, extra_iter=extra)
         self.n_components_found_ = out["n_components_reference"]
         if out["n_components"] == c:
             labels = out["labels"]
@@ -726,9 +787,10 @@ class UDBGL(ClusterMixin, BaseEstimator):
         if self.label_path_ == "kmeans_fallback":
             # The lambda search (port addition) is a normal path and stays silent; only the
             # fallback, whose labels do not come from the rank-constrained graph, warns.
+            searched = " even after the lambda search" if extra else " (rank_search='reference')"
             warnings.warn(
                 f"UDBGL: the structured bipartite graph ended with {out['n_components']} components instead "
-                f"of n_clusters={c} even after the lambda search; labels come from k-means on the spectral "
+                f"of n_clusters={c}{searched}; labels come from k-means on the spectral "
                 "embedding (label_path_='kmeans_fallback')",
                 RankConstraintWarning,
                 stacklevel=2,
