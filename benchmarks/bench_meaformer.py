@@ -55,8 +55,8 @@ class DenseGAT:
     def __init__(self, dim: int, heads: int = 2, layers: int = 2):
         import torch
 
-        self.params = [(torch.randn(dim, dim, requires_grad=True) / dim ** 0.5,
-                        torch.randn(heads, 2, dim, requires_grad=True) / dim ** 0.5) for _ in range(layers)]
+        self.params = [((torch.randn(dim, dim) / dim ** 0.5).requires_grad_(),
+                        (torch.randn(heads, 2, dim) / dim ** 0.5).requires_grad_()) for _ in range(layers)]
         self.heads = heads
 
     def __call__(self, x, adj):
