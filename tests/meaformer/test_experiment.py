@@ -74,3 +74,13 @@ def test_cli_end_to_end_on_a_small_slice(tmp_path):
     bad = CliRunner().invoke(app, ["run", "meaformer", "--preset", "smoke", "--dataset", "DE-EN",
                                    "--out", str(tmp_path / "bad")])
     assert bad.exit_code == 2 and "valid datasets" in bad.output
+
+
+def test_iterative_and_unsupervised_variants_are_recorded(tmp_path):
+    cfg = Config.from_preset("smoke", device="cpu", subset_links=150, epochs=2, settings=("char",), baselines=(),
+                             noise_levels=(), iterative=True, unsupervised=True)
+    result = run(cfg, tmp_path)
+    roles = {(r.method, r.role) for r in result.records}
+    assert roles == {("MEAformer", "method"), ("MEAformer-IL", "method"), ("MEAformer-unsup", "method")}
+    best = [r.value for r in result.records if r.method == "MEAformer-IL" and r.metric == "best_epoch"]
+    assert len(best) == 1 and 1 <= best[0] <= 4  # 2 plain + 2 iterative epochs, selected on validation
