@@ -108,7 +108,7 @@ def test_bad_baseline():
     with pytest.raises(ValueError, match="unknown baseline"):
         make_baseline("FGSM", net, 0.1, 2)
     with pytest.raises(ValueError, match="ti_kernel"):
-        make_baseline("TI-FGSM", net, 0.1, 2, ti_kernel=4)
+        make_baseline("TI-MI-FGSM", net, 0.1, 2, ti_kernel=4)
     with pytest.raises(ValueError, match="eps"):
         make_baseline("PGD", net, -0.1, 2)
 
@@ -177,3 +177,28 @@ def test_sample_counts_cap_follows_n_images():
     assert Config.from_preset("full").sample_counts[-1] <= cap  # the shipped presets stay allowed
     with pytest.raises(ConfigError, match=f"<= {cap}"):
         Config.from_preset("full", sample_counts=(cap + 1,))
+
+
+def test_di_and_ti_run_with_momentum_and_mi_fgsm_k_at_andas_budget():
+    """DI and TI as transfer papers run them (momentum, decay 1.0; TI without DI); MI-FGSM-K uses
+    ANDA's K translated copies, so ANDA's gradient budget."""
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 4)).eval()
+    di = make_baseline("DI-MI-FGSM", net, 8 / 255, 3)
+    ti = make_baseline("TI-MI-FGSM", net, 8 / 255, 3, ti_kernel=5)
+    assert di.decay == 1.0 and di.diversity_prob == 0.5
+    assert ti.decay == 1.0 and ti.diversity_prob == 0.0 and ti.len_kernel == 5
+    k = make_baseline("MI-FGSM-K", net, 8 / 255, 3, n_ens=9, aug_max=0.3)
+    assert (k.n_ens, k.aug_max, k.decay) == (9, 0.3, 1.0)
+    cfg = Config.from_preset("smoke")
+    assert {"DI-MI-FGSM", "TI-MI-FGSM", "MI-FGSM-K"} <= set(cfg.attacks)
+
+
+def test_mi_fgsm_k_with_one_untranslated_copy_is_mi_fgsm():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 5)).eval()
+    x, y = torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
+    one = make_baseline("MI-FGSM-K", net, 8 / 255, 4, n_ens=1, aug_max=0.0)(x, y)
+    ref = make_baseline("MI-FGSM", net, 8 / 255, 4)(x, y)
+    assert float((one - ref).abs().max()) < 1e-5
+    many = make_baseline("MI-FGSM-K", net, 8 / 255, 4, n_ens=9, aug_max=0.3)(x, y)
+    assert float((many - x).abs().max()) <= 8 / 255 + 1e-6 and not torch.equal(many, ref)
