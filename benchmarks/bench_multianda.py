@@ -35,6 +35,8 @@ def _child(name: str, args: dict, queue) -> None:
     eps, steps = 16 / 255, args["steps"]
     if name == "MI-FGSM":
         atk = make_baseline("MI-FGSM", model, eps, steps)
+    elif name == "MI-FGSM-K":  # MI-FGSM at ANDA's gradient budget (the same K translated copies)
+        atk = make_baseline("MI-FGSM-K", model, eps, steps, n_ens=args["n_ens"])
     elif name == "ANDA":
         atk = ANDA(model, eps=eps, steps=steps, n_ens=args["n_ens"], seed=0)
     elif name == "ANDA (sample, D kept)":
@@ -73,7 +75,7 @@ def main() -> None:
             "threads": a.threads}
     ctx = mp.get_context("spawn")
     rows = []
-    for name in ("MI-FGSM", "ANDA", "ANDA (sample, D kept)", "MultiANDA"):
+    for name in ("MI-FGSM", "MI-FGSM-K", "ANDA", "ANDA (sample, D kept)", "MultiANDA"):
         q = ctx.Queue()
         p = ctx.Process(target=_child, args=(name, args, q))
         p.start()
@@ -84,7 +86,7 @@ def main() -> None:
     print(f"# ANDA vs MI-FGSM: batch {a.batch} of 3x32x32, arch {a.arch}, T={a.steps}, K={a.n_ens}, "
           f"M={a.chains}, device {base[4]}, {a.threads} thread(s)")
     print(f"# analytic size of D for the batch (B*K*T*d*4 bytes): {d_mb:.1f} MiB; gradient evaluations per image:"
-          f" MI-FGSM {a.steps}, ANDA {a.n_ens * a.steps}, MultiANDA {a.chains * a.n_ens * a.steps}")
+          f" MI-FGSM {a.steps}, MI-FGSM-K and ANDA {a.n_ens * a.steps}, MultiANDA {a.chains * a.n_ens * a.steps}")
     print(f"{'attack':24s} {'s/img wall':>11s} {'s/img cpu':>10s} {'x MI wall':>9s} {'x MI cpu':>9s} "
           f"{'peak MiB':>9s} {'x MI mem':>9s}")
     for name, wall, cpu, mem, _ in rows:

@@ -18,5 +18,6 @@ def test_card_library_examples_run_as_written(monkeypatch, tmp_path):
         warnings.simplefilter("error", UserWarning)  # the examples use the API as intended
         for i, code in enumerate(blocks):
             exec(compile(code, f"{CARD}:python-block-{i}", "exec"), namespace)  # noqa: S102
-    assert tuple(namespace["adv"].shape) == (4, 3, 32, 32)
+    assert tuple(namespace["adv_n"].shape) == (4, 3, 32, 32)  # declared normalisation
     assert tuple(namespace["draws"].shape) == (5, 4, 3, 32, 32)
+    assert tuple(namespace["adv"].shape) == (2, 3, 64, 64)  # the last block: your own data

@@ -9,7 +9,7 @@ images and return normalised ones; see :class:`ANDA` and the method card (README
 """
 
 from reprozoo.multianda.anda import ANDA, ANDAState, MultiANDA, OnlineGaussian, translation_grid, translation_thetas
-from reprozoo.multianda.baselines import BASELINES, make_baseline
+from reprozoo.multianda.baselines import BASELINES, MIFGSMK, make_baseline
 
-__all__ = ["ANDA", "ANDAState", "BASELINES", "MultiANDA", "OnlineGaussian", "make_baseline", "translation_grid",
-           "translation_thetas"]
+__all__ = ["ANDA", "ANDAState", "BASELINES", "MIFGSMK", "MultiANDA", "OnlineGaussian", "make_baseline",
+           "translation_grid", "translation_thetas"]

@@ -52,6 +52,9 @@ __all__ = ["ANDA", "ANDAState", "MultiANDA", "OnlineGaussian", "translation_grid
 #: Translations are in ``affine_grid`` units (1.0 = half the image side); at 2.0 a copy is shifted by a
 #: whole side and is blank, so ``aug_max`` must be below this.
 AUG_MAX_LIMIT = 2.0
+#: Pixels this far outside [0, 1] are rounding (e.g. of a normalise / un-normalise round trip in float32,
+#: about 3e-8) and are clamped; farther out, images are rejected.
+RANGE_TOL = 1e-6
 
 
 def _check_n_ens(n_ens) -> int:
@@ -199,6 +202,11 @@ class OnlineGaussian:
         return self.mean.unsqueeze(0) + torch.einsum("nbk,bkd->nbd", z, d_mat) / math.sqrt(k - 1)
 
 
+def _shortest(t: torch.Tensor) -> str:
+    """The shortest decimal that reads back as the 0-d tensor ``t`` in its own dtype (1.0000001, not 1)."""
+    return str(t.detach().cpu().numpy())
+
+
 def _check_model(model) -> None:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model should be a torch.nn.Module returning logits, got {type(model).__name__}")
@@ -302,11 +310,12 @@ class ANDA(Attack):
     ------
     TypeError, ValueError
         Naming the argument: bad constructor values; images not a 4-D finite float tensor, outside
-        [0, 1] (after un-normalisation, if declared) or of the wrong channel count for the declared
-        normalisation; labels not an integer (B,) tensor, or outside [0, n_classes) where
-        n_classes is read from the model's logits at the first step (also for the targets of the
-        targeted modes); a model whose output is not (N, n_classes); in :meth:`finish`, a state
-        that does not match the images.
+        [0, 1] by more than ``RANGE_TOL`` = 1e-6 (after un-normalisation, if declared; values within
+        it are float rounding and are clamped), of the wrong channel count for the declared
+        normalisation, or of a shape the model cannot take (its forward fails); labels not an
+        integer (B,) tensor, or outside [0, n_classes) where n_classes is read from the model's
+        logits at the first step (also for the targets of the targeted modes); a model whose output
+        is not (N, n_classes); in :meth:`finish`, a state that does not match the images.
 
     Notes
     -----
@@ -487,17 +496,20 @@ class ANDA(Attack):
         if not torch.isfinite(images).all():
             raise ValueError("images contains NaN or infinite values")
         declared = self.normalization_used is not None
-        lo, hi = float(images.min()), float(images.max())
-        if lo < 0.0 or hi > 1.0:
+        t_lo, t_hi = images.min(), images.max()
+        lo, hi = float(t_lo), float(t_hi)
+        if lo < -RANGE_TOL or hi > 1.0 + RANGE_TOL:
             if declared:
                 raise ValueError(
                     "set_normalization_used(mean, std) was called, so images should be normalised images "
                     "(x - mean) / std of pixels x in [0, 1]; un-normalised (images * std + mean) they lie in "
-                    f"[{lo:.4g}, {hi:.4g}], outside [0, 1]. Pass normalised images (outputs come back normalised), "
+                    f"[{_shortest(t_lo)}, {_shortest(t_hi)}], outside [0, 1] (tolerance {RANGE_TOL:g}). Pass "
+                    "normalised images (outputs come back normalised), "
                     "or put the normalisation inside the model, skip set_normalization_used and pass [0, 1] "
                     "images (recommended)")
             raise ValueError(
-                f"images should be pixels in [0, 1], got values in [{lo:.4g}, {hi:.4g}]. Put the input "
+                f"images should be pixels in [0, 1] (tolerance {RANGE_TOL:g}), got values in "
+                f"[{_shortest(t_lo)}, {_shortest(t_hi)}]. Put the input "
                 "normalisation inside the model and pass [0, 1] images (recommended); only if the model itself "
                 "takes normalised inputs, pass normalised images AND call set_normalization_used(mean, std), "
                 "after which outputs come back normalised too")
@@ -510,7 +522,10 @@ class ANDA(Attack):
                     "(x - mean) / std? With declared normalisation the attack takes and returns normalised "
                     "images", UserWarning, stacklevel=4)
         dtype = self._model_dtype() or images.dtype
-        return images.detach().to(device=self.device, dtype=dtype)
+        images = images.detach()
+        if lo < 0.0 or hi > 1.0:  # rounding of a normalise / un-normalise round trip: clamp onto [0, 1]
+            images = images.clamp(0.0, 1.0)
+        return images.to(device=self.device, dtype=dtype)
 
     def _check_inputs(self, images, labels) -> tuple[torch.Tensor, torch.Tensor]:
         images = self._check_images(images)
@@ -524,6 +539,21 @@ class ANDA(Attack):
         if labels.min() < 0:
             raise ValueError(f"labels should be class indices >= 0, got min {int(labels.min())}")
         return images, labels.detach().to(self.device).long()
+
+    def _first_logits(self, inputs: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        """The model's logits for the first step's inputs; a model that cannot take images of this
+        shape (channels, size) raises ``ValueError`` naming ``images`` instead of its raw RuntimeError."""
+        try:
+            return self.get_logits(inputs)
+        except RuntimeError as exc:
+            if isinstance(exc, torch.OutOfMemoryError) or "memory" in str(exc).lower():
+                raise
+            conv = next((m for m in self.model.modules() if isinstance(m, nn.Conv2d)), None)
+            expect = (f" (its first convolution takes {conv.in_channels} channels)"
+                      if conv is not None and conv.in_channels != images.shape[1] else "")
+            raise ValueError(f"images of shape {tuple(images.shape)} (B, C, H, W) do not fit the model{expect}: "
+                             f"check the channel count and image size the model was built for "
+                             f"(the model raised: {exc})") from exc
 
     @staticmethod
     def _check_logits(logits: torch.Tensor, n_inputs: int) -> int:
@@ -624,14 +654,16 @@ class ANDA(Attack):
             copies = self._copy_noise(xt.unsqueeze(1).repeat(1, k, 1, 1, 1), generator).detach()
             copies.requires_grad_(True)
             inputs, reps = self._ct_inputs(_translate(copies, grid), generator)
-            logits = self.get_logits(inputs)
-            if y_in is None:  # first step: labels (and targets) against the model's class count
+            if y_in is None:  # first step: images against the model's input, labels against its class count
+                logits = self._first_logits(inputs, images)
                 n_classes = self._check_logits(logits, inputs.shape[0])
                 self._check_class_range(labels, n_classes, "labels")
                 y = self._target(images, labels)
                 if self.targeted:
                     self._check_class_range(y, n_classes, f"target labels of the {self.attack_mode} mode")
                 y_in = y.repeat(m).repeat_interleave(k).repeat(reps)  # (reps·M·B·K,), matches inputs
+            else:
+                logits = self.get_logits(inputs)
             cost = sign * F.cross_entropy(logits, y_in, reduction="sum")
             grads = torch.autograd.grad(cost, copies)[0]
             # step 3: online mean and deviation rows over all gradients so far
