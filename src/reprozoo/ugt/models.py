@@ -206,16 +206,17 @@ def _ugt(cls):
     class UGT(cls):
         def __init__(self, in_channels: int, hidden_channels: int, out_channels: int, num_layers: int = 2,
                      sparsity: float = 0.9, *, mode: str = "global", weight_init: str = "kaiming_uniform",
-                     score_init: str = "kaiming_uniform", **kwargs) -> None:
+                     score_init: str = "kaiming_uniform", rank: str | None = None, **kwargs) -> None:
             super().__init__(in_channels, hidden_channels, out_channels, num_layers, dropout=0.0, **kwargs)
-            sparsify_(self, sparsity, mode=mode, weight_init=weight_init, score_init=score_init)
+            sparsify_(self, sparsity, mode=mode, weight_init=weight_init, score_init=score_init, rank=rank)
 
     UGT.__name__ = UGT.__qualname__ = f"UGT{cls.__name__}"
     UGT.__doc__ = (
         f"Untrained-ticket {cls.__name__}: :class:`{cls.__name__}` with frozen random weights and score masks.\n\n"
         "Parameters as the dense model, plus ``sparsity`` (fraction of all masked weights removed, in\n"
         "[0, 1)), ``mode`` (\"global\" = UGT, \"layerwise\" = Edge-Popup), ``weight_init``\n"
-        "(\"kaiming_uniform\" default, \"signed_constant\" option) and ``score_init``. Only the scores\n"
+        "(\"kaiming_uniform\" default, \"signed_constant\" option), ``score_init`` and ``rank`` (what the\n"
+        "masks rank: None = raw scores for UGT, ``|score|`` for Edge-Popup). Only the scores\n"
         "are trainable (``reprozoo.ugt.score_parameters``); change the target with ``set_sparsity``.\n"
         "Huang et al., LoG 2022, Sec. 3."
     )
@@ -229,7 +230,7 @@ UGTGIN = _ugt(GIN)
 
 def build_model(arch: str, in_channels: int, hidden_channels: int, out_channels: int, num_layers: int = 2, *,
                 sparsity: float | None = None, mode: str = "global", weight_init: str = "kaiming_uniform",
-                dropout: float = 0.0, heads: int = 1, cached: bool = False) -> _GNN:
+                dropout: float = 0.0, heads: int = 1, cached: bool = False, rank: str | None = None) -> _GNN:
     """A dense (``sparsity=None``) or UGT model of architecture ``arch`` in ``ARCHS``.
 
     ``heads`` applies to GAT, ``cached`` to GCN (see :class:`GCN`).
@@ -242,4 +243,4 @@ def build_model(arch: str, in_channels: int, hidden_channels: int, out_channels:
         return cls(in_channels, hidden_channels, out_channels, num_layers, dropout=dropout, **extra)
     cls = {"GCN": UGTGCN, "GAT": UGTGAT, "GIN": UGTGIN}[arch]
     return cls(in_channels, hidden_channels, out_channels, num_layers, sparsity, mode=mode,
-               weight_init=weight_init, **extra)
+               weight_init=weight_init, rank=rank, **extra)
