@@ -163,8 +163,7 @@ def test_ood_frac_must_hold_out_one_to_c_minus_2_classes(frac):
 
 
 def test_ood_frac_bounds_follow_each_data_set():
-    from reprozoo.ugt.analysis import ood_split
-    from reprozoo.ugt.analysis import n_ood_classes
+    from reprozoo.ugt.analysis import n_ood_classes, ood_split
     from reprozoo.ugt.experiment import ood_frac_range
 
     robust = Config.from_preset("robust").replace(ood_classes="last")

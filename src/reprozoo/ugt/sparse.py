@@ -54,6 +54,7 @@ __all__ = [
     "linear_forward",
     "masked_modules",
     "refresh_masks",
+    "reset_ticket_",
     "score_parameters",
     "set_sparsity",
     "sparsify_",
@@ -251,6 +252,7 @@ class _MaskState:
     sparsity: float
     mode: str
     key: tuple | None = None  # (sparsity, mode, score versions) of the masks now in place
+    weight_init: str | None = None  # what reset_ticket_ re-draws the frozen attention vectors with
 
 
 def _check_mode(mode: str) -> str:
@@ -337,6 +339,33 @@ def set_sparsity(model: nn.Module, sparsity: float, mode: str | None = None) -> 
         if empty:
             warnings.warn(f"sparsity {state.sparsity} keeps no weight in layer(s) {empty}: the network is "
                           "disconnected there (layer collapse); lower the sparsity", stacklevel=2)
+
+
+def reset_ticket_(model: nn.Module) -> nn.Module:
+    """Re-draw the frozen weights and scores of a converted ``model`` in place (its ``reset_parameters``).
+
+    Every :class:`SparseLinear` re-draws its weight (its ``weight_init``) and scores; masked attention vectors
+    re-draw theirs (Kaiming-uniform); GCN caches of the normalised graph are dropped; the masks are refreshed
+    at the current target sparsity. Returns ``model``.
+    """
+    state: _MaskState | None = getattr(model, "_ugt_state", None)
+    if state is None:
+        raise ValueError("model was not converted; call sparsify_(model, sparsity) first")
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, SparseLinear):
+                mod.reset_parameters()
+            for attr in ("_cached_edge_index", "_cached_adj_t"):
+                if getattr(mod, attr, None) is not None:
+                    setattr(mod, attr, None)
+            if parametrize.is_parametrized(mod):
+                for attr, plist in mod.parametrizations.items():
+                    init_weight_(plist.original.data, state.weight_init or "kaiming_uniform")
+                    for p in plist:
+                        if isinstance(p, ScoreMask):
+                            p.reset_scores()
+    refresh_masks(model, force=True)
+    return model
 
 
 def _refresh_hook(module: nn.Module, args) -> None:  # forward pre-hook installed by sparsify_
@@ -450,7 +479,7 @@ def sparsify_(
                 p.requires_grad_(False)
     for _, m in masked_modules(model):
         m.rank = rank
-    model._ugt_state = _MaskState(sparsity=s, mode=mode)
+    model._ugt_state = _MaskState(sparsity=s, mode=mode, weight_init=weight_init)
     model.register_forward_pre_hook(_refresh_hook)
     refresh_masks(model)
     warn_empty_layers({n: m.mask for n, m in masked_modules(model)}, f"sparsity {s}")  # one host sync
