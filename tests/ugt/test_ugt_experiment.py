@@ -22,6 +22,9 @@ def test_smoke_preset_end_to_end(tmp_path):
     assert 60.0 < top1["UGT-GCN"] <= 100.0
     assert 60.0 < top1["Dense-GCN"] <= 100.0
     assert 30.0 < top1["EdgePopup-GCN"] <= 100.0
+    # paper Sec. 5 (Fig. 2): at high sparsity UGT beats Edge-Popup. Smoke budget (Cora, seed 0, 30 epochs,
+    # hidden 64, s = 0.9): measured 77.7 vs 65.6 %, +12.1 points; asserted with half that margin
+    assert top1["UGT-GCN"] - top1["EdgePopup-GCN"] >= 6.0
     sp = {k[2]: v["sparsity"][0] for k, v in summary.items()}
     assert sp["UGT-GCN"] == pytest.approx(0.9, abs=1e-4) and sp["Dense-GCN"] == 0.0
     assert {r.setting for r in result.records} == {"s=0.9,L=2"}

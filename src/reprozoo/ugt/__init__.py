@@ -36,9 +36,9 @@ from reprozoo.ugt.sparse import (
     layer_sparsities,
     masked_modules,
     refresh_masks,
+    reset_ticket_,
     score_parameters,
     set_sparsity,
-    reset_ticket_,
     sparsify_,
 )
 from reprozoo.ugt.train import (

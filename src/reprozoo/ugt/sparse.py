@@ -359,7 +359,7 @@ def reset_ticket_(model: nn.Module) -> nn.Module:
                 if getattr(mod, attr, None) is not None:
                     setattr(mod, attr, None)
             if parametrize.is_parametrized(mod):
-                for attr, plist in mod.parametrizations.items():
+                for plist in mod.parametrizations.values():
                     init_weight_(plist.original.data, state.weight_init or "kaiming_uniform")
                     for p in plist:
                         if isinstance(p, ScoreMask):
