@@ -6,7 +6,7 @@
   ``get_ood_split(ood_frac_left_out_classes=0.4)``) and score OOD test nodes by maximum softmax.
 * :func:`perturb_features` / :func:`perturb_edges`: random feature noise on a fraction of nodes and
   random edge insertions with a budget relative to the number of edges (reference ``ood.py`` /
-  ``attack_eps``; exact protocols of the paper are unverified, see the method card).
+  ``attack_eps``; the reference defaults, with our former variants as options, see the method card).
 * :func:`expected_calibration_error` (ECE, 15 equal-width bins).
 """
 

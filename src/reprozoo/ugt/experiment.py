@@ -145,17 +145,19 @@ def ood_frac_range(num_classes: int, classes: str = "random") -> tuple[float, fl
 
 
 def check_layer_budget(cfg: UGTConfig, num_features: int, num_classes: int, dataset: str) -> None:
-    """``ConfigError`` (naming ``sparsities``) when a sparsity keeps no weight in some masked tensor: Edge-Popup's
-    top-k of its smallest tensor, or UGT's global budget below one weight per tensor. From the sizes only."""
+    """``ConfigError`` (naming ``sparsities``) when a sparsity keeps no weight in some masked linear map: Edge-Popup's
+    top-k of its smallest one, or UGT's global budget below one weight per linear map. From the sizes only."""
     from reprozoo.ugt.models import build_model
-    from reprozoo.ugt.sparse import masked_modules
+    from reprozoo.ugt.sparse import SparseLinear, masked_modules
 
     for arch in cfg.archs:
         for depth in cfg.depths:
             model = build_model(arch, num_features, cfg.hidden, num_classes, depth, sparsity=0.0,
                                 heads=cfg.gat_heads)  # milliseconds: sizes only
-            sizes = [m.score.numel() for _, m in masked_modules(model)]
-            n = sum(sizes)
+            mods = [m for _, m in masked_modules(model)]
+            n = sum(m.score.numel() for m in mods)
+            # linear maps only: an emptied GAT attention vector leaves uniform attention, not constant logits
+            sizes = [m.score.numel() for m in mods if isinstance(m, SparseLinear)]
             for s in cfg.sparsities:
                 ugt_keep = n - round(s * n)
                 ep_keep = min(k - round(s * k) for k in sizes)
@@ -163,7 +165,7 @@ def check_layer_budget(cfg: UGTConfig, num_features: int, num_classes: int, data
                     raise ConfigError(
                         f"sparsities: {s!r} keeps {ugt_keep} of {n} weights of {arch}-{depth} on {dataset} "
                         f"(Edge-Popup: {ep_keep} in its smallest layer of {min(sizes)}); every one of its "
-                        f"{len(sizes)} masked layers needs at least one weight, or the logits are constant: "
+                        f"{len(sizes)} masked linear maps needs at least one weight, or the logits are constant: "
                         "choose a lower sparsity")
 
 
