@@ -36,7 +36,7 @@ def test_ood_split_and_auroc():
     tr = torch.arange(20) < 10
     va = (torch.arange(20) >= 10) & (torch.arange(20) < 15)
     te = torch.arange(20) >= 15
-    s = ood_split(y, tr, va, te, frac_left_out=0.4)
+    s = ood_split(y, tr, va, te, frac_left_out=0.4, classes="last")  # our former protocol, kept as an option
     assert s.ood_classes == [3, 4] and s.num_id_classes == 3
     assert not bool((s.train_mask & (y >= 3)).any()) and bool((s.ood_test_mask == (te & (y >= 3))).all())
     logits = torch.zeros(20, 3)
@@ -46,23 +46,56 @@ def test_ood_split_and_auroc():
         ood_auroc(logits, s.id_test_mask, torch.zeros(20, dtype=torch.bool))
 
 
+def test_ood_split_reference_draws_floor_of_the_fraction_at_random():
+    """Reference get_ood_split: floor(0.4 * C) classes, drawn at random (the former split took the last
+    round(0.4 * C): 3 of Cora's 7 classes, always 4, 5, 6)."""
+    y = torch.arange(70) % 7
+    m = torch.ones(70, dtype=torch.bool)
+    drawn = set()
+    for seed in range(8):
+        s = ood_split(y, m, m, m, frac_left_out=0.4, generator=torch.Generator().manual_seed(seed))
+        assert len(s.ood_classes) == 2 and s.num_id_classes == 5  # floor(2.8) = 2
+        is_ood = torch.isin(y, torch.tensor(s.ood_classes))
+        assert bool((s.y[is_ood] == -1).all()) and sorted(set(s.y[~is_ood].tolist())) == [0, 1, 2, 3, 4]
+        assert not bool((s.train_mask & is_ood).any())
+        drawn.add(tuple(s.ood_classes))
+    assert len(drawn) > 1
+
+
+def test_feature_noise_reference_spares_training_nodes():
+    """Reference perturb_features (bernoulli_0.5, perturb_train_indices=False): int(frac * |set|) nodes of the
+    validation, test and unlabelled sets get Bernoulli(0.5) words; training nodes are never touched."""
+    gen = torch.Generator().manual_seed(0)
+    n, f = 100, 40
+    x = torch.zeros(n, f)
+    x[torch.arange(n), torch.arange(n) % f] = 1.0
+    tr, va, te = torch.arange(n) < 20, (torch.arange(n) >= 20) & (torch.arange(n) < 40), torch.arange(n) >= 60
+    xp = perturb_features(x, 0.5, gen, train_mask=tr, val_mask=va, test_mask=te)
+    changed = (xp != x).any(dim=1)
+    assert not bool(changed[tr].any())
+    assert int(changed[va].sum()) == 10 and int(changed[te].sum()) == 20 and int(changed[~(tr | va | te)].sum()) == 10
+    assert 0.3 < float((xp[changed] > 0).float().mean()) < 0.7  # Bernoulli(0.5), not the data's 1/40 density
+    with pytest.raises(ValueError, match="train_mask"):
+        perturb_features(x, 0.5, gen)
+
+
 def test_perturbations():
     gen = torch.Generator().manual_seed(0)
     x = torch.zeros(50, 30)
     x[torch.arange(50), torch.arange(50) % 30] = 1.0
-    xp = perturb_features(x, 0.2, gen)
+    xp = perturb_features(x, 0.2, gen, model="density")
     changed = (xp != x).any(dim=1)
     assert int(changed.sum()) <= 10 and int(changed.sum()) >= 5
     rows = xp.sum(1)
     assert bool((((rows - 1).abs() < 1e-6) | (rows == 0)).all())
-    assert torch.equal(perturb_features(x, 0.0, gen), x)
+    assert torch.equal(perturb_features(x, 0.0, gen, model="density"), x)
     ei = torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]])
     ep = perturb_edges(ei, 10, 1.0, gen)
     assert ep.shape[1] == 8  # 2 undirected edges -> 2 more, both directions
     pairs = set(map(tuple, ep.T.tolist()))
     assert all((v, u) in pairs for u, v in pairs) and all(u != v for u, v in pairs)
     with pytest.raises(ValueError, match="frac_nodes"):
-        perturb_features(x, 1.5, gen)
+        perturb_features(x, 1.5, gen, model="density")
     with pytest.raises(ValueError, match="budget"):
         perturb_edges(ei, 10, -1.0, gen)
 

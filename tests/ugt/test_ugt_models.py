@@ -80,8 +80,6 @@ def test_bad_graph_input_raises_clear_errors():
         model(x, torch.tensor([[0, 1, 2]]))
     with pytest.raises(ValueError, match="in_channels=6"):
         model(torch.rand(12, 5), ei)
-    with pytest.raises(ValueError, match="no edges"):
-        model(x, torch.empty(2, 0, dtype=torch.long))
     with pytest.raises(ValueError, match="NaN"):
         model(torch.full((12, 6), float("nan")), ei)
     with pytest.raises(TypeError, match="int64"):
@@ -103,3 +101,48 @@ def test_bad_constructor_arguments(kwargs, error, match):
         GCN(**args)
     with pytest.raises(ValueError, match="sparsity"):
         UGTGCN(6, 8, 3, 2, sparsity=1.0)
+
+
+@pytest.mark.parametrize("cls", [GCN, GAT, GIN, UGTGCN, UGTGAT, UGTGIN])
+def test_empty_edge_index_is_accepted_like_pyg(cls):
+    """PyG convolutions accept a graph without edges (each node sees itself); it was rejected."""
+    x, _ = _graph()
+    empty = torch.empty(2, 0, dtype=torch.long)
+    kw = {"sparsity": 0.5} if cls.__name__.startswith("UGT") else {}
+    model = cls(6, 8, 3, 2, **kw).eval()
+    out = model(x, empty)
+    assert out.shape == (12, 3) and bool(torch.isfinite(out).all())
+    xs, adj = prepare_inputs(x, empty)
+    assert torch.allclose(model(xs, adj), out, atol=1e-5)
+
+
+def test_forward_takes_edge_weight_as_pyg():
+    """forward(x, edge_index, edge_weight=None): GCN weights each edge (GCNConv's normalisation); the others say
+    they take none."""
+    x, ei = _graph()
+    model = UGTGCN(6, 8, 3, 2, sparsity=0.5).eval()
+    ones = torch.ones(ei.shape[1])
+    assert torch.allclose(model(x, ei, ones), model(x, ei), atol=1e-6)
+    w = torch.rand(ei.shape[1], generator=torch.Generator().manual_seed(1))
+    assert not torch.allclose(model(x, ei, w), model(x, ei))
+    with pytest.raises(ValueError, match="edge_weight should be a tensor of shape"):
+        model(x, ei, torch.ones(3))
+    with pytest.raises(ValueError, match="edge_weight is not supported by UGTGIN"):
+        UGTGIN(6, 8, 3, 2, sparsity=0.5)(x, ei, ones)
+
+
+@pytest.mark.parametrize("cls", [GCN, GAT, GIN, UGTGCN, UGTGAT, UGTGIN])
+def test_reset_parameters_redraws_everything(cls):
+    """PyG convention: model.reset_parameters() re-draws the weights (and, for tickets, the scores)."""
+    x, ei = _graph()
+    kw = {"sparsity": 0.5} if cls.__name__.startswith("UGT") else {}
+    torch.manual_seed(0)
+    model = cls(6, 8, 3, 2, **kw).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    out = model(x, ei)
+    model.reset_parameters()
+    after = model.state_dict()
+    assert all(not torch.equal(before[k], after[k]) for k in before if before[k].numel() > 1)
+    assert not torch.allclose(model(x, ei), out)
+    if kw:
+        assert current_sparsity(model) == pytest.approx(0.5, abs=0.01)

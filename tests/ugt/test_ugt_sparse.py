@@ -185,3 +185,27 @@ def test_sparsity_that_empties_a_tensor_warns():
     assert layer_sparsities(model) == {"l1": 0.5, "l2": 1.0}
     with pytest.warns(UserWarning, match="keeps no weight"):
         set_sparsity(model, 0.7)
+
+
+def test_edge_popup_ranks_absolute_scores():
+    """Edge-Popup (Ramanujan et al. 2020) keeps the top-k of |score| and its straight-through gradient passes
+    through |.| (times sign(score)); the former version ranked the raw scores and dropped large negative ones."""
+    net = sparsify_(_Two(4, 2, 2), 0.5, mode="layerwise", weight_init="kaiming_uniform")
+    l1, l2 = net.l1, net.l2
+    with torch.no_grad():
+        l1.score.copy_(torch.tensor([[-5.0, 0.1, 0.2, -0.3], [4.0, -0.05, 0.0, 0.01]]))
+    refresh_masks(net, force=True)
+    assert l1.mask.tolist() == [[1.0, 0.0, 1.0, 1.0], [1.0, 0.0, 0.0, 0.0]]  # |s|: 5, 4, 0.3, 0.2
+    x = torch.randn(3, 4)
+    net(x).sum().backward()
+    w1 = (l1.weight * l1.mask).detach().requires_grad_(True)  # the same forward with W ⊙ m as a leaf
+    (torch.relu(x @ w1.T) @ (l2.weight * l2.mask).T).sum().backward()
+    assert torch.allclose(l1.score.grad, w1.grad * l1.weight * l1.score.sign())
+    raw = sparsify_(_Two(4, 2, 2), 0.5, mode="layerwise", rank="raw")  # the former variant, still available
+    with torch.no_grad():
+        raw.l1.score.copy_(l1.score)
+    refresh_masks(raw, force=True)
+    assert raw.l1.mask.tolist() == [[0.0, 1.0, 1.0, 0.0], [1.0, 0.0, 0.0, 1.0]]  # the -5.0 score was dropped
+    assert sparsify_(_Two(4, 2, 2), 0.5).l1.rank == "raw"  # UGT ranks the raw scores, as the authors' code
+    with pytest.raises(ValueError, match="rank"):
+        sparsify_(_Two(), 0.5, rank="square")

@@ -100,8 +100,9 @@ def test_bad_training_input():
         fit_node_classifier(model, x, ei, y, tr.long(), va, te, epochs=1)
     with pytest.raises(ValueError, match="epochs"):
         fit_node_classifier(model, x, ei, y, tr, va, te, epochs=0)
-    with pytest.raises(ValueError, match="no edges"):
-        fit_node_classifier(model, x, torch.empty(2, 0, dtype=torch.long), y, tr, va, te, epochs=1)
+    # a graph without edges is accepted, as in PyG (each node sees itself only)
+    fit = fit_node_classifier(model, x, torch.empty(2, 0, dtype=torch.long), y, tr, va, te, epochs=1)
+    assert 0.0 <= fit.test_acc <= 100.0
     with pytest.raises(ValueError, match="schedule"):
         fit_node_classifier(GCN(10, 8, 3), x, ei, y, tr, va, te, epochs=1, schedule=LinearSparsitySchedule(0.5, 1))
     with pytest.raises(TypeError, match="model"):
@@ -153,3 +154,15 @@ def test_float_y_reports_dtype_and_shape():
         fit_node_classifier(GCN(10, 8, 3, 2), x, ei, y.float(), tr, va, te, epochs=1)
     with pytest.raises(ValueError, match=r"got dtype torch.int64 and shape \(59,\)"):
         fit_node_classifier(GCN(10, 8, 3, 2), x, ei, y[:59], tr, va, te, epochs=1)
+
+
+@pytest.mark.parametrize("pair", [("train", "val"), ("train", "test"), ("val", "test")])
+def test_identical_masks_are_rejected(pair):
+    """The same nodes for training and validation (or test) were accepted silently: model selection or the test
+    would then read training nodes."""
+    x, ei, y, tr, va, te = _toy()
+    masks = {"train": tr, "val": va, "test": te}
+    masks[pair[1]] = masks[pair[0]].clone()
+    with pytest.raises(ValueError, match=f"{pair[0]}_mask and {pair[1]}_mask select the same nodes"):
+        fit_node_classifier(UGTGCN(10, 8, 3, 2, sparsity=0.5), x, ei, y, masks["train"], masks["val"],
+                            masks["test"], epochs=1)

@@ -36,6 +36,7 @@ from reprozoo.ugt.sparse import (
     layer_sparsities,
     masked_modules,
     refresh_masks,
+    reset_ticket_,
     score_parameters,
     set_sparsity,
     sparsify_,
@@ -52,7 +53,7 @@ from reprozoo.ugt.train import (
 __all__ = [
     "ARCHS", "GAT", "GCN", "GIN", "UGTGAT", "UGTGCN", "UGTGIN", "DenseLinear", "build_model", "check_graph",
     "ScoreMask", "SparseLinear", "current_sparsity", "global_threshold", "init_weight_", "layer_sparsities",
-    "masked_modules", "refresh_masks", "score_parameters", "set_sparsity", "sparsify_",
+    "masked_modules", "refresh_masks", "reset_ticket_", "score_parameters", "set_sparsity", "sparsify_",
     "ConstantSparsitySchedule", "LinearSparsitySchedule", "PolynomialSparsitySchedule", "make_schedule",
     "FitResult", "check_model_dtype", "evaluate_accuracy", "fit_node_classifier", "is_ugt_model", "prepare_inputs",
     "dense_baseline", "edge_popup_baseline", "ugt_method",

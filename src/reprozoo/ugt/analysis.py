@@ -6,11 +6,13 @@
   ``get_ood_split(ood_frac_left_out_classes=0.4)``) and score OOD test nodes by maximum softmax.
 * :func:`perturb_features` / :func:`perturb_edges`: random feature noise on a fraction of nodes and
   random edge insertions with a budget relative to the number of edges (reference ``ood.py`` /
-  ``attack_eps``; exact protocols of the paper are unverified, see the method card).
+  ``attack_eps``; the reference defaults, with our former variants as options, see the method card).
 * :func:`expected_calibration_error` (ECE, 15 equal-width bins).
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -23,6 +25,7 @@ __all__ = [
     "expected_calibration_error",
     "mean_average_distance",
     "ood_auroc",
+    "n_ood_classes",
     "ood_split",
     "perturb_edges",
     "perturb_features",
@@ -73,21 +76,42 @@ class OODSplit:
         self.num_id_classes, self.ood_classes = num_id_classes, ood_classes
 
 
-def ood_split(
-    y: Tensor, train_mask: Tensor, val_mask: Tensor, test_mask: Tensor, *, frac_left_out: float = 0.4
-) -> OODSplit:
-    """Hold out the last ``round(frac_left_out · C)`` classes (at least 1, at most C − 2) as OOD.
+OOD_CLASS_CHOICES = ("random", "last")
 
-    Training and validation keep only ID nodes; the test mask is split into ID and OOD parts.
+
+def n_ood_classes(frac_left_out: float, num_classes: int, classes: str = "random") -> int:
+    """Classes :func:`ood_split` holds out: ``floor(frac · C)`` (reference ``get_ood_split``) for
+    ``classes="random"``, ``round(frac · C)`` (our former protocol) for ``"last"``."""
+    return math.floor(frac_left_out * num_classes) if classes == "random" else round(frac_left_out * num_classes)
+
+
+def ood_split(
+    y: Tensor, train_mask: Tensor, val_mask: Tensor, test_mask: Tensor, *, frac_left_out: float = 0.4,
+    classes: str = "random", generator: torch.Generator | None = None,
+) -> OODSplit:
+    """Hold out some classes (at least 1, at most C − 2) as OOD.
+
+    ``classes="random"`` (reference ``get_ood_split``, its default ``ood_leave_out_last_classes=False``):
+    ``floor(frac · C)`` classes drawn at random with ``generator``; ``"last"`` (our former protocol): the last
+    ``round(frac · C)`` classes. ID classes keep their order and are relabelled ``0..C_id-1``. Training and
+    validation keep only ID nodes; the test mask is split into ID and OOD parts.
     """
     frac = check_float(frac_left_out, "frac_left_out", low=0.0, high=1.0, low_inclusive=False, high_inclusive=False)
+    if classes not in OOD_CLASS_CHOICES:
+        raise ValueError(f"classes={classes!r} is not valid; choose one of {list(OOD_CLASS_CHOICES)}")
     c = int(y.max()) + 1
-    n_ood = min(max(1, round(frac * c)), c - 2)
-    if n_ood < 1:
+    if c < 3:
         raise ValueError(f"need at least 3 classes to hold some out, got {c}")
-    ood_classes = list(range(c - n_ood, c))
-    is_ood = y >= c - n_ood
-    y_id = torch.where(is_ood, torch.full_like(y, -1), y)
+    n_ood = min(max(1, n_ood_classes(frac, c, classes)), c - 2)
+    if classes == "random":
+        ood_classes = sorted(torch.randperm(c, generator=generator)[:n_ood].tolist())
+    else:
+        ood_classes = list(range(c - n_ood, c))
+    is_ood = torch.zeros(c, dtype=torch.bool)
+    is_ood[ood_classes] = True
+    new_label = torch.cumsum(~is_ood, 0) - 1  # ID classes in order -> 0..C_id-1
+    is_ood, new_label = is_ood.to(y.device)[y], new_label.to(y.device)[y]
+    y_id = torch.where(is_ood, torch.full_like(y, -1), new_label)
     return OODSplit(
         y=y_id, train_mask=train_mask & ~is_ood, val_mask=val_mask & ~is_ood,
         id_test_mask=test_mask & ~is_ood, ood_test_mask=test_mask & is_ood,
@@ -107,21 +131,43 @@ def ood_auroc(logits: Tensor, id_mask: Tensor, ood_mask: Tensor) -> float:
     return float(roc_auc_score(labels, scores))
 
 
-def perturb_features(x: Tensor, frac_nodes: float, generator: torch.Generator) -> Tensor:
+NOISE_MODELS = ("reference", "density")
+
+
+def perturb_features(x: Tensor, frac_nodes: float, generator: torch.Generator, *, model: str = "reference",
+                     train_mask: Tensor | None = None, val_mask: Tensor | None = None,
+                     test_mask: Tensor | None = None) -> Tensor:
     """Replace the features of a random ``frac_nodes`` of the nodes by Bernoulli noise, rows L1-normalised.
 
-    Each replaced row draws every feature independently with probability equal to the data's mean
-    non-zero rate (so a noisy row has as many words as a typical one), then sums to one like the
-    ``NormalizeFeatures`` input. Returns a new dense tensor; ``x`` is not modified.
+    ``model="reference"`` (reference ``perturb_features``, ``ood_perturbation_type='bernoulli_0.5'``,
+    ``perturb_train_indices=False``): ``int(frac · |set|)`` nodes drawn in each of the validation, test and
+    remaining (unlabelled) sets, training nodes untouched (the masks are required); every feature is on with
+    probability 0.5. ``model="density"`` (our former protocol): ``round(frac · N)`` of all nodes, each feature on
+    with the data's mean non-zero rate (as many words as a typical row). Rows then sum to one like the
+    ``NormalizeFeatures`` input. Returns a new dense tensor; ``x`` is not modified. O(k · F) for k noisy rows.
     """
     frac = check_float(frac_nodes, "frac_nodes", low=0.0, high=1.0)
+    if model not in NOISE_MODELS:
+        raise ValueError(f"model={model!r} is not valid; choose one of {list(NOISE_MODELS)}")
     x = x.to_dense() if x.layout != torch.strided else x.clone()
     n = x.shape[0]
-    k = round(frac * n)
+    if model == "reference":
+        if train_mask is None or val_mask is None or test_mask is None:
+            raise ValueError("model='reference' perturbs validation, test and unlabelled nodes: give train_mask, "
+                             "val_mask and test_mask")
+        rest = ~(train_mask | val_mask | test_mask)
+        parts = []
+        for m in (val_mask, test_mask, rest):
+            ids = m.nonzero().flatten().cpu()
+            parts.append(ids[torch.randperm(ids.numel(), generator=generator)[:int(ids.numel() * frac)]])
+        idx = torch.cat(parts)
+        rate = 0.5
+    else:
+        idx = torch.randperm(n, generator=generator)[:round(frac * n)]
+        rate = float((x != 0).float().mean())
+    k = idx.numel()
     if k == 0:
         return x
-    rate = float((x != 0).float().mean())
-    idx = torch.randperm(n, generator=generator)[:k]
     noise = torch.bernoulli(torch.full((k, x.shape[1]), rate), generator=generator)
     noise = noise / noise.sum(dim=1, keepdim=True).clamp_min(1.0)
     x[idx] = noise.to(x.dtype)

@@ -5,6 +5,7 @@ Presets (``PRESETS``):
 * ``smoke``: Cora, 2-layer GCN, 30 epochs, one seed (end-to-end check, seconds);
 * ``quick``: Cora and CiteSeer, 2-layer GCN (hidden 256), UGT and Edge-Popup at sparsity 0.9,
   the dense GCN once per seed, 5 seeds, 400 epochs (a few minutes on two CPU cores);
+* ``sweep``: as quick at sparsities 0.5, 0.9 and 0.99 with 2 seeds (accuracy vs sparsity, paper Fig. 2);
 * ``full``: GCN, GAT and GIN, sparsity 0.1..0.99, 10 seeds (hours on CPU);
 * ``deep``: GCN at depths 2..32 on Cora, UGT vs dense: accuracy and MAD (over-smoothing);
 * ``robust``: OOD detection with held-out classes and accuracy under feature / edge noise.
@@ -36,6 +37,7 @@ from reprozoo.core.registry import ExperimentSpec
 from reprozoo.core.results import Result, mean_std
 from reprozoo.core.seed import seed_everything
 from reprozoo.datasets.planetoid import PLANETOID_SIZES
+from reprozoo.ugt.analysis import n_ood_classes
 
 __all__ = ["UGTConfig", "Config", "run", "setting_name"]
 
@@ -66,11 +68,18 @@ class UGTConfig(TorchExperimentConfig):
     ramp: str = knob("linear", choices=("linear", "polynomial", "constant"))
     ramp_fraction: float = knob(0.5, gt=0, le=1)  # fraction of the epochs spent ramping [0.5]
     edge_popup: bool = True  # also run the Edge-Popup baseline
+    #: what Edge-Popup ranks: "abs" = |scores| (Ramanujan et al. 2020) | "raw" = the scores (our former variant)
+    edge_popup_rank: str = knob("abs", choices=("abs", "raw"))
     dense: bool = True  # also run the trained dense baseline
     dense_lr: float = knob(0.01, gt=0)  # dense baseline: Adam learning rate
     dense_weight_decay: float = knob(5e-4, ge=0)  # dense baseline: weight decay
     dense_dropout: float = knob(0.5, ge=0, lt=1)  # dense baseline: dropout between layers
     ood_frac: float = knob(0.4, gt=0, lt=1)  # robust: fraction of classes held out as OOD [0.4]
+    #: robust: which classes are held out: "random" floor(ood_frac·C) (reference) | "last" round(ood_frac·C) (ours)
+    ood_classes: str = knob("random", choices=("random", "last"))
+    #: robust: feature noise: "reference" = Bernoulli 0.5 on non-training nodes | "density" = ours: any node,
+    #: each word on at the data's density
+    noise_model: str = knob("reference", choices=("reference", "density"))
     #: robust: fractions of nodes with noised features (0.0 = the clean graph, also the zero point of the
     #: edge-noise curve)
     feature_noise: tuple[float, ...] = knob((0.0, 0.1, 0.3, 0.5), ge=0, le=1, unique=True)
@@ -80,6 +89,9 @@ class UGTConfig(TorchExperimentConfig):
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "quick": {},
         "smoke": {"datasets": ("Cora",), "seeds": (0,), "epochs": 30, "hidden": 64},
+        # the paper's accuracy-vs-sparsity figure at three points (UGT vs Edge-Popup vs the dense line); about
+        # 315 CPU-s single-threaded by the per-fit costs measured for quick (not yet run end to end)
+        "sweep": {"sparsities": (0.5, 0.9, 0.99), "seeds": (0, 1)},
         "full": {
             "archs": ("GCN", "GAT", "GIN"),
             "sparsities": (0.1, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99),
@@ -88,6 +100,8 @@ class UGTConfig(TorchExperimentConfig):
         "deep": {
             "datasets": ("Cora",), "depths": (2, 4, 8, 16, 32), "sparsities": (0.04,), "edge_popup": False,
             "hidden": 256, "seeds": (0, 1, 2),
+            # the authors' dense deep runs: no dropout, weight decay 0, lr 0.005
+            "dense_lr": 0.005, "dense_weight_decay": 0.0, "dense_dropout": 0.0,
         },
         "robust": {
             "protocol": "robust", "datasets": ("Cora",), "seeds": (0, 1, 2), "edge_popup": False,
@@ -106,26 +120,53 @@ class UGTConfig(TorchExperimentConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.protocol == "robust":  # ood_split holds out round(ood_frac * C) classes: keep >= 2 ID, >= 1 OOD
+        if self.protocol == "robust":  # keep >= 2 ID classes and hold out >= 1
+            how = "floor" if self.ood_classes == "random" else "round"
             for d in self.datasets:
                 c = PLANETOID_SIZES[d][2] if d in PLANETOID_SIZES else None
-                if c is not None and not 1 <= n_ood_classes(self.ood_frac, c) <= c - 2:
-                    lo, hi = ood_frac_range(c)
+                k = None if c is None else n_ood_classes(self.ood_frac, c, self.ood_classes)
+                if c is not None and not 1 <= k <= c - 2:
+                    lo, hi = ood_frac_range(c, self.ood_classes)
                     raise ConfigError(
-                        f"ood_frac={self.ood_frac!r} holds out round({self.ood_frac:g} x {c}) = "
-                        f"{n_ood_classes(self.ood_frac, c)} of the {c} classes of {d}; it should hold out 1 to "
-                        f"{c - 2} (at least 2 classes stay in distribution): choose ood_frac in [{lo:.3g}, {hi:.3g}]")
+                        f"ood_frac={self.ood_frac!r} holds out {how}({self.ood_frac:g} x {c}) = {k} of the {c} "
+                        f"classes of {d}; it should hold out 1 to {c - 2} (at least 2 classes stay in "
+                        f"distribution): choose ood_frac in [{lo:.3g}, {hi:.3g}]")
+        for d in self.datasets:  # a sparsity that leaves a layer without any weight gives constant logits
+            if d in PLANETOID_SIZES:
+                check_layer_budget(self, PLANETOID_SIZES[d][1], PLANETOID_SIZES[d][2], d)
 
 
-def n_ood_classes(ood_frac: float, num_classes: int) -> int:
-    """Classes the robust protocol holds out: ``round(ood_frac · C)`` (Python's round, half to even)."""
-    return round(ood_frac * num_classes)
-
-
-def ood_frac_range(num_classes: int) -> tuple[float, float]:
-    """An ``ood_frac`` interval ``[lo, hi]`` whose every value holds out 1 to C − 2 classes (approximate
-    at the rounding ties, which it stays inside of by a small margin)."""
+def ood_frac_range(num_classes: int, classes: str = "random") -> tuple[float, float]:
+    """An ``ood_frac`` interval ``[lo, hi]`` whose every value holds out 1 to C − 2 classes (``classes`` as
+    :func:`~reprozoo.ugt.analysis.ood_split`; approximate at the rounding ties, inside them by a small margin)."""
+    if classes == "random":  # floor(frac * C)
+        return 1.0 / num_classes, (num_classes - 1 - 1e-9) / num_classes
     return (0.5 + 1e-9) / num_classes, (num_classes - 2 + 0.5 - 1e-9) / num_classes
+
+
+def check_layer_budget(cfg: UGTConfig, num_features: int, num_classes: int, dataset: str) -> None:
+    """``ConfigError`` (naming ``sparsities``) when a sparsity keeps no weight in some masked linear map: Edge-Popup's
+    top-k of its smallest one, or UGT's global budget below one weight per linear map. From the sizes only."""
+    from reprozoo.ugt.models import build_model
+    from reprozoo.ugt.sparse import SparseLinear, masked_modules
+
+    for arch in cfg.archs:
+        for depth in cfg.depths:
+            model = build_model(arch, num_features, cfg.hidden, num_classes, depth, sparsity=0.0,
+                                heads=cfg.gat_heads)  # milliseconds: sizes only
+            mods = [m for _, m in masked_modules(model)]
+            n = sum(m.score.numel() for m in mods)
+            # linear maps only: an emptied GAT attention vector leaves uniform attention, not constant logits
+            sizes = [m.score.numel() for m in mods if isinstance(m, SparseLinear)]
+            for s in cfg.sparsities:
+                ugt_keep = n - round(s * n)
+                ep_keep = min(k - round(s * k) for k in sizes)
+                if ugt_keep < len(sizes) or (cfg.edge_popup and ep_keep < 1):
+                    raise ConfigError(
+                        f"sparsities: {s!r} keeps {ugt_keep} of {n} weights of {arch}-{depth} on {dataset} "
+                        f"(Edge-Popup: {ep_keep} in its smallest layer of {min(sizes)}); every one of its "
+                        f"{len(sizes)} masked linear maps needs at least one weight, or the logits are constant: "
+                        "choose a lower sparsity")
 
 
 Config = UGTConfig
@@ -155,7 +196,8 @@ def _fit(kind: str, arch: str, graph, depth: int, sparsity: float, cfg: UGTConfi
         lr, wd = cfg.dense_lr, cfg.dense_weight_decay
     elif kind == "edgepopup":
         model, sched = edge_popup_baseline(arch, x.shape[1], cfg.hidden, c, depth, sparsity=sparsity,
-                                           epochs=cfg.epochs, weight_init=cfg.weight_init, **common)
+                                           epochs=cfg.epochs, weight_init=cfg.weight_init,
+                                           rank=cfg.edge_popup_rank, **common)
         lr, wd = (cfg.lr_deep if depth >= 32 else cfg.lr), 0.0
     else:
         model, sched = ugt_method(arch, x.shape[1], cfg.hidden, c, depth, sparsity=sparsity, epochs=cfg.epochs,
@@ -242,9 +284,11 @@ def _run_robust(cfg: UGTConfig, result: Result) -> None:
     for dname in cfg.datasets:
         cpu_graph = _load(dname)  # perturbations draw on a CPU generator: the same graphs on every device
         graph = cpu_graph.to(cfg.device)
-        split = ood_split(graph.y, graph.train_mask, graph.val_mask, graph.test_mask, frac_left_out=cfg.ood_frac)
-        held_out[dname] = (len(split.ood_classes), graph.num_classes)
-        y_fit = split.y.clamp_min(0)  # OOD nodes are in no training/validation mask; their label is unused
+        splits = {seed: ood_split(graph.y, graph.train_mask, graph.val_mask, graph.test_mask,
+                                  frac_left_out=cfg.ood_frac, classes=cfg.ood_classes,
+                                  generator=torch.Generator().manual_seed(20_000 + seed))
+                  for seed in cfg.seeds}  # reference: the held-out classes are drawn anew with each seed
+        held_out[dname] = (len(splits[cfg.seeds[0]].ood_classes), graph.num_classes)
         jobs = [(seed, arch, kind, "ood", 0.0) for seed in cfg.seeds for arch in cfg.archs for kind in kinds]
         jobs += [(seed, arch, kind, "features", f) for seed in cfg.seeds for arch in cfg.archs for kind in kinds
                  for f in cfg.feature_noise]
@@ -254,6 +298,8 @@ def _run_robust(cfg: UGTConfig, result: Result) -> None:
             name = {"ugt": "UGT", "edgepopup": "EdgePopup", "dense": "Dense"}[kind] + f"-{arch}"
             role = "method" if kind == "ugt" else "baseline"
             if what == "ood":
+                split = splits[seed]
+                y_fit = split.y.clamp_min(0)  # OOD nodes are in no training/validation mask; their label is unused
                 model, fit = _fit(kind, arch, graph, depth, s, cfg, seed, y=y_fit,
                                   masks=(split.train_mask, split.val_mask, split.id_test_mask),
                                   num_classes=split.num_id_classes)
@@ -261,24 +307,30 @@ def _run_robust(cfg: UGTConfig, result: Result) -> None:
                 auroc = ood_auroc(logits, split.id_test_mask, split.ood_test_mask)
                 result.add_many(dname, name, role, {"AUROC": auroc, "top1": fit.test_acc}, seed=seed,
                                 setting=f"ood,{setting_name(s, depth)}")
-                log(f"{dname} seed={seed} {name} OOD: AUROC={auroc:.3f}, ID top1={fit.test_acc:.1f} %")
+                log(f"{dname} seed={seed} {name} OOD classes {split.ood_classes}: AUROC={auroc:.3f}, "
+                    f"ID top1={fit.test_acc:.1f} %")
                 continue
             gen = torch.Generator().manual_seed(10_000 + seed)
             x, ei = graph.x, graph.edge_index
             if what == "features":
-                x = perturb_features(cpu_graph.x, level, gen).to(cfg.device)
+                x = perturb_features(cpu_graph.x, level, gen, model=cfg.noise_model, train_mask=cpu_graph.train_mask,
+                                     val_mask=cpu_graph.val_mask, test_mask=cpu_graph.test_mask).to(cfg.device)
             else:
                 ei = perturb_edges(cpu_graph.edge_index, graph.num_nodes, level, gen).to(cfg.device)
             _, fit = _fit(kind, arch, graph, depth, s, cfg, seed, x=x, edge_index=ei)
             result.add(dname, name, role, "top1", fit.test_acc, seed=seed,
                        setting=f"{what}={level:g},{setting_name(s, depth)}")
             log(f"{dname} seed={seed} {name} {what}={level:g}: top1={fit.test_acc:.1f} %")
+    which = (f"floor({cfg.ood_frac}·C) classes drawn at random per seed" if cfg.ood_classes == "random"
+             else f"the last round({cfg.ood_frac}·C) classes")
+    noise = ("Bernoulli(0.5) words on a fraction of the validation, test and unlabelled nodes (training nodes "
+             "untouched)" if cfg.noise_model == "reference" else
+             "Bernoulli words at the data's density on a fraction of all nodes")
     result.notes.append(
-        f"robust: OOD = the last round({cfg.ood_frac}·C) classes held out of training ("
+        f"robust: OOD = {which} held out of training ("
         + ", ".join(f"{d}: {k} of {c}" for d, (k, c) in held_out.items())
-        + "; AUROC of -max softmax on test nodes); perturbations are applied before training (poisoning): "
-        "features of a fraction of nodes "
-        "replaced by Bernoulli noise, random edges added with a budget relative to |E|."
+        + f"; AUROC of -max softmax on test nodes); perturbations are applied before training (poisoning): "
+        f"features replaced by {noise}; random edges added with a budget relative to |E|."
     )
 
 
@@ -394,6 +446,10 @@ def run(config: UGTConfig, out_dir: Path) -> Result:
     config.validate()
     config = config.replace(device=str(resolve_device(config.device)))  # "auto" when called directly
     result = Result(name="ugt", preset=config.preset, config=config.to_dict())
+    for d in config.datasets:  # a user's graph file: its sizes are known once read (Planetoid: in validate)
+        if d not in PLANETOID_SIZES:
+            g = _load(d)
+            check_layer_budget(config, g.num_features, g.num_classes, d)
     if config.protocol == "robust":
         _run_robust(config, result)
     else:

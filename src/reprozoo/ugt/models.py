@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from torch_geometric.nn import GATConv, GCNConv, GINConv
 
 from reprozoo.core.checks import check_float, check_int
-from reprozoo.ugt.sparse import linear_forward, sparsify_
+from reprozoo.ugt.sparse import linear_forward, reset_ticket_, sparsify_
 
 __all__ = ["GCN", "GAT", "GIN", "UGTGCN", "UGTGAT", "UGTGIN", "DenseLinear", "check_graph", "build_model", "ARCHS"]
 
@@ -30,7 +30,20 @@ ARCHS = ("GCN", "GAT", "GIN")
 
 
 class DenseLinear(nn.Linear):
-    """``torch.nn.Linear`` that also accepts a sparse 2-D input (``torch.sparse.mm``); same init and result."""
+    """``torch.nn.Linear`` that also accepts a sparse 2-D input (``torch.sparse.mm``); same init and result.
+
+    ``glorot=True`` re-initialises with Glorot-uniform in :meth:`reset_parameters` (the init of PyG's
+    ``GCNConv`` / ``GATConv`` linear maps that it replaces), else with ``nn.Linear``'s default.
+    """
+
+    glorot = False
+
+    def reset_parameters(self) -> None:
+        if not self.glorot:
+            return super().reset_parameters()
+        nn.init.xavier_uniform_(self.weight)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         return linear_forward(x, self.weight, self.bias)
@@ -40,6 +53,7 @@ def _as_dense_linear(lin: nn.Module) -> DenseLinear:
     """Copy a PyG/torch ``Linear`` (weights included) into a :class:`DenseLinear`."""
     out_f, in_f = lin.weight.shape
     new = DenseLinear(int(in_f), int(out_f), bias=lin.bias is not None)
+    new.glorot = getattr(lin, "weight_initializer", None) == "glorot"
     with torch.no_grad():
         new.weight.copy_(lin.weight)
         if lin.bias is not None:
@@ -51,8 +65,8 @@ def check_graph(x: Tensor, edge_index: Tensor, in_channels: int | None = None) -
     """Validate a node-feature matrix and its graph; raise ``TypeError``/``ValueError`` naming the argument.
 
     ``x``: float tensor (N, F), dense or sparse, finite, N >= 1, F == ``in_channels`` when given.
-    ``edge_index``: int64 (2, E) with E >= 1 and every id in [0, N), or a sparse (N, N) adjacency
-    with at least one entry. Cost O(N·F + E) for dense ``x`` (the finiteness check).
+    ``edge_index``: int64 (2, E) with every id in [0, N), or a sparse (N, N) adjacency; E = 0 (no edges) is
+    accepted, as in PyG (each node then sees itself only). Cost O(N·F + E) for dense ``x`` (finiteness check).
     """
     if not isinstance(x, Tensor):
         raise TypeError(f"x should be a torch.Tensor of shape (num_nodes, in_channels), got {type(x).__name__}")
@@ -74,15 +88,13 @@ def check_graph(x: Tensor, edge_index: Tensor, in_channels: int | None = None) -
         if tuple(edge_index.shape) != (n, n):
             raise ValueError(f"the sparse adjacency should have shape ({n}, {n}) for x with {n} nodes, "
                              f"got {tuple(edge_index.shape)}")
-        if edge_index._nnz() == 0:
-            raise ValueError("the graph has no edges; GNN message passing needs at least one edge")
         return
     if edge_index.dim() != 2 or edge_index.shape[0] != 2:
         raise ValueError(f"edge_index should have shape (2, num_edges), got {tuple(edge_index.shape)}")
     if edge_index.dtype not in (torch.int64, torch.int32):
         raise TypeError(f"edge_index should hold int64 node ids, got dtype {edge_index.dtype}")
     if edge_index.shape[1] == 0:
-        raise ValueError("edge_index is empty: the graph has no edges; GNN message passing needs at least one edge")
+        return
     lo, hi = int(edge_index.min()), int(edge_index.max())
     if lo < 0 or hi >= n:
         raise ValueError(f"edge_index holds node ids in [{lo}, {hi}] but x has {n} nodes (valid ids: 0..{n - 1})")
@@ -110,14 +122,21 @@ class _GNN(nn.Module):
         sizes = [self.in_channels] + [self.hidden_channels] * (self.num_layers - 1) + [self.out_channels]
         return list(zip(sizes[:-1], sizes[1:], strict=True))
 
-    def _conv(self, conv: nn.Module, x: Tensor, edge_index: Tensor) -> Tensor:
+    supports_edge_weight = False
+
+    def _conv(self, conv: nn.Module, x: Tensor, edge_index: Tensor, edge_weight: Tensor | None) -> Tensor:
         return conv(x, edge_index)
 
-    def forward_features(self, x: Tensor, edge_index: Tensor) -> list[Tensor]:
+    def reset_parameters(self) -> None:
+        """Re-draw every parameter (PyG convention) and drop cached normalised adjacencies."""
+        for conv in self.convs:
+            conv.reset_parameters()  # GCNConv's also clears its cache
+
+    def forward_features(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor | None = None) -> list[Tensor]:
         """Node representations after every layer: a list of ``num_layers`` tensors (last = logits)."""
         outs = []
         for i, conv in enumerate(self.convs):
-            x = self._conv(conv, x, edge_index)
+            x = self._conv(conv, x, edge_index, edge_weight)
             if i < self.num_layers - 1:
                 x = F.relu(x)
                 if self.dropout > 0:
@@ -125,16 +144,25 @@ class _GNN(nn.Module):
             outs.append(x)
         return outs
 
-    def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
-        """Logits (N, out_channels) for features ``x`` (N, in_channels) and ``edge_index`` (2, E) or adj_t."""
+    def forward(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor | None = None) -> Tensor:
+        """Logits (N, out_channels) for features ``x`` (N, in_channels), ``edge_index`` (2, E) or adj_t and
+        optional ``edge_weight`` (E,) (GCN only; PyG's ``forward(x, edge_index, edge_weight=None)``)."""
         check_graph(x, edge_index, self.in_channels)
+        if edge_weight is not None:
+            if not self.supports_edge_weight:
+                raise ValueError(f"edge_weight is not supported by {type(self).__name__} (its convolution takes no "
+                                 "edge weights); use a GCN or pass edge_weight=None")
+            if not isinstance(edge_weight, Tensor) or edge_index.layout != torch.strided or \
+                    tuple(edge_weight.shape) != (edge_index.shape[1],):
+                raise ValueError("edge_weight should be a tensor of shape (num_edges,) matching a (2, num_edges) "
+                                 f"edge_index, got {getattr(edge_weight, 'shape', type(edge_weight).__name__)}")
         p = next(self.parameters(), None)
         if p is not None and x.dtype != p.dtype:
             raise TypeError(f"x has dtype {x.dtype} but the model's parameters are {p.dtype}; pass x with dtype "
                             f"{p.dtype} (x.to({p.dtype})) or convert the model with model.to({x.dtype})")
         if edge_index.layout != torch.strided and edge_index.dtype != x.dtype:
             edge_index = edge_index.to(x.dtype)  # a sparse adj_t built in another dtype
-        return self.forward_features(x, edge_index)[-1]
+        return self.forward_features(x, edge_index, edge_weight)[-1]
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.hidden_channels}, {self.out_channels}, num_layers={self.num_layers}"
@@ -149,6 +177,11 @@ class GCN(_GNN):
     only for a model that always sees the same graph, as the reference sets for Planetoid).
     Cost per forward O(L·(E·h + N·h²)).
     """
+
+    supports_edge_weight = True
+
+    def _conv(self, conv: nn.Module, x: Tensor, edge_index: Tensor, edge_weight: Tensor | None) -> Tensor:
+        return conv(x, edge_index, edge_weight)
 
     def __init__(self, in_channels: int, hidden_channels: int, out_channels: int, num_layers: int = 2,
                  dropout: float = 0.0, bias: bool = False, cached: bool = False) -> None:
@@ -194,7 +227,7 @@ class GIN(_GNN):
                                 DenseLinear(hidden_channels, fout, bias=bias))
             self.convs.append(GINConv(mlp, eps=0.0, train_eps=False))
 
-    def _conv(self, conv: nn.Module, x: Tensor, edge_index: Tensor) -> Tensor:
+    def _conv(self, conv: nn.Module, x: Tensor, edge_index: Tensor, edge_weight: Tensor | None) -> Tensor:
         if x.layout != torch.strided:
             x = x.to_dense()
         return conv(x, edge_index)
@@ -206,16 +239,21 @@ def _ugt(cls):
     class UGT(cls):
         def __init__(self, in_channels: int, hidden_channels: int, out_channels: int, num_layers: int = 2,
                      sparsity: float = 0.9, *, mode: str = "global", weight_init: str = "kaiming_uniform",
-                     score_init: str = "kaiming_uniform", **kwargs) -> None:
+                     score_init: str = "kaiming_uniform", rank: str | None = None, **kwargs) -> None:
             super().__init__(in_channels, hidden_channels, out_channels, num_layers, dropout=0.0, **kwargs)
-            sparsify_(self, sparsity, mode=mode, weight_init=weight_init, score_init=score_init)
+            sparsify_(self, sparsity, mode=mode, weight_init=weight_init, score_init=score_init, rank=rank)
+
+        def reset_parameters(self) -> None:
+            """Re-draw the frozen weights and the scores (PyG convention); masks refreshed at the target."""
+            reset_ticket_(self)
 
     UGT.__name__ = UGT.__qualname__ = f"UGT{cls.__name__}"
     UGT.__doc__ = (
         f"Untrained-ticket {cls.__name__}: :class:`{cls.__name__}` with frozen random weights and score masks.\n\n"
         "Parameters as the dense model, plus ``sparsity`` (fraction of all masked weights removed, in\n"
         "[0, 1)), ``mode`` (\"global\" = UGT, \"layerwise\" = Edge-Popup), ``weight_init``\n"
-        "(\"kaiming_uniform\" default, \"signed_constant\" option) and ``score_init``. Only the scores\n"
+        "(\"kaiming_uniform\" default, \"signed_constant\" option), ``score_init`` and ``rank`` (what the\n"
+        "masks rank: None = raw scores for UGT, ``|score|`` for Edge-Popup). Only the scores\n"
         "are trainable (``reprozoo.ugt.score_parameters``); change the target with ``set_sparsity``.\n"
         "Huang et al., LoG 2022, Sec. 3."
     )
@@ -229,7 +267,7 @@ UGTGIN = _ugt(GIN)
 
 def build_model(arch: str, in_channels: int, hidden_channels: int, out_channels: int, num_layers: int = 2, *,
                 sparsity: float | None = None, mode: str = "global", weight_init: str = "kaiming_uniform",
-                dropout: float = 0.0, heads: int = 1, cached: bool = False) -> _GNN:
+                dropout: float = 0.0, heads: int = 1, cached: bool = False, rank: str | None = None) -> _GNN:
     """A dense (``sparsity=None``) or UGT model of architecture ``arch`` in ``ARCHS``.
 
     ``heads`` applies to GAT, ``cached`` to GCN (see :class:`GCN`).
@@ -242,4 +280,4 @@ def build_model(arch: str, in_channels: int, hidden_channels: int, out_channels:
         return cls(in_channels, hidden_channels, out_channels, num_layers, dropout=dropout, **extra)
     cls = {"GCN": UGTGCN, "GAT": UGTGAT, "GIN": UGTGIN}[arch]
     return cls(in_channels, hidden_channels, out_channels, num_layers, sparsity, mode=mode,
-               weight_init=weight_init, **extra)
+               weight_init=weight_init, rank=rank, **extra)

@@ -54,12 +54,16 @@ __all__ = [
     "linear_forward",
     "masked_modules",
     "refresh_masks",
+    "reset_ticket_",
     "score_parameters",
     "set_sparsity",
     "sparsify_",
 ]
 
 MASK_MODES = ("global", "layerwise")
+#: what the masks rank: the raw scores (UGT reference code, ``GetSubnet(scores, threshold)``) or their absolute
+#: values (Edge-Popup, Ramanujan et al. CVPR 2020, ``GetSubnet.apply(self.scores.abs(), k)``)
+SCORE_RANKS = ("raw", "abs")
 WEIGHT_INITS = ("kaiming_uniform", "kaiming_normal", "signed_constant")
 
 
@@ -129,15 +133,21 @@ class ScoreMask(nn.Module):
         self.score_init = score_init
         self.score = nn.Parameter(torch.empty(shape))
         self.register_buffer("mask", torch.ones(shape), persistent=False)
+        self.rank = "raw"  # "abs" ranks |score| (Edge-Popup); set by sparsify_
         self.reset_scores()
 
     def reset_scores(self) -> None:
         init_weight_(self.score.data, self.score_init)
         self.mask.fill_(1.0)
 
+    def ranked_score(self) -> Tensor:
+        """What the mask ranks: ``score`` (UGT) or ``|score|`` (Edge-Popup, ``rank="abs"``)."""
+        return self.score.abs() if self.rank == "abs" else self.score
+
     def masked(self, weight: Tensor) -> Tensor:
-        """``weight ⊙ m``; gradient to ``score`` is ``grad ⊙ weight`` (straight-through)."""
-        return weight * _StraightThrough.apply(self.score, self.mask)
+        """``weight ⊙ m``; gradient to ``score`` is ``grad ⊙ weight`` (straight-through; times ``sign(score)``
+        when ranking ``|score|``, as the straight-through estimator sits on ``|score|`` in Edge-Popup)."""
+        return weight * _StraightThrough.apply(self.ranked_score(), self.mask)
 
     def forward(self, weight: Tensor) -> Tensor:
         return self.masked(weight)
@@ -242,6 +252,7 @@ class _MaskState:
     sparsity: float
     mode: str
     key: tuple | None = None  # (sparsity, mode, score versions) of the masks now in place
+    weight_init: str | None = None  # what reset_ticket_ re-draws the frozen attention vectors with
 
 
 def _check_mode(mode: str) -> str:
@@ -264,7 +275,7 @@ def score_parameters(model: nn.Module) -> Iterator[nn.Parameter]:
 def _masks(modules: list[ScoreMask], sparsity: float, mode: str) -> list[Tensor]:
     """New 0/1 masks for ``modules`` at ``sparsity``: ``round(s·n)`` lowest scores removed (assumes validated
     input). ``global``: one threshold over every score (UGT); ``layerwise``: top-k per tensor (Edge-Popup)."""
-    scores = [m.score.detach() for m in modules]
+    scores = [m.ranked_score().detach() for m in modules]
     if mode == "global":
         n = sum(s.numel() for s in scores)
         keep = global_topk_keep(scores, n - round(sparsity * n))
@@ -283,7 +294,7 @@ def global_threshold(model: nn.Module, sparsity: float) -> float:
     mods = [m for _, m in masked_modules(model)]
     if not mods:
         raise ValueError("model has no score-masked layers; convert it with sparsify_(model, sparsity) first")
-    flat = torch.cat([m.score.detach().reshape(-1) for m in mods])
+    flat = torch.cat([m.ranked_score().detach().reshape(-1) for m in mods])
     return topk_threshold(flat, flat.numel() - round(s * flat.numel()))
 
 
@@ -330,6 +341,33 @@ def set_sparsity(model: nn.Module, sparsity: float, mode: str | None = None) -> 
                           "disconnected there (layer collapse); lower the sparsity", stacklevel=2)
 
 
+def reset_ticket_(model: nn.Module) -> nn.Module:
+    """Re-draw the frozen weights and scores of a converted ``model`` in place (its ``reset_parameters``).
+
+    Every :class:`SparseLinear` re-draws its weight (its ``weight_init``) and scores; masked attention vectors
+    re-draw theirs (Kaiming-uniform); GCN caches of the normalised graph are dropped; the masks are refreshed
+    at the current target sparsity. Returns ``model``.
+    """
+    state: _MaskState | None = getattr(model, "_ugt_state", None)
+    if state is None:
+        raise ValueError("model was not converted; call sparsify_(model, sparsity) first")
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, SparseLinear):
+                mod.reset_parameters()
+            for attr in ("_cached_edge_index", "_cached_adj_t"):
+                if getattr(mod, attr, None) is not None:
+                    setattr(mod, attr, None)
+            if parametrize.is_parametrized(mod):
+                for plist in mod.parametrizations.values():
+                    init_weight_(plist.original.data, state.weight_init or "kaiming_uniform")
+                    for p in plist:
+                        if isinstance(p, ScoreMask):
+                            p.reset_scores()
+    refresh_masks(model, force=True)
+    return model
+
+
 def _refresh_hook(module: nn.Module, args) -> None:  # forward pre-hook installed by sparsify_
     refresh_masks(module)
 
@@ -372,6 +410,7 @@ def sparsify_(
     score_init: str = "kaiming_uniform",
     mask_attention: bool = True,
     freeze_others: bool = True,
+    rank: str | None = None,
 ) -> nn.Module:
     """Turn ``model`` into an untrained-ticket model **in place** and return it.
 
@@ -394,6 +433,9 @@ def sparsify_(
     score_init : str, default "kaiming_uniform"
     mask_attention : bool, default True
     freeze_others : bool, default True
+    rank : {None, "raw", "abs"}
+        What the masks rank: the raw scores (the UGT reference) or ``|score|`` (Edge-Popup, Ramanujan et al.
+        2020). None: "raw" for ``mode="global"``, "abs" for ``mode="layerwise"``.
 
     Raises
     ------
@@ -405,6 +447,9 @@ def sparsify_(
         raise TypeError(f"model should be a torch.nn.Module, got {type(model).__name__}")
     s = check_sparsity(sparsity)
     _check_mode(mode)
+    rank = ("abs" if mode == "layerwise" else "raw") if rank is None else rank
+    if rank not in SCORE_RANKS:
+        raise ValueError(f"rank={rank!r} is not valid; choose None or one of {list(SCORE_RANKS)}")
     if weight_init is not None and weight_init not in WEIGHT_INITS:
         raise ValueError(f"weight_init={weight_init!r} is not valid; choose None or one of {list(WEIGHT_INITS)}")
     if getattr(model, "_ugt_state", None) is not None:
@@ -432,7 +477,9 @@ def sparsify_(
         for p in model.parameters():
             if id(p) not in score_ids:
                 p.requires_grad_(False)
-    model._ugt_state = _MaskState(sparsity=s, mode=mode)
+    for _, m in masked_modules(model):
+        m.rank = rank
+    model._ugt_state = _MaskState(sparsity=s, mode=mode, weight_init=weight_init)
     model.register_forward_pre_hook(_refresh_hook)
     refresh_masks(model)
     warn_empty_layers({n: m.mask for n, m in masked_modules(model)}, f"sparsity {s}")  # one host sync

@@ -215,6 +215,12 @@ def fit_node_classifier(
             raise ValueError(f"{name} should be a bool tensor of shape ({n},)")
         if not bool(m.any()):
             raise ValueError(f"{name} selects no node")
+    for (a, ma), (b, mb) in ((("train_mask", train_mask), ("val_mask", val_mask)),
+                             (("train_mask", train_mask), ("test_mask", test_mask)),
+                             (("val_mask", val_mask), ("test_mask", test_mask))):
+        if torch.equal(ma, mb):  # model selection or the test would read the training nodes only
+            raise ValueError(f"{a} and {b} select the same nodes; give disjoint train / validation / test "
+                             "masks (validation picks the epoch, the test is read once)")
 
     ugt = is_ugt_model(model)
     if ugt:
