@@ -85,3 +85,20 @@ def test_run_on_a_graph_file_from_python_and_the_cli(cora, tmp_path):
                                    "--out", str(tmp_path / "cli")])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "cli" / "result.json").is_file()
+
+
+@pytest.mark.parametrize("content", [b"garbage", b""])
+def test_corrupt_graph_file_is_a_usage_error_before_running(tmp_path, content):
+    """A file that is not a graph archive exits 2 before anything runs (it was a failed run, exit 1)."""
+    from typer.testing import CliRunner
+
+    from reprozoo.cli import app
+
+    bad = tmp_path / "c.npz"
+    bad.write_bytes(content)
+    res = CliRunner().invoke(app, ["run", "ugt", "--preset", "smoke", "--dataset", str(bad),
+                                   "--out", str(tmp_path / "r")])
+    assert res.exit_code == 2, res.output
+    text = " ".join(res.output.split())
+    assert "cannot be read" in text and "allow_pickle" not in text
+    assert not (tmp_path / "r").exists()

@@ -359,7 +359,9 @@ def load_graph(path: str | os.PathLike) -> PlanetoidGraph:
         else:
             raw = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any reader failure means "not a graph file"
-        raise ValueError(f"graph file {str(p)!r} cannot be read: {exc}") from None
+        why = ("it is not a NumPy .npz archive of plain arrays (pickled objects are never loaded)"
+               if p.suffix.lower() == ".npz" else f"{type(exc).__name__}: {exc}")
+        raise ValueError(f"graph file {str(p)!r} cannot be read: {why}") from None
     if not isinstance(raw, dict) or not set(GRAPH_KEYS) <= set(raw):
         have = sorted(raw) if isinstance(raw, dict) else type(raw).__name__
         raise ValueError(f"graph file {str(p)!r} should hold {', '.join(GRAPH_KEYS)}; it holds {have}")

@@ -23,6 +23,7 @@ from reprozoo.core.metrics import clustering_scores
 from reprozoo.core.plots import line_plot, metric_by_dataset
 from reprozoo.core.progress import log, track
 from reprozoo.core.registry import ExperimentSpec
+from reprozoo.core.report import seeds_phrase
 from reprozoo.core.results import Result
 from reprozoo.datasets import load_multiview
 from reprozoo.datasets.multiview import list_multiview, name_user_files
@@ -261,7 +262,7 @@ def run(config: UDBGLConfig, out_dir: Path) -> Result:
 
     for key, counts in paths.items():
         result.notes.append(
-            f"UDBGL label path on {key} over {sum(counts.values())} seed(s): "
+            f"UDBGL label path on {key} over {seeds_phrase(sum(counts.values()))}: "
             + ", ".join(f"{k} {v}" for k, v in counts.items())
             + f" (rank_search={config.rank_search!r}; components = the reference schedule reached c; "
             "lambda_search / kmeans_fallback = port additions)"

@@ -21,6 +21,7 @@ convention), ``val_top1`` (percent), ``sparsity`` (reached, fraction in [0, 1]),
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ from reprozoo.core.io import atomic_savefig
 from reprozoo.core.plots import figure, metric_by_dataset
 from reprozoo.core.progress import log, track
 from reprozoo.core.registry import ExperimentSpec
+from reprozoo.core.report import seeds_phrase
 from reprozoo.core.results import Result, mean_std
 from reprozoo.core.seed import seed_everything
 from reprozoo.datasets.planetoid import PLANETOID_SIZES
@@ -112,6 +114,10 @@ class UGTConfig(TorchExperimentConfig):
     def check_dataset(self, name: str) -> None:
         """A Planetoid name, or a path to the user's own graph (``.npz`` / ``.pt``, read by ``load_graph``)."""
         if isinstance(name, str) and name.lower().endswith((".npz", ".pt")) and Path(name).expanduser().is_file():
+            st = Path(name).expanduser().stat()
+            problem = _graph_file_problem(str(Path(name).expanduser().resolve()), st.st_size, st.st_mtime)
+            if problem:  # a usage error, reported before anything runs
+                raise ConfigError(problem)
             return
         if name not in self.KNOWN_DATASETS:
             raise ConfigError(f"unknown dataset {name!r}; valid datasets: {', '.join(self.KNOWN_DATASETS)} or a "
@@ -134,6 +140,18 @@ class UGTConfig(TorchExperimentConfig):
         for d in self.datasets:  # a sparsity that leaves a layer without any weight gives constant logits
             if d in PLANETOID_SIZES:
                 check_layer_budget(self, PLANETOID_SIZES[d][1], PLANETOID_SIZES[d][2], d)
+
+
+@functools.lru_cache(maxsize=16)
+def _graph_file_problem(path: str, size: int, mtime: float) -> str | None:
+    """Why the graph file cannot be used (None when it loads); cached per path, size and modification time."""
+    from reprozoo.datasets import load_graph
+
+    try:
+        load_graph(path)
+    except (ValueError, FileNotFoundError) as exc:
+        return str(exc)
+    return None
 
 
 def ood_frac_range(num_classes: int, classes: str = "random") -> tuple[float, float]:
@@ -265,7 +283,7 @@ def _run_standard(cfg: UGTConfig, result: Result) -> None:
             if other:
                 (m, _, n), (b, _, _) = stats["top1"], other["top1"]
                 result.notes.append(f"{dname} {setting}: {method} - {base} = {m - b:+.1f} points of test "
-                                    f"accuracy (means over {n} seeds: {m:.1f} % vs {b:.1f} %)")
+                                    f"accuracy (means over {seeds_phrase(n)}: {m:.1f} % vs {b:.1f} %)")
     if cfg.dense:
         result.notes.append(
             "Dense-* is trained once per seed and depth; its records are repeated under each sparsity setting of "
