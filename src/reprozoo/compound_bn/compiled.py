@@ -25,7 +25,7 @@ import warnings
 
 import torch
 
-from reprozoo.compound_bn.functional import _POOL, mixture_coefficients, mixture_shift
+from reprozoo.compound_bn.functional import _empty, mixture_coefficients, mixture_shift
 
 __all__ = ["compiled_available", "compiled_soft_compound_bn"]
 
@@ -188,7 +188,7 @@ class _CompiledSoftCompoundBN(torch.autograd.Function):
         quad = torch.stack(mixture_coefficients(pi, mean, var, eps, m))  # (3, K, C)
         # (K = 2: row 1 holds ℓ_1 − ℓ_0)
         quad_r = torch.stack((quad[:, 0], quad[:, 1] - quad[:, 0]), 1) if k == 2 else quad
-        r = _POOL.empty(x.shape if k == 2 else (k, *x.shape), x)
+        r = _empty(x.shape if k == 2 else (k, *x.shape), x)
         _call("responsibilities", _responsibilities_into, x, m, quad_r, r)
         nk, s1, s2 = _call("forward_sums", _forward_sums, x, r, m).unbind(0)
         safe = nk.clamp_min(tiny)
@@ -196,7 +196,7 @@ class _CompiledSoftCompoundBN(torch.autograd.Function):
         v = (s2 / safe - d * d).clamp_min(0.0)
         s = torch.rsqrt(v + eps)
         sg = s * gam
-        y = _POOL.empty(x.shape, x)
+        y = _empty(x.shape, x)
         _call("forward_out", _forward_out, x, r, m, torch.stack((sg, d * sg - bet)), y)
         ctx.save_for_backward(x, r, m, quad, nk, d, v, s, gam)
         ctx.detach_r = bool(detach_r)
@@ -223,7 +223,7 @@ class _CompiledSoftCompoundBN(torch.autograd.Function):
             c1 = gg * w - c2 * d
             coef = torch.stack((sg, c1, c2, sg * d, -0.5 * c2, -c1, gg * w * d - 0.5 * c2 * (d * d - v),
                                 2.0 * quad[0], quad[1]))
-            gx = _POOL.empty(x.shape, x)
+            gx = _empty(x.shape, x)
             _call("backward_out", _backward_out, x, g, r, m, coef, gx, ctx.detach_r)
         except Exception as err:  # noqa: BLE001 - compiler failure: the eager function's gradient
             _fail(err)
