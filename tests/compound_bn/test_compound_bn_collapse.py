@@ -148,11 +148,13 @@ def test_group_by_both_ways(lt_data, group_by):
 
 
 def test_lr_schedule_follows_the_ldam_drw_recipe():
-    cfg = Config.from_preset("quick").replace(epochs=200, warmup_epochs=5, lr=0.1)
+    cfg = Config.from_preset("full")
+    assert (cfg.epochs, cfg.warmup_epochs, cfg.lr) == (200, 5, 0.1)
     assert _lr_at(cfg, 100) == pytest.approx(0.1)
     assert _lr_at(cfg, 170) == pytest.approx(0.1 * 0.01)  # ×0.01 after epoch 160
     assert _lr_at(cfg, 190) == pytest.approx(0.1 * 1e-4)  # ×0.0001 after epoch 180
-    assert _lr_at(cfg.replace(decay_factor=0.1), 190) == pytest.approx(0.1 * 0.01)
+    quick = Config.from_preset("quick")  # ×0.1 per step, as its docstring says
+    assert _lr_at(quick, 0.95 * quick.epochs) == pytest.approx(quick.lr * 0.01)
 
 
 # -- BN-aware tools, host synchronisation ----------------------------------------------------------

@@ -27,7 +27,7 @@ import torch
 
 from reprozoo.compound_bn.functional import _empty, mixture_coefficients, mixture_shift
 
-__all__ = ["compiled_available", "compiled_soft_compound_bn"]
+__all__ = ["compiled_available", "compiled_mixture_eval", "compiled_soft_compound_bn"]
 
 _STATE = {"failed": False, "reason": ""}
 _LOCK = threading.Lock()
@@ -109,6 +109,18 @@ def _forward_out(x, r_in, m, coef, y_out) -> None:
     for j in range(1, k):
         y = y + r[j] * (xs * _bc(coef[0, j]) - _bc(coef[1, j]))
     y_out.copy_(y)  # written in place by the generated loop (a pooled buffer: no fresh pages)
+
+
+def _eval_out(x, m, quad, coef):
+    """Evaluation in one loop: y = Σ_k r_k (xs·P_k − Q'_k), r from the running mixture (never stored);
+    quad as in :func:`_responsibilities`, coef = (P, Q') (2, K, C)."""
+    k = coef.shape[1]
+    xs = x - _bc(m)
+    r = _responsibilities(xs, quad)
+    y = r[0] * (xs * _bc(coef[0, 0]) - _bc(coef[1, 0]))
+    for j in range(1, k):
+        y = y + r[j] * (xs * _bc(coef[0, j]) - _bc(coef[1, j]))
+    return y
 
 
 def _backward_sums(x, g, r_in, m):
@@ -254,3 +266,24 @@ def compiled_soft_compound_bn(x: torch.Tensor, pi: torch.Tensor, mean: torch.Ten
         except Exception as err:  # noqa: BLE001 - any compiler/backend failure: fall back to eager
             _fail(err)
     return soft_compound_bn(x, pi, mean, var, eps, detach_responsibilities, weight, bias)
+
+
+def compiled_mixture_eval(x: torch.Tensor, pi: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, eps: float,
+                          pc: torch.Tensor, qc: torch.Tensor) -> torch.Tensor | None:
+    """Evaluation with the running mixture in one generated loop: y = Σ_k r_k(x) (P_k x − Q_k).
+
+    x (N, C, L); pi, mean, var, pc, qc (K, C). Returns None when compilation fails (with a one-time
+    ``RuntimeWarning``); the caller then uses its eager path. One read of x and one write of y per
+    element, O(K) arithmetic.
+    """
+    if _STATE["failed"]:
+        return None
+    k = pi.shape[0]
+    m = mixture_shift(pi, mean)
+    quad = torch.stack(mixture_coefficients(pi, mean, var, eps, m))
+    quad = torch.stack((quad[:, 0], quad[:, 1] - quad[:, 0]), 1) if k == 2 else quad
+    try:
+        return _call("eval_out", _eval_out, x.contiguous(), m, quad, torch.stack((pc, qc - pc * m)))
+    except Exception as err:  # noqa: BLE001 - any compiler/backend failure: the caller's eager path
+        _fail(err)
+        return None

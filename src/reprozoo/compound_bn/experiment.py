@@ -4,8 +4,10 @@ For every data set × imbalance ratio × loss × seed the same CIFAR ResNet is t
 recipe, seed and data order: once with ``nn.BatchNorm2d`` (baseline ``BN+<loss>``) and once with
 :class:`CompoundBatchNorm2d` and dual-path learning (method ``CBN+<loss>``). Metrics: top-1 on the balanced
 test set and many / medium / few-shot accuracy (%). Recipe: the LDAM-DRW protocol (SGD 0.1, momentum 0.9,
-linear warm-up, step decay ×``decay_factor`` at 80 % and again at 90 % of the epochs (×0.01 each in the
-LDAM-DRW code: lr 0.1 → 0.001 → 0.00001), DRW from 80 %), scaled to the epoch budget.
+linear warm-up, step decay ×``decay_factor`` at 80 % and again at 90 % of the epochs, DRW from 80 %),
+scaled to the epoch budget. The LDAM-DRW code decays ×0.01 at each step (lr 0.1 → 0.001 → 0.00001): the
+``standard`` and ``full`` presets do so; ``decay_factor`` defaults to ×0.1, with which the quick numbers
+of the method card were measured.
 """
 
 from __future__ import annotations
@@ -63,8 +65,9 @@ class CompoundBNConfig(TorchExperimentConfig):
     warmup_epochs: int = knob(1, ge=0)  # linear warm-up (5 of 200 in the LDAM protocol)
     #: lr ×decay_factor at each of these fractions of the epochs (160, 180 of 200)
     decay_at: tuple[float, ...] = knob((0.8, 0.9), ge=0, le=1)
-    #: step-decay factor (0.01 in the LDAM-DRW code: lr ×0.01 after epoch 160, ×0.0001 after 180)
-    decay_factor: float = knob(0.01, gt=0, le=1)
+    #: step-decay factor (0.01 in the LDAM-DRW code, lr ×0.01 after epoch 160 and ×0.0001 after 180; the
+    #: quick numbers were measured with 0.1, which the presets that follow the paper replace)
+    decay_factor: float = knob(0.1, gt=0, le=1)
     drw_at: float = knob(0.8, ge=0, le=1)  # DRW starts at this fraction of the epochs (160 of 200)
     augment: bool = True  # random crop (pad 4) + horizontal flip (flip for CIFAR only)
     n_components: int = knob(2, ge=1)  # K of every compound BN layer
@@ -98,11 +101,11 @@ class CompoundBNConfig(TorchExperimentConfig):
         "quick": {"losses": ("CE", "LDAM-DRW")},
         "standard": {"depth": 32, "width": 16, "epochs": 60, "seeds": (0, 1, 2, 3, 4), "batch_size": 128, "lr": 0.1,
                      "imbalance_ratios": (100.0, 50.0, 10.0), "losses": ("CE", "CE-DRW", "LDAM-DRW"),
-                     "datasets": ("CIFAR-10-LT", "MNIST-LT"), "warmup_epochs": 2,
+                     "datasets": ("CIFAR-10-LT", "MNIST-LT"), "warmup_epochs": 2, "decay_factor": 0.01,
                      "ablations": ("no-dual", "no-consistency", "K=1", "K=3")},
         "full": {"datasets": ("CIFAR-10-LT-full", "CIFAR-100-LT-full"), "depth": 32, "width": 16, "epochs": 200,
                  "batch_size": 128, "lr": 0.1,
-                 "warmup_epochs": 5, "n_max": 0, "seeds": (0, 1, 2), "imbalance_ratios": (100.0, 50.0, 10.0),
+                 "warmup_epochs": 5, "decay_factor": 0.01, "n_max": 0, "seeds": (0, 1, 2), "imbalance_ratios": (100.0, 50.0, 10.0),
                  "losses": ("CE", "CE-DRW", "LDAM-DRW")},
     }
     KNOWN_DATASETS = ("CIFAR-10-LT", "MNIST-LT", "CIFAR-10-LT-full", "CIFAR-100-LT-full")
