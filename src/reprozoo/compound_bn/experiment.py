@@ -105,7 +105,8 @@ class CompoundBNConfig(TorchExperimentConfig):
                      "ablations": ("no-dual", "no-consistency", "K=1", "K=3")},
         "full": {"datasets": ("CIFAR-10-LT-full", "CIFAR-100-LT-full"), "depth": 32, "width": 16, "epochs": 200,
                  "batch_size": 128, "lr": 0.1,
-                 "warmup_epochs": 5, "decay_factor": 0.01, "n_max": 0, "seeds": (0, 1, 2), "imbalance_ratios": (100.0, 50.0, 10.0),
+                 "warmup_epochs": 5, "decay_factor": 0.01, "n_max": 0, "seeds": (0, 1, 2),
+                 "imbalance_ratios": (100.0, 50.0, 10.0),
                  "losses": ("CE", "CE-DRW", "LDAM-DRW")},
     }
     KNOWN_DATASETS = ("CIFAR-10-LT", "MNIST-LT", "CIFAR-10-LT-full", "CIFAR-100-LT-full")

@@ -38,8 +38,6 @@ import threading
 
 import torch
 
-from reprozoo.core.checks import check_int
-
 __all__ = ["mixture_coefficients", "soft_compound_bn"]
 
 
