@@ -2,14 +2,13 @@
 ``torch.compile`` (inductor; on CPU it generates C++ loops and needs a C++ compiler).
 
 The eager function makes about 17 forward and 25 backward passes over the activation for K = 2. Here
-the forward is three generated loops: (1) the responsibilities, stored once in a pooled buffer (r_1 only
+the forward is three generated loops: (1) the responsibilities, stored once (r_1 only
 when K = 2); (2) one reduction loop for the 3K moments n_k, Σ r_k xs, Σ r_k xs²; (3) one elementwise loop
 for y. The backward is two: (1) one reduction loop for G_k = Σ g r_k and U_k = Σ g r_k xs; (2) one
 elementwise loop for ∂L/∂x, reusing the stored responsibilities (no exp is recomputed). The per-channel
 algebra between the loops (a few (K, C) operations) runs in eager code with the formulas of
 ``functional.py``; K is unrolled at trace time, so K > 2 never materialises a (K, N, C, L) intermediate
-other than the stored responsibilities. Outputs and the stored responsibilities come from the buffer pool
-of ``functional.py`` (no fresh pages).
+other than the stored responsibilities. Outputs and the stored responsibilities are fresh tensors.
 
 Use ``CompoundBatchNorm2d(..., compiled=True)`` (or :func:`compiled_soft_compound_bn`). The first call
 for each input shape, dtype, K and ``detach_responsibilities`` compiles (seconds of CPU per graph; later
@@ -83,7 +82,7 @@ def _read_responsibilities(r_in: torch.Tensor, k: int) -> list[torch.Tensor]:
 def _responsibilities_into(x, m, quad, r_out) -> None:
     """Loop 1 of the forward: the responsibilities, written straight into ``r_out`` ((N, C, L) holding r_1
     when K = 2, else (K, N, C, L)). A graph of its own: inductor on CPU stores any reused exp/sigmoid
-    result in a fresh buffer; here its only reader is the store into the pooled buffer, which the other
+    result in a fresh buffer; here its only reader is the store into the output buffer, which the other
     loops and the backward then read (no recomputation)."""
     r = _responsibilities(x - _bc(m), quad)
     r_out.copy_(r[1] if quad.shape[1] == 2 else torch.stack(r))
@@ -108,7 +107,7 @@ def _forward_out(x, r_in, m, coef, y_out) -> None:
     y = r[0] * (xs * _bc(coef[0, 0]) - _bc(coef[1, 0]))
     for j in range(1, k):
         y = y + r[j] * (xs * _bc(coef[0, j]) - _bc(coef[1, j]))
-    y_out.copy_(y)  # written in place by the generated loop (a pooled buffer: no fresh pages)
+    y_out.copy_(y)  # written in place by the generated loop (no intermediate buffer)
 
 
 def _eval_out(x, m, quad, coef):
