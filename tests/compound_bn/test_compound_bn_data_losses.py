@@ -149,7 +149,7 @@ def test_dual_path_separates_components_by_group():
     first = model.bn1
     assert first.group_ids is None  # the context restored the soft path
     # the hard path pulled component 0 to the head samples' statistics and component 1 to the tail's
-    assert float(first.running_mean[1].mean()) > float(first.running_mean[0].mean())
+    assert float(first.running_mean_aux[1].mean()) > float(first.running_mean_aux[0].mean())
     with pytest.raises(ValueError, match="num_groups=3"):
         DualPathLoss(counts, 3)(model, x, y)
     with pytest.raises(ValueError, match="y should lie"):

@@ -10,6 +10,7 @@ from reprozoo.compound_bn.layers import (
     compound_batch_norm,
     compound_layers,
     convert_bn_to_cbn,
+    convert_sync_batchnorm,
     group_assignment,
     mixture_responsibilities,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "compound_layers",
     "consistency_loss",
     "convert_bn_to_cbn",
+    "convert_sync_batchnorm",
     "dual_path_loss",
     "group_assignment",
     "make_longtail",

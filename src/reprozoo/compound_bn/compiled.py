@@ -2,14 +2,13 @@
 ``torch.compile`` (inductor; on CPU it generates C++ loops and needs a C++ compiler).
 
 The eager function makes about 17 forward and 25 backward passes over the activation for K = 2. Here
-the forward is three generated loops: (1) the responsibilities, stored once in a pooled buffer (r_1 only
+the forward is three generated loops: (1) the responsibilities, stored once (r_1 only
 when K = 2); (2) one reduction loop for the 3K moments n_k, Σ r_k xs, Σ r_k xs²; (3) one elementwise loop
 for y. The backward is two: (1) one reduction loop for G_k = Σ g r_k and U_k = Σ g r_k xs; (2) one
 elementwise loop for ∂L/∂x, reusing the stored responsibilities (no exp is recomputed). The per-channel
 algebra between the loops (a few (K, C) operations) runs in eager code with the formulas of
 ``functional.py``; K is unrolled at trace time, so K > 2 never materialises a (K, N, C, L) intermediate
-other than the stored responsibilities. Outputs and the stored responsibilities come from the buffer pool
-of ``functional.py`` (no fresh pages).
+other than the stored responsibilities. Outputs and the stored responsibilities are fresh tensors.
 
 Use ``CompoundBatchNorm2d(..., compiled=True)`` (or :func:`compiled_soft_compound_bn`). The first call
 for each input shape, dtype, K and ``detach_responsibilities`` compiles (seconds of CPU per graph; later
@@ -25,9 +24,9 @@ import warnings
 
 import torch
 
-from reprozoo.compound_bn.functional import _POOL, mixture_coefficients, mixture_shift
+from reprozoo.compound_bn.functional import _empty, mixture_coefficients, mixture_shift
 
-__all__ = ["compiled_available", "compiled_soft_compound_bn"]
+__all__ = ["compiled_available", "compiled_mixture_eval", "compiled_soft_compound_bn"]
 
 _STATE = {"failed": False, "reason": ""}
 _LOCK = threading.Lock()
@@ -83,7 +82,7 @@ def _read_responsibilities(r_in: torch.Tensor, k: int) -> list[torch.Tensor]:
 def _responsibilities_into(x, m, quad, r_out) -> None:
     """Loop 1 of the forward: the responsibilities, written straight into ``r_out`` ((N, C, L) holding r_1
     when K = 2, else (K, N, C, L)). A graph of its own: inductor on CPU stores any reused exp/sigmoid
-    result in a fresh buffer; here its only reader is the store into the pooled buffer, which the other
+    result in a fresh buffer; here its only reader is the store into the output buffer, which the other
     loops and the backward then read (no recomputation)."""
     r = _responsibilities(x - _bc(m), quad)
     r_out.copy_(r[1] if quad.shape[1] == 2 else torch.stack(r))
@@ -108,7 +107,19 @@ def _forward_out(x, r_in, m, coef, y_out) -> None:
     y = r[0] * (xs * _bc(coef[0, 0]) - _bc(coef[1, 0]))
     for j in range(1, k):
         y = y + r[j] * (xs * _bc(coef[0, j]) - _bc(coef[1, j]))
-    y_out.copy_(y)  # written in place by the generated loop (a pooled buffer: no fresh pages)
+    y_out.copy_(y)  # written in place by the generated loop (no intermediate buffer)
+
+
+def _eval_out(x, m, quad, coef):
+    """Evaluation in one loop: y = Σ_k r_k (xs·P_k − Q'_k), r from the running mixture (never stored);
+    quad as in :func:`_responsibilities`, coef = (P, Q') (2, K, C)."""
+    k = coef.shape[1]
+    xs = x - _bc(m)
+    r = _responsibilities(xs, quad)
+    y = r[0] * (xs * _bc(coef[0, 0]) - _bc(coef[1, 0]))
+    for j in range(1, k):
+        y = y + r[j] * (xs * _bc(coef[0, j]) - _bc(coef[1, j]))
+    return y
 
 
 def _backward_sums(x, g, r_in, m):
@@ -188,7 +199,7 @@ class _CompiledSoftCompoundBN(torch.autograd.Function):
         quad = torch.stack(mixture_coefficients(pi, mean, var, eps, m))  # (3, K, C)
         # (K = 2: row 1 holds ℓ_1 − ℓ_0)
         quad_r = torch.stack((quad[:, 0], quad[:, 1] - quad[:, 0]), 1) if k == 2 else quad
-        r = _POOL.empty(x.shape if k == 2 else (k, *x.shape), x)
+        r = _empty(x.shape if k == 2 else (k, *x.shape), x)
         _call("responsibilities", _responsibilities_into, x, m, quad_r, r)
         nk, s1, s2 = _call("forward_sums", _forward_sums, x, r, m).unbind(0)
         safe = nk.clamp_min(tiny)
@@ -196,7 +207,7 @@ class _CompiledSoftCompoundBN(torch.autograd.Function):
         v = (s2 / safe - d * d).clamp_min(0.0)
         s = torch.rsqrt(v + eps)
         sg = s * gam
-        y = _POOL.empty(x.shape, x)
+        y = _empty(x.shape, x)
         _call("forward_out", _forward_out, x, r, m, torch.stack((sg, d * sg - bet)), y)
         ctx.save_for_backward(x, r, m, quad, nk, d, v, s, gam)
         ctx.detach_r = bool(detach_r)
@@ -223,7 +234,7 @@ class _CompiledSoftCompoundBN(torch.autograd.Function):
             c1 = gg * w - c2 * d
             coef = torch.stack((sg, c1, c2, sg * d, -0.5 * c2, -c1, gg * w * d - 0.5 * c2 * (d * d - v),
                                 2.0 * quad[0], quad[1]))
-            gx = _POOL.empty(x.shape, x)
+            gx = _empty(x.shape, x)
             _call("backward_out", _backward_out, x, g, r, m, coef, gx, ctx.detach_r)
         except Exception as err:  # noqa: BLE001 - compiler failure: the eager function's gradient
             _fail(err)
@@ -254,3 +265,24 @@ def compiled_soft_compound_bn(x: torch.Tensor, pi: torch.Tensor, mean: torch.Ten
         except Exception as err:  # noqa: BLE001 - any compiler/backend failure: fall back to eager
             _fail(err)
     return soft_compound_bn(x, pi, mean, var, eps, detach_responsibilities, weight, bias)
+
+
+def compiled_mixture_eval(x: torch.Tensor, pi: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, eps: float,
+                          pc: torch.Tensor, qc: torch.Tensor) -> torch.Tensor | None:
+    """Evaluation with the running mixture in one generated loop: y = Σ_k r_k(x) (P_k x − Q_k).
+
+    x (N, C, L); pi, mean, var, pc, qc (K, C). Returns None when compilation fails (with a one-time
+    ``RuntimeWarning``); the caller then uses its eager path. One read of x and one write of y per
+    element, O(K) arithmetic.
+    """
+    if _STATE["failed"]:
+        return None
+    k = pi.shape[0]
+    m = mixture_shift(pi, mean)
+    quad = torch.stack(mixture_coefficients(pi, mean, var, eps, m))
+    quad = torch.stack((quad[:, 0], quad[:, 1] - quad[:, 0]), 1) if k == 2 else quad
+    try:
+        return _call("eval_out", _eval_out, x.contiguous(), m, quad, torch.stack((pc, qc - pc * m)))
+    except Exception as err:  # noqa: BLE001 - any compiler/backend failure: the caller's eager path
+        _fail(err)
+        return None

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from reprozoo.compound_bn.layers import compound_layers, group_assignment
-from reprozoo.compound_bn.losses import on_host
+from reprozoo.compound_bn.losses import as_labels, on_host
 from reprozoo.core.checks import check_choice, check_float, check_labels
 
 __all__ = ["DualPathLoss", "DualPathOutput", "consistency_loss", "dual_path_loss"]
@@ -71,7 +71,7 @@ def dual_path_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, class_to_
     Parameters
     ----------
     model : nn.Module holding :class:`CompoundBatchNorm2d`/``1d`` layers (in training mode)
-    x : Tensor (N, ...) inputs; y : LongTensor (N,) labels in [0, C)
+    x : Tensor (N, ...) inputs; y : integer tensor (N,) labels in [0, C) (any integer dtype; cast to int64)
     class_to_group : LongTensor (C,)
         Group (= component) of each class, e.g. from :func:`reprozoo.datasets.split_groups_by_frequency`;
         values in [0, K).
@@ -100,8 +100,7 @@ def dual_path_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, class_to_
     for name, t in (("x", x), ("y", y)):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name} should be a torch.Tensor, got {type(t).__name__}")
-    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
-        raise TypeError(f"y should hold integer class labels (LongTensor (N,)), got dtype {y.dtype}")
+    y = as_labels(y, "y")  # any integer dtype is cast to int64 (uint8 would index as a boolean mask)
     if x.dim() < 1 or x.shape[0] == 0:
         raise ValueError(f"x should be a non-empty batch (N, ...), got shape {tuple(x.shape)}")
     if y.dim() != 1 or y.shape[0] != x.shape[0]:

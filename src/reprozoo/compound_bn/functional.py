@@ -23,8 +23,7 @@ the sums the backward needs anyway (Hs, G taken with ∂L/∂out), so the affine
 Performance (CPU, memory-bound). On CPU every fresh activation-sized tensor costs page faults (measured
 here: about 1.6 µs per 4 KiB page, 3.3 ms for an 8 MiB tensor, i.e. more than ten passes of arithmetic
 over it), so: temporaries that never leave a call live in per-thread scratch buffers; the tensors that do
-leave it (xs and r saved for the backward, y, ∂L/∂x) come from a small buffer pool (``_BufferPool``) that
-hands a buffer out again only once nothing else references its storage; per-channel terms are applied
+leave it (xs and r saved for the backward, y, ∂L/∂x) are fresh tensors; per-channel terms are applied
 with in-place ops (``addcmul`` with a broadcast ``input`` takes a slow path); the per-channel
 coefficients of the backward are formed in one stacked tensor.
 
@@ -39,10 +38,7 @@ import threading
 
 import torch
 
-from reprozoo.core.checks import check_int
-
-__all__ = ["buffer_pool_info", "clear_buffer_pool", "mixture_coefficients", "set_buffer_pool_limit",
-           "soft_compound_bn"]
+__all__ = ["mixture_coefficients", "soft_compound_bn"]
 
 
 def mixture_coefficients(pi: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, eps: float,
@@ -93,81 +89,10 @@ class _Scratch(threading.local):
 
 _SCRATCH = _Scratch()
 
-_storage_use_count = getattr(torch._C, "_storage_Use_Count", None)
-
-
-class _BufferPool:
-    """Reusable CPU buffers for the activation-sized tensors that leave a call (saved for the backward,
-    returned as outputs or gradients): a buffer is handed out again only when nothing but the pool
-    references its storage (checked with the storage's use count, so a tensor still held by a user, by
-    autograd or by a retained graph is never overwritten). The buffers are returned as plain tensors on
-    the shared storage (not autograd views), so in-place ops on an output (e.g. ``ReLU(inplace=True)``)
-    behave as on a fresh tensor. The pool holds at most ``max_bytes`` (beyond it, fresh tensors are
-    allocated); it is only used on CPU (CUDA has a caching allocator) and when the use count is
-    available. :func:`clear_buffer_pool` releases it."""
-
-    def __init__(self, max_bytes: int = 1 << 30) -> None:
-        self.max_bytes = int(max_bytes)
-        self.nbytes = 0
-        self.entries: dict[tuple, list[tuple[torch.Tensor, int]]] = {}
-        self.lock = threading.Lock()
-
-    @staticmethod
-    def _count(flat: torch.Tensor) -> int:
-        return _storage_use_count(flat.untyped_storage()._cdata)
-
-    def empty(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
-        """An uninitialised contiguous tensor of ``shape`` with the dtype and device of ``like``."""
-        if like.device.type != "cpu" or _storage_use_count is None or self.max_bytes <= 0:
-            return torch.empty(shape, dtype=like.dtype, device=like.device)
-        n = math.prod(shape)
-        key = (n, like.dtype)
-        with self.lock:
-            entries = self.entries.setdefault(key, [])
-            for flat, base in entries:
-                if self._count(flat) == base:
-                    return _on_storage(flat, shape)
-            size = n * like.element_size()
-            if self.nbytes + size > self.max_bytes:
-                return torch.empty(shape, dtype=like.dtype, device=like.device)
-            flat = torch.empty(n, dtype=like.dtype, device=like.device)
-            entries.append((flat, self._count(flat)))
-            self.nbytes += size
-            return _on_storage(flat, shape)
-
-
-def _on_storage(flat: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-    """A new (non-view) contiguous tensor of ``shape`` on the storage of ``flat``."""
-    strides = [1] * len(shape)
-    for i in range(len(shape) - 2, -1, -1):
-        strides[i] = strides[i + 1] * shape[i + 1]
-    with torch.no_grad():
-        return flat.new_empty(0).set_(flat.untyped_storage(), 0, shape, strides)
-
-
-_POOL = _BufferPool()
-
-
-def set_buffer_pool_limit(max_bytes: int) -> None:
-    """Set the most memory (bytes) the buffer pool may hold; 0 disables it (fresh tensors each call)."""
-    check_int(max_bytes, "max_bytes", low=0)
-    _POOL.max_bytes = max_bytes
-    if max_bytes == 0:
-        clear_buffer_pool()
-
-
-def clear_buffer_pool() -> None:
-    """Forget every pooled buffer (their memory is freed once no tensor references it any more)."""
-    with _POOL.lock:
-        _POOL.entries.clear()
-        _POOL.nbytes = 0
-
-
-def buffer_pool_info() -> dict[str, int]:
-    """``{"buffers": count, "bytes": total, "max_bytes": limit}`` of the buffer pool."""
-    with _POOL.lock:
-        return {"buffers": sum(len(v) for v in _POOL.entries.values()), "bytes": _POOL.nbytes,
-                "max_bytes": _POOL.max_bytes}
+def _empty(shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    """An uninitialised contiguous tensor of ``shape`` with the dtype and device of ``like`` (for the
+    tensors that leave a call: saved for the backward, returned as outputs or gradients)."""
+    return torch.empty(shape, dtype=like.dtype, device=like.device)
 
 
 def _csum(t: torch.Tensor) -> torch.Tensor:
@@ -189,7 +114,7 @@ class _SoftCompoundBN(torch.autograd.Function):
         k = pi.shape[0]
         n_el = x.shape[0] * x.shape[2]
         m = mixture_shift(pi, mean).to(x.dtype)  # a precision shift (cancels), no pass over x
-        xs = torch.sub(x, _bc(m), out=_POOL.empty(x.shape, x))
+        xs = torch.sub(x, _bc(m), out=_empty(x.shape, x))
         a, b, c = mixture_coefficients(pi.to(x.dtype), mean.to(x.dtype), var.to(x.dtype), eps, m)
         tiny = torch.finfo(x.dtype).tiny
         buf = torch.mul(xs, xs, out=_SCRATCH.get(xs, 0))
@@ -198,7 +123,7 @@ class _SoftCompoundBN(torch.autograd.Function):
         if k == 2:
             da, db, dc = a[1] - a[0], b[1] - b[0], c[1] - c[0]
             # (addcmul with a broadcast `input` takes a slow path on CPU: per-channel terms are added in place)
-            r = torch.mul(buf, _bc(da), out=_POOL.empty(x.shape, x))
+            r = torch.mul(buf, _bc(da), out=_empty(x.shape, x))
             r.addcmul_(xs, _bc(db)).add_(_bc(dc)).sigmoid_()  # r_1
             n1 = _csum(r)
             rxs = torch.mul(r, xs, out=_SCRATCH.get(xs, 1))  # kept for y below
@@ -209,7 +134,7 @@ class _SoftCompoundBN(torch.autograd.Function):
             s2 = torch.stack((s2_tot - s2_1, s2_1))
         else:
             xk = xs.unsqueeze(0)
-            r = torch.mul(xk, _bc(a), out=_POOL.empty((k, *x.shape), x)).add_(_bc(b)).mul_(xk).add_(_bc(c))
+            r = torch.mul(xk, _bc(a), out=_empty((k, *x.shape), x)).add_(_bc(b)).mul_(xk).add_(_bc(c))
             r.sub_(r.amax(dim=0, keepdim=True)).exp_()  # softmax over k, in place
             r.div_(r.sum(dim=0, keepdim=True))
             nk = r.sum(dim=(1, 3))
@@ -229,11 +154,11 @@ class _SoftCompoundBN(torch.autograd.Function):
         if bias is not None:
             q = q - bias.detach().to(x.dtype)
         if k == 2:  # y = xs·(sg_0 + r Δsg) − (q_0 + r Δq) = xs·sg_0 − q_0 + (r·xs) Δsg − r Δq
-            y = torch.mul(xs, _bc(sg[0]), out=_POOL.empty(x.shape, x)).sub_(_bc(q[0]))
+            y = torch.mul(xs, _bc(sg[0]), out=_empty(x.shape, x)).sub_(_bc(q[0]))
             y.addcmul_(rxs, _bc(sg[1] - sg[0])).addcmul_(r, _bc(q[0] - q[1]))
         else:
             kbuf = torch.mul(r, _bc(sg), out=_SCRATCH.get(r, 2))
-            y = torch.sum(kbuf, 0, out=_POOL.empty(x.shape, x)).mul_(xs)
+            y = torch.sum(kbuf, 0, out=_empty(x.shape, x)).mul_(xs)
             y.sub_(torch.sum(torch.mul(r, _bc(q), out=kbuf), 0, out=_SCRATCH.get(xs, 0)))
             del kbuf
         ctx.save_for_backward(xs, r, a, b, nk, d, v, s, gam)
@@ -289,7 +214,7 @@ class _SoftCompoundBN(torch.autograd.Function):
             delta = (st[:, 1] - st[:, 0])[:, None, :, None].unbind(0)
 
             # ∂L/∂x|_r = g·P − R1 − xs·R2, with P, R1, R2 = c_0 + r Δc
-            gx = torch.mul(g, base[0], out=_POOL.empty(xs.shape, xs)).sub_(base[1])
+            gx = torch.mul(g, base[0], out=_empty(xs.shape, xs)).sub_(base[1])
             gx.addcmul_(xs, base[2], value=-1.0)
             torch.mul(g, delta[0], out=buf).sub_(delta[1]).addcmul_(xs, delta[2], value=-1.0)
             gx.addcmul_(buf, r)
@@ -303,7 +228,7 @@ class _SoftCompoundBN(torch.autograd.Function):
                 gx.addcmul_(dr, f.addcmul_(f, r, value=-1.0))
             return gx, None, None, None, None, None, grad_w, grad_b
         kbuf = torch.mul(r, _bc(sg), out=_SCRATCH.get(r, 2))
-        gx = torch.sum(kbuf, 0, out=_POOL.empty(xs.shape, xs)).mul_(g)
+        gx = torch.sum(kbuf, 0, out=_empty(xs.shape, xs)).mul_(g)
         tmp = _SCRATCH.get(xs, 0)
         gx.sub_(torch.sum(torch.mul(r, _bc(c1), out=kbuf), 0, out=tmp))
         gx.sub_(torch.sum(torch.mul(r, _bc(c2), out=kbuf), 0, out=tmp).mul_(xs))

@@ -17,9 +17,12 @@ For channel c, with samples x_i (i runs over N·H·W) and mixture (π_k, μ_k, �
 * Normalisation (step 4): y_i = Σ_k r_ik (x_i − μ_k) / √(σ²_k + ε), with the batch (μ̂, σ̂²) in training
   (gradients flow through them, as in BN) and the running (π, μ, σ²) in evaluation.
 * Affine (step 5): one (γ, β) per channel (default) or per component, mixed by r.
-* Collapse guard (step 6, ours): a component whose batch weight falls below ``min_weight`` is re-initialised.
+* Collapse guard (step 6, ours): a component whose batch weight falls below ``min_weight`` is re-initialised,
+  and a channel whose components have (nearly) merged, |μ_j − μ_k| < ``collapse_tol``·σ (σ the channel's SD
+  under the mixture), is re-seeded at μ_k = m + σ Φ⁻¹((k + ½)/K), σ²_k = σ²/K², π_k = 1/K.
 * Dual-path learning (step 7, the paper's): a hard auxiliary path normalises each sample with the component
-  of its class-frequency group (``group_ids``); see :mod:`reprozoo.compound_bn.dual_path`.
+  of its class-frequency group (``group_ids``); see :mod:`reprozoo.compound_bn.dual_path`. Its batch
+  statistics go to their own running buffers (``aux_stats="separate"``), never into the mixture's.
 * Plug-in long-tail losses (step 8): :mod:`reprozoo.compound_bn.losses`.
 * With K = 1, r ≡ 1 and the layer is exactly :class:`torch.nn.BatchNorm2d` (step 9).
 """
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import math
+import statistics
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,10 +40,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reprozoo.compound_bn.compiled import compiled_soft_compound_bn
-from reprozoo.compound_bn.functional import _POOL, _SCRATCH, mixture_coefficients, soft_compound_bn
+from reprozoo.compound_bn.compiled import compiled_mixture_eval, compiled_soft_compound_bn
+from reprozoo.compound_bn.functional import _SCRATCH, mixture_coefficients, soft_compound_bn
 from reprozoo.compound_bn.losses import on_host
-from reprozoo.core.checks import check_float, check_int
+from reprozoo.core.checks import check_choice, check_float, check_int
 
 __all__ = [
     "CompoundBatchNorm1d",
@@ -47,6 +51,7 @@ __all__ = [
     "compound_batch_norm",
     "compound_layers",
     "convert_bn_to_cbn",
+    "convert_sync_batchnorm",
     "group_assignment",
     "mixture_responsibilities",
 ]
@@ -54,6 +59,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _HALF = (torch.float16, torch.bfloat16)
+#: where the hard auxiliary path writes its batch statistics (see :class:`CompoundBatchNorm2d`)
+AUX_STATS = ("separate", "none", "shared")
 
 
 def mixture_responsibilities(x: torch.Tensor, pi: torch.Tensor, mean: torch.Tensor, var: torch.Tensor,
@@ -118,18 +125,23 @@ def compound_batch_norm(x: torch.Tensor, pi: torch.Tensor, mean: torch.Tensor, v
     return out, nk.detach(), mu_hat.detach(), var_hat.detach()
 
 
-class _CompoundBatchNorm(nn.Module):
-    """Shared implementation of :class:`CompoundBatchNorm1d` / :class:`CompoundBatchNorm2d`."""
+class _CompoundBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """Shared implementation of :class:`CompoundBatchNorm1d` / :class:`CompoundBatchNorm2d`.
+
+    A subclass of ``nn.modules.batchnorm._BatchNorm`` so that BN-aware tools (BN freezing, no-weight-decay
+    rules, ``isinstance`` checks, ``reset_running_stats``) treat it as a BN layer; its buffers are (K, C),
+    so ``nn.SyncBatchNorm.convert_sync_batchnorm`` must not be used on it: use
+    :func:`convert_sync_batchnorm`, which converts the plain BN layers and leaves the compound ones."""
 
     _valid_ranks: tuple[int, ...] = ()
 
     def __init__(self, num_features: int, num_components: int | None = None, eps: float = 1e-5,
                  momentum: float | None = 0.1, affine: bool = True, track_running_stats: bool = True,
                  detach_responsibilities: bool = False, per_component_affine: bool = False,
-                 min_weight: float = 1e-3, data_init: bool = True, check_finite: bool = True,
+                 min_weight: float = 1e-3, collapse_tol: float = 0.05, check_finite: bool = True,
                  device=None, dtype=None, *, n_components: int | None = None, aux_affine: bool = False,
-                 compiled: bool = False):
-        super().__init__()
+                 aux_stats: str = "separate", compiled: bool = False):
+        nn.Module.__init__(self)  # _BatchNorm's own __init__ would register (C,) buffers
         # ``n_components`` is an alias of ``num_components`` (the experiment config's name); default K = 2
         if n_components is not None and num_components is not None and n_components != num_components:
             raise TypeError(f"num_components={num_components!r} and n_components={n_components!r} disagree; "
@@ -142,6 +154,8 @@ class _CompoundBatchNorm(nn.Module):
         if momentum is not None:  # None: cumulative average
             check_float(momentum, "momentum", low=0.0, high=1.0)
         check_float(min_weight, "min_weight", low=0.0, high=1.0 / num_components, high_inclusive=False)  # < 1/K
+        check_float(collapse_tol, "collapse_tol", low=0.0)
+        check_choice(aux_stats, "aux_stats", AUX_STATS)
         if aux_affine and not affine:
             raise ValueError("aux_affine=True needs affine=True (it adds a second affine for the auxiliary path)")
         factory = {"device": device, "dtype": dtype}
@@ -154,7 +168,8 @@ class _CompoundBatchNorm(nn.Module):
         self.detach_responsibilities = detach_responsibilities
         self.per_component_affine = per_component_affine
         self.min_weight = float(min_weight)
-        self.data_init = data_init
+        self.collapse_tol = float(collapse_tol)
+        self.aux_stats = aux_stats
         self.check_finite = check_finite
         self.aux_affine = bool(aux_affine)
         self.compiled = bool(compiled)
@@ -181,10 +196,23 @@ class _CompoundBatchNorm(nn.Module):
             self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long,
                                                                      device=device))
         else:
+            aux_stats = "none"
             self.register_buffer("running_pi", None)
             self.register_buffer("running_mean", None)
             self.register_buffer("running_var", None)
             self.register_buffer("num_batches_tracked", None)
+        if aux_stats == "separate":  # the auxiliary path's own per-group statistics (step 7)
+            self.register_buffer("running_mean_aux", torch.empty(k, c, **factory))
+            self.register_buffer("running_var_aux", torch.empty(k, c, **factory))
+        else:
+            self.register_buffer("running_mean_aux", None)
+            self.register_buffer("running_var_aux", None)
+        self.aux_stats = aux_stats
+        # standard-normal quantiles Φ⁻¹((k + ½)/K) of the re-seeding (step 6)
+        z = [statistics.NormalDist().inv_cdf((i + 0.5) / k) for i in range(k)]
+        self.register_buffer("_seed_z", torch.tensor(z, device=device,
+                                                     dtype=dtype or torch.get_default_dtype())[:, None],
+                             persistent=False)
         #: components re-initialised by the collapse guard, per channel (not saved in the state dict).
         self.register_buffer("num_reinit", torch.zeros(k, c, dtype=torch.long, device=device),
                              persistent=False)
@@ -192,13 +220,16 @@ class _CompoundBatchNorm(nn.Module):
 
     # -- initialisation -----------------------------------------------------------------
     def reset_running_stats(self) -> None:
-        """π = 1/K, μ = 0, σ² = 1 (as BN's buffers); the first training batch then seeds μ, σ² when
-        ``data_init`` and K > 1."""
+        """π = 1/K, μ = 0, σ² = 1 (as BN's buffers; the auxiliary buffers too); with K > 1 and
+        ``collapse_tol`` > 0 the first training batch then re-seeds the identical components."""
         if self.track_running_stats:
             self.running_pi.fill_(1.0 / self.num_components)
             self.running_mean.zero_()
             self.running_var.fill_(1.0)
             self.num_batches_tracked.zero_()
+        if self.running_mean_aux is not None:
+            self.running_mean_aux.zero_()
+            self.running_var_aux.fill_(1.0)
         self.num_reinit.zero_()
 
     def reset_parameters(self) -> None:
@@ -223,9 +254,14 @@ class _CompoundBatchNorm(nn.Module):
             s += ", per_component_affine=True"
         if self.aux_affine:
             s += ", aux_affine=True"
+        if self.aux_stats != "separate" and self.track_running_stats:
+            s += f", aux_stats={self.aux_stats!r}"
         if self.compiled:
             s += ", compiled=True"
         return s
+
+    def _check_input_dim(self, x: torch.Tensor) -> None:  # _BatchNorm's hook
+        self._check_input(x)
 
     # -- input handling -----------------------------------------------------------------
     def _check_input(self, x: torch.Tensor) -> None:
@@ -284,8 +320,8 @@ class _CompoundBatchNorm(nn.Module):
         x : Tensor, (N, C, H, W) for the 2-D layer, (N, C) or (N, C, L) for the 1-D layer
         group_ids : LongTensor (N,), values in [0, K), optional
             Component of each sample (its class-frequency group, step 7): sample b is normalised only
-            with component g_b and, in training, only the components present in the batch update their
-            running μ, σ² (π is left to the soft path).
+            with component g_b; in training the batch statistics of each group present update the
+            auxiliary running statistics (``aux_stats``), never the mixture's (π, μ, σ²).
 
         Returns a tensor of the shape and dtype of ``x`` (half inputs are computed in float32).
 
@@ -293,7 +329,8 @@ class _CompoundBatchNorm(nn.Module):
         ------
         TypeError, ValueError
             Wrong rank, channel count, dtype, empty batch, bad ``group_ids``; non-finite input when
-            ``check_finite``.
+            ``check_finite`` (value checks run on the CPU only: on an accelerator they would wait for the
+            device at every call).
         """
         self._check_input(x)
         if group_ids is None:
@@ -310,13 +347,24 @@ class _CompoundBatchNorm(nn.Module):
                              f"{tuple(x.shape)}")
         y = self._forward3(x3, group_ids, use_batch)
         # normalised outputs are O(1): a non-finite sum means a non-finite input (one reduction, no copy)
-        if not use_batch and self.check_finite and not bool(torch.isfinite(y.detach().sum())):
+        if not use_batch and self._value_checks(y) and not bool(torch.isfinite(y.detach().sum())):
             raise ValueError("input contains NaN or infinite values")
         return y.reshape(x.shape).to(in_dtype)
 
+    def _value_checks(self, t: torch.Tensor) -> bool:
+        """Whether to check values of ``t`` now: ``check_finite`` and ``t`` on the CPU (no device sync)."""
+        return self.check_finite and on_host(t)
+
+    def _aux_buffers(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The running (μ, σ²) (K, C) the auxiliary path reads in evaluation: its own with
+        ``aux_stats="separate"``, else the mixture's."""
+        if self.running_mean_aux is not None:
+            return self.running_mean_aux, self.running_var_aux
+        return self.running_mean, self.running_var
+
     def _forward3(self, x: torch.Tensor, group_ids: torch.Tensor | None, use_batch: bool) -> torch.Tensor:
         update = self.training and self.track_running_stats
-        if update:
+        if update and group_ids is None:  # the auxiliary path is not a step of the mixture's EM
             self.num_batches_tracked.add_(1)
         if self.num_components == 1:
             return self._forward_bn(x, use_batch, update, aux=group_ids is not None)
@@ -345,11 +393,15 @@ class _CompoundBatchNorm(nn.Module):
 
     def _forward_bn(self, x: torch.Tensor, use_batch: bool, update: bool, aux: bool = False) -> torch.Tensor:
         """K = 1: exactly BatchNorm (step 9), through the same kernel as ``nn.BatchNorm``."""
-        if self.check_finite and use_batch and not bool(torch.isfinite(x).all()):
+        if use_batch and self._value_checks(x) and not bool(torch.isfinite(x).all()):
             raise ValueError("input contains NaN or infinite values")
         w, b = self._flat_affine(aux)
-        rm = self.running_mean[0] if self.track_running_stats else None
-        rv = self.running_var[0] if self.track_running_stats else None
+        rm = rv = None
+        if self.track_running_stats:
+            mean, var = self._aux_buffers() if aux else (self.running_mean, self.running_var)
+            rm, rv = mean[0], var[0]
+            if aux and use_batch and self.aux_stats == "none":  # batch statistics, no running update
+                rm = rv = None
         m = self._momentum() if update else 0.0
         return F.batch_norm(x, rm, rv, w, b, use_batch, m, self.eps)
 
@@ -377,10 +429,12 @@ class _CompoundBatchNorm(nn.Module):
         """Evaluation with the running mixture: y = Σ_k r_k (γ_k (x − μ_k) s_k + β_k) = x·P − Q."""
         pi, mu, var = (t.to(x.dtype) for t in (self.running_pi, self.running_mean, self.running_var))
         gam, bet = self._component_affine(x, aux=group_ids is not None)
+        if group_ids is not None:  # hard path: component g_b for sample b, with the auxiliary statistics
+            mu_a, var_a = (t.to(x.dtype) for t in self._aux_buffers())
+            sc = gam * torch.rsqrt(var_a + self.eps)
+            return x * sc[group_ids][:, :, None] - (sc * mu_a - bet)[group_ids][:, :, None]
         sc = gam * torch.rsqrt(var + self.eps)
         pc, qc = sc, sc * mu - bet  # (K, C)
-        if group_ids is not None:  # hard path: component g_b for sample b
-            return x * pc[group_ids][:, :, None] - qc[group_ids][:, :, None]
         needs_grad = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
         if not needs_grad:
             return self._eval_inplace(x, pi, mu, var, pc, qc)
@@ -390,20 +444,28 @@ class _CompoundBatchNorm(nn.Module):
 
     @torch.no_grad()
     def _eval_inplace(self, x, pi, mu, var, pc, qc) -> torch.Tensor:
-        """Evaluation without autograd, with few activation-sized buffers (same result as the autograd
-        path): r from the mixture's quadratic log-densities in shifted coordinates, y = xs·P − Q'."""
+        """Evaluation without autograd (same result as the autograd path), no per-component loop.
+
+        K = 2: r_1 = sigmoid((Δa·xs + Δb)·xs + Δc) (the log-odds of the two components) and
+        y = lerp(A_0, A_1, r_1) with A_k = P_k xs − Q'_k, xs = x − shift: eleven elementwise passes, all but
+        the output in reused scratch buffers. K > 2: softmax over the stacked (K, N, C, L) log-densities.
+        ``compiled=True``: the same formulas in one loop generated by ``torch.compile``.
+        """
+        if self.compiled:  # one generated loop (see compiled.py)
+            y = compiled_mixture_eval(x, pi, mu, var, self.eps, pc, qc)
+            if y is not None:
+                return y
         shift = (pi * mu).sum(0) / pi.sum(0).clamp_min(torch.finfo(pi.dtype).tiny)
         a, b, c = mixture_coefficients(pi, mu, var, self.eps, shift)
         qc = qc - pc * shift  # y = x·P − Q = xs·P − Q' with Q' = Q − shift·P
-        # the output comes from the buffer pool, the temporaries from scratch buffers (no fresh pages)
-        xs = torch.sub(x, shift[None, :, None], out=_POOL.empty(x.shape, x))
+        xs = torch.sub(x, shift[None, :, None], out=_SCRATCH.get(x, 4))
         if self.num_components == 2:  # r_1 = sigmoid(ℓ_1 − ℓ_0)
             da, db, dc = ((t[1] - t[0])[None, :, None] for t in (a, b, c))
             # (in-place per-channel terms: addcmul with a broadcast `input` takes a slow path on CPU)
             r = torch.mul(xs, da, out=_SCRATCH.get(xs, 0)).add_(db).mul_(xs).add_(dc).sigmoid_()
-            tmp = torch.mul(xs, (pc[1] - pc[0])[None, :, None], out=_SCRATCH.get(xs, 1))
-            tmp.sub_((qc[1] - qc[0])[None, :, None])
-            return xs.mul_(pc[0][None, :, None]).sub_(qc[0][None, :, None]).addcmul_(tmp, r)
+            a0 = torch.mul(xs, pc[0][None, :, None], out=_SCRATCH.get(xs, 1)).sub_(qc[0][None, :, None])
+            a1 = torch.mul(xs, pc[1][None, :, None], out=_SCRATCH.get(xs, 3)).sub_(qc[1][None, :, None])
+            return torch.lerp(a0, a1, r)
         xk = xs.unsqueeze(0)
         kshape = (self.num_components, *xs.shape)
         r = torch.mul(xk, a[:, None, :, None], out=_SCRATCH.get(xs, 2, kshape))
@@ -412,10 +474,11 @@ class _CompoundBatchNorm(nn.Module):
         r.sub_(torch.amax(r, dim=0, keepdim=True, out=one)).exp_()
         r.div_(torch.sum(r, dim=0, keepdim=True, out=one))
         t = torch.mul(xk, pc[:, None, :, None], out=_SCRATCH.get(r, 3)).sub_(qc[:, None, :, None])
-        return torch.sum(r.mul_(t), 0, out=xs)  # xs is no longer needed: the output reuses its buffer
+        return torch.sum(r.mul_(t), 0)
 
     def _forward_hard(self, x: torch.Tensor, group_ids: torch.Tensor, update: bool) -> torch.Tensor:
-        """Auxiliary path (step 7): per-group batch statistics; sample b uses component g_b only."""
+        """Auxiliary path (step 7): per-group batch statistics; sample b uses component g_b only. In
+        training they update the auxiliary running statistics (``aux_stats``)."""
         k, length = self.num_components, x.shape[2]
         m = x.detach().mean(dim=(0, 2))
         xs = x - m[None, :, None]
@@ -428,14 +491,15 @@ class _CompoundBatchNorm(nn.Module):
         gam, bet = self._component_affine(x, aux=True)
         sc = gam * torch.rsqrt(v + self.eps)
         pc, qc = sc[group_ids][:, :, None], (sc * d - bet)[group_ids][:, :, None]
-        if update:
+        if update and self.aux_stats != "none":
+            mean_buf, var_buf = self._aux_buffers()
             with torch.no_grad():
-                self._update_running(nk.detach(), d.detach() + m, v.detach(), x.shape[0] * length, hard=True)
+                self._update_hard(mean_buf, var_buf, nk.detach(), d.detach() + m, v.detach())
         return xs * pc - qc
 
     def _forward_soft(self, x: torch.Tensor, update: bool) -> torch.Tensor:
         """Main path (steps 1-5): E-step from the running mixture, batch M-step, soft normalisation."""
-        pi, mu, var = self._estep_params(x, update)
+        pi, mu, var = self._estep_params(x)
         if self.per_component_affine:
             w, b = (self.weight, self.bias) if self.affine else (None, None)
             out, nk, mu_hat, var_hat = compound_batch_norm(x, pi, mu, var, self.eps, w, b,
@@ -448,72 +512,88 @@ class _CompoundBatchNorm(nn.Module):
         self._check_stats(mu_hat, var_hat)
         if update:
             with torch.no_grad():
-                self._update_running(nk, mu_hat, var_hat, x.shape[0] * x.shape[2], hard=False)
+                self._update_running(nk, mu_hat, var_hat, x.shape[0] * x.shape[2])
         return out
 
-    def _estep_params(self, x: torch.Tensor, update: bool):
-        """The mixture the E-step uses: the running one, with identical-component channels re-seeded."""
+    def _estep_params(self, x: torch.Tensor):
+        """The mixture the E-step uses: the running one (a quantile seeding of the batch without running
+        statistics). Identical components (fresh, or copied from a BN) are separated by the collapse guard
+        after the first training batch, without a host sync."""
         if not self.track_running_stats:
             return self._batch_init(x)
-        pi, mu, var = self.running_pi, self.running_mean, self.running_var
-        if self.data_init:
-            # channels whose components are all identical (fresh, or copied from a BN) cannot be separated
-            # by EM: seed them from the batch quantiles (port addition)
-            same = (mu == mu[:1]).all(0) & (var == var[:1]).all(0)
-            # on the CPU the test is free and skips the seeding; on an accelerator reading it back would
-            # stall every step, so there the seeding always runs and torch.where keeps the other channels
-            if not on_host(same) or bool(same.any()):
-                pi0, mu0, var0 = self._batch_init(x)
-                pi, mu, var = (torch.where(same, a.to(b.dtype), b) for a, b in ((pi0, pi), (mu0, mu), (var0, var)))
-                if update:
-                    self.running_pi.copy_(pi)
-                    self.running_mean.copy_(mu)
-                    self.running_var.copy_(var)
-        return pi, mu, var
+        return self.running_pi, self.running_mean, self.running_var
 
     def _check_stats(self, mu_hat: torch.Tensor, var_hat: torch.Tensor) -> None:
-        if self.check_finite and not bool(torch.isfinite(mu_hat).all() & torch.isfinite(var_hat).all()):
+        if self._value_checks(mu_hat) and not bool(torch.isfinite(mu_hat).all() & torch.isfinite(var_hat).all()):
             raise ValueError("input contains NaN or infinite values (batch statistics are not finite)")
 
-    def _update_running(self, nk, mu_hat, var_hat, m_total: int, hard: bool) -> None:
+    @staticmethod
+    def _unbiased(nk: torch.Tensor, var_hat: torch.Tensor) -> torch.Tensor:
+        """σ̂² × n_k / (n_k − 1) where n_k > 1 (BN's M / (M − 1) when K = 1)."""
+        return torch.where(nk > 1, var_hat * nk / (nk - 1).clamp_min(torch.finfo(nk.dtype).tiny), var_hat)
+
+    def _update_hard(self, mean_buf, var_buf, nk, mu_hat, var_hat) -> None:
+        """θ ← (1 − m) θ + m θ̂ for the components present (n_k ≥ 2) in the batch; π is not touched."""
+        m = self._momentum()
+        nk, mu_hat, var_hat = (t.to(mean_buf.dtype) for t in (nk, mu_hat, var_hat))
+        present = nk >= 2
+        mean_buf.copy_(torch.where(present, torch.lerp(mean_buf, mu_hat, m), mean_buf))
+        var_buf.copy_(torch.where(present, torch.lerp(var_buf, self._unbiased(nk, var_hat), m), var_buf))
+
+    def _update_running(self, nk, mu_hat, var_hat, m_total: int) -> None:
         """Moving-average EM (step 3): θ ← (1 − m) θ + m θ̂; σ̂² stored unbiased, n_k / (n_k − 1)."""
         m = self._momentum()
         buf = self.running_mean.dtype
         nk, mu_hat, var_hat = (t.to(buf) for t in (nk, mu_hat, var_hat))
-        var_unb = torch.where(nk > 1, var_hat * nk / (nk - 1).clamp_min(torch.finfo(buf).tiny), var_hat)
-        if hard:  # only components present in the batch; π is left to the soft path
-            present = nk >= 2
-            self.running_mean.copy_(torch.where(present, (1 - m) * self.running_mean + m * mu_hat,
-                                                self.running_mean))
-            self.running_var.copy_(torch.where(present, (1 - m) * self.running_var + m * var_unb,
-                                               self.running_var))
-            return
         pi_hat = nk / m_total
         self.running_pi.mul_(1 - m).add_(pi_hat, alpha=m)
         self.running_mean.mul_(1 - m).add_(mu_hat, alpha=m)
-        self.running_var.mul_(1 - m).add_(var_unb, alpha=m)
-        if self.min_weight > 0:
+        self.running_var.mul_(1 - m).add_(self._unbiased(nk, var_hat), alpha=m)
+        if self.min_weight > 0 or self.collapse_tol > 0:
             self._collapse_guard(pi_hat, mu_hat, var_hat)
 
     def _collapse_guard(self, pi_hat: torch.Tensor, mu_hat: torch.Tensor, var_hat: torch.Tensor) -> None:
-        """Step 6 (ours, not the paper's): a component whose batch weight π̂_k falls below ``min_weight``
-        (or whose running parameters are not finite or not positive) is re-initialised at the channel's
-        batch mean and variance with weight 1/K; the weights are then renormalised. Counted in
-        ``num_reinit`` (and logged at DEBUG level)."""
-        bad = (pi_hat < self.min_weight) | ~torch.isfinite(self.running_mean) | ~(self.running_var > 0)
-        bad = bad | ~torch.isfinite(self.running_var)
-        # branch-free (no host sync): where no component is bad, only the renormalisation of π has an effect
+        """Step 6 (ours, not the paper's), branch-free (no host sync).
+
+        * Merged components: a channel whose running components lie closer than ``collapse_tol``·σ
+          (min_{j≠k} |μ_j − μ_k| < ε σ, σ² = Σ_k π_k (σ²_k + μ²_k) − (Σ_k π_k μ_k)², the mixture's channel
+          variance) is re-seeded at μ_k = m + σ_b Φ⁻¹((k + ½)/K), σ²_k = σ²_b / K², π_k = 1/K, with (m, σ²_b)
+          the channel's batch mean and variance. EM cannot separate identical components, so this also
+          seeds fresh layers and layers converted from BN at their first training batch.
+        * Starved components: a component whose batch weight π̂_k falls below ``min_weight`` (or whose
+          running parameters are not finite or not positive) is re-initialised at the channel's batch
+          mean and variance with weight 1/K; the weights are then renormalised.
+
+        Both are counted in ``num_reinit`` (and logged at DEBUG level). Cost O(K²·C).
+        """
+        k = self.num_components
+        tiny = torch.finfo(pi_hat.dtype).tiny
         # channel mean and variance from the mixture's batch statistics (law of total variance)
-        w = pi_hat / pi_hat.sum(0, keepdim=True).clamp_min(torch.finfo(pi_hat.dtype).tiny)
+        w = pi_hat / pi_hat.sum(0, keepdim=True).clamp_min(tiny)
         ch_mean = (w * mu_hat).sum(0)
         ch_var = ((w * (var_hat + mu_hat * mu_hat)).sum(0) - ch_mean * ch_mean).clamp_min(self.eps)
-        self.running_mean.copy_(torch.where(bad, ch_mean.expand_as(bad), self.running_mean))
-        self.running_var.copy_(torch.where(bad, ch_var.expand_as(bad), self.running_var))
-        pi = torch.where(bad, torch.full_like(self.running_pi, 1.0 / self.num_components), self.running_pi)
+        mean, var, pi = self.running_mean, self.running_var, self.running_pi
+        merged = torch.zeros_like(ch_mean, dtype=torch.bool)
+        if self.collapse_tol > 0 and k > 1:
+            r_mean = (pi * mean).sum(0)
+            r_sd = ((pi * (var + mean * mean)).sum(0) - r_mean * r_mean).clamp_min(self.eps).sqrt()
+            gap = (mean[:, None] - mean[None]).abs()  # (K, K, C)
+            gap = gap + torch.eye(k, dtype=gap.dtype, device=gap.device)[:, :, None] * torch.finfo(gap.dtype).max
+            merged = gap.amin(dim=(0, 1)) < self.collapse_tol * r_sd  # (C,)
+            seed_mean = ch_mean + ch_var.sqrt() * self._seed_z.to(ch_mean.dtype)
+            mean.copy_(torch.where(merged, seed_mean, mean))
+            var.copy_(torch.where(merged, (ch_var / (k * k)).expand_as(var), var))
+            pi.copy_(torch.where(merged, torch.full_like(pi, 1.0 / k), pi))
+        bad = (pi_hat < self.min_weight) | ~torch.isfinite(mean) | ~(var > 0) | ~torch.isfinite(var)
+        bad = bad & ~merged
+        mean.copy_(torch.where(bad, ch_mean.expand_as(bad), mean))
+        var.copy_(torch.where(bad, ch_var.expand_as(bad), var))
+        pi = torch.where(bad, torch.full_like(pi, 1.0 / k), pi)
         self.running_pi.copy_(pi / pi.sum(0, keepdim=True))
-        self.num_reinit.add_(bad.long())
-        if logger.isEnabledFor(logging.DEBUG) and bool(bad.any()):  # reads back only when debugging
-            logger.debug("%s: re-initialised %d collapsed component(s)", type(self).__name__, int(bad.sum()))
+        self.num_reinit.add_((bad | merged).long())
+        if logger.isEnabledFor(logging.DEBUG) and bool((bad | merged).any()):  # reads back only when debugging
+            logger.debug("%s: re-initialised %d collapsed component(s)", type(self).__name__,
+                         int((bad | merged).sum()))
 
     # -- analysis -------------------------------------------------------------------------
     @torch.no_grad()
@@ -561,16 +641,24 @@ class CompoundBatchNorm2d(_CompoundBatchNorm):
         γ_k, β_k per component mixed by r instead of one (γ, β) per channel (unverified).
     min_weight : float, default 1e-3
         Collapse floor on the batch weight π̂_k; below it the component is re-initialised (port addition).
-    data_init : bool, default True
-        In a training batch, channels whose K components are identical (fresh, or copied from a BN) are
-        re-seeded with μ_k at the channel's (k + ½)/K quantiles (port addition; EM never separates
-        identical components).
+    collapse_tol : float, default 0.05
+        ε of the near-collapse test (port addition): after a training step, a channel whose components
+        lie closer than ε·σ (σ the channel's SD under the mixture) is re-seeded at μ_k = m + σ Φ⁻¹((k + ½)/K)
+        from the batch (this also separates the identical components of a fresh or BN-converted layer at
+        its first training batch; EM never separates identical components). 0 disables it.
     check_finite : bool, default True
-        Raise on NaN/inf input (a cheap check on the batch statistics in training, a full pass in eval).
+        Raise on NaN/inf input (a cheap check on the batch statistics in training, a full pass in eval);
+        on CPU tensors only (on an accelerator the check would wait for the device at every call).
     aux_affine : bool, default False (keyword only)
         Give the hard auxiliary path (``group_ids``) its own affine ``weight_aux``, ``bias_aux`` (same
         shape as ``weight``, ``bias``; needs ``affine=True``) instead of sharing the main path's. Whether the
         paper shares it is unverified; the default shares it (see the method card).
+    aux_stats : {"separate", "none", "shared"}, default "separate" (keyword only)
+        Where the auxiliary path's per-group batch statistics go in training: its own running buffers
+        ``running_mean_aux``, ``running_var_aux`` (read by the auxiliary path in eval); "none": no running
+        update (the auxiliary path reads the mixture's in eval); "shared": into the mixture's μ_k, σ²_k, as
+        before (this collapses the mixture into plain BN: both paths see each channel's Gaussian; kept
+        only to reproduce that defect).
     compiled : bool, default False (keyword only)
         Run the soft training step through ``torch.compile`` (fused loops, 1.2–2.4× faster on CPU; needs a
         C++ compiler; the first call per input shape compiles for seconds). Falls back to the eager step with
@@ -579,6 +667,8 @@ class CompoundBatchNorm2d(_CompoundBatchNorm):
     Attributes
     ----------
     running_pi, running_mean, running_var : Tensor (K, C)
+    running_mean_aux, running_var_aux : Tensor (K, C), or None
+        The auxiliary path's statistics (``aux_stats="separate"``).
     num_batches_tracked : LongTensor ()
     weight, bias : Parameter (C,) or (K, C)
     weight_aux, bias_aux : Parameter (C,) or (K, C), or None
@@ -593,8 +683,10 @@ class CompoundBatchNorm2d(_CompoundBatchNorm):
     Notes
     -----
     Time and memory O(K·N·C·H·W) per call. The training step keeps xs and r for the backward (x and r
-    with ``compiled=True``); on CPU its returned and saved tensors come from a buffer pool and its
-    temporaries from per-thread scratch buffers (see ``functional.py``).
+    with ``compiled=True``); on CPU its temporaries come from per-thread scratch buffers (see
+    ``functional.py``). No host synchronisation in training or evaluation on an accelerator (value checks run
+    on CPU tensors only). A subclass of ``nn.modules.batchnorm._BatchNorm``: BN freezing, no-weight-decay
+    rules and ``isinstance`` checks treat it as BN; for ``SyncBatchNorm`` use :func:`convert_sync_batchnorm`.
 
     Examples
     --------
@@ -639,12 +731,12 @@ def convert_bn_to_cbn(module: nn.Module, num_components: int = 2, **kwargs) -> n
         K of every new layer.
     **kwargs
         Further :class:`CompoundBatchNorm2d` options (``detach_responsibilities``, ``per_component_affine``,
-        ``min_weight``, ``data_init`` ...); eps, momentum, affine, track_running_stats come from each BN.
+        ``min_weight``, ``collapse_tol`` ...); eps, momentum, affine, track_running_stats come from each BN.
 
     Notes
     -----
-    Copied statistics make the K components identical, which EM cannot separate; with ``data_init=True``
-    (default) the first soft training batch re-seeds such channels from its quantiles, and the dual path
+    Copied statistics make the K components identical, which EM cannot separate; with ``collapse_tol`` > 0
+    (default) the first soft training batch re-seeds such channels from its moments, and the dual path
     (hard group assignment) separates the components by class-frequency group. In eval mode, before any
     training, the converted model computes exactly what the BN model computed.
 
@@ -659,7 +751,7 @@ def convert_bn_to_cbn(module: nn.Module, num_components: int = 2, **kwargs) -> n
              if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) and not isinstance(m, _CompoundBatchNorm)]
     if not found:
         other = sorted({type(m).__name__ for m in module.modules()
-                        if isinstance(m, nn.modules.batchnorm._BatchNorm)})
+                        if isinstance(m, nn.modules.batchnorm._BatchNorm) and not isinstance(m, _CompoundBatchNorm)})
         extra = f"; unsupported BatchNorm types present: {', '.join(other)}" if other else ""
         n_cbn = len(compound_layers(module))
         extra += f"; it already holds {n_cbn} compound BN layer(s)" if n_cbn else ""
@@ -698,6 +790,32 @@ def _convert(module: nn.Module, num_components: int, **kwargs) -> nn.Module:
         if new is not child:
             out.add_module(name, new)
     return out
+
+
+def convert_sync_batchnorm(module: nn.Module, process_group=None) -> nn.Module:
+    """``nn.SyncBatchNorm.convert_sync_batchnorm`` for a model with compound BN layers: every plain BN layer
+    becomes a ``SyncBatchNorm``; the compound layers are kept (their mixture statistics stay per process).
+
+    ``nn.SyncBatchNorm.convert_sync_batchnorm`` itself would replace a compound layer by a SyncBatchNorm
+    holding its (K, C) buffers (it checks ``isinstance(m, _BatchNorm)``), which fails at the first forward.
+    Returns the (possibly new) root module, in place on children.
+
+    >>> from torch import nn
+    >>> m = convert_sync_batchnorm(nn.Sequential(nn.BatchNorm2d(3), CompoundBatchNorm2d(3)))
+    >>> [type(c).__name__ for c in m]
+    ['SyncBatchNorm', 'CompoundBatchNorm2d']
+    """
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"module should be a torch.nn.Module, got {type(module).__name__}")
+    if isinstance(module, _CompoundBatchNorm):
+        return module
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module, process_group)
+    for name, child in module.named_children():
+        new = convert_sync_batchnorm(child, process_group)
+        if new is not child:
+            module.add_module(name, new)
+    return module
 
 
 def compound_layers(module: nn.Module) -> list[_CompoundBatchNorm]:

@@ -19,7 +19,7 @@ from torch import nn
 
 from reprozoo.core.checks import check_choice, check_float, check_int
 
-__all__ = ["LOSSES", "LDAMLoss", "LongTailLoss", "NormedLinear", "check_logits_target",
+__all__ = ["LOSSES", "LDAMLoss", "LongTailLoss", "NormedLinear", "as_labels", "check_logits_target",
            "class_balanced_weights"]
 
 LOSSES = ("CE", "CE-DRW", "LDAM-DRW")
@@ -47,6 +47,18 @@ def _counts(class_counts: Any) -> np.ndarray:
     if (arr < 1).any():
         raise ValueError(f"{want}; got counts below 1: {arr.tolist()}")
     return arr.astype(np.int64)
+
+
+def as_labels(y: Any, name: str = "y") -> torch.Tensor:
+    """Class labels as int64: any integer tensor is cast (uint8 would otherwise index as a boolean mask,
+    int32 fails inside torch's losses); a non-tensor, float, complex or bool tensor raises ``TypeError``
+    naming ``name``. O(N) for a cast, free for int64."""
+    if not isinstance(y, torch.Tensor):
+        raise TypeError(f"{name} should be a torch.Tensor of integer class labels (N,), got {type(y).__name__}")
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise TypeError(f"{name} should hold integer class labels (an integer tensor (N,), e.g. int64), "
+                        f"got dtype {y.dtype}")
+    return y.long()
 
 
 def check_logits_target(logits: Any, target: Any, n_classes: int) -> None:
@@ -149,6 +161,7 @@ class LDAMLoss(nn.Module):
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Loss of ``logits`` (N, C) float and ``target`` (N,) int in [0, C); raises as
         :func:`check_logits_target`."""
+        target = as_labels(target, "target")
         check_logits_target(logits, target, self.margins.shape[0])
         return self._loss(logits, target)
 
@@ -198,6 +211,7 @@ class LongTailLoss(nn.Module):
         Raises ``TypeError``/``ValueError`` (see :func:`check_logits_target`) for a non-tensor, a wrong
         dtype or shape, labels out of range or NaN/inf logits. Cost O(N·C).
         """
+        target = as_labels(target, "target")  # any integer dtype (cast to int64)
         check_logits_target(logits, target, self.cb_weight.shape[0])
         w = None if self.active_weight is None else self.active_weight.to(logits.device, logits.dtype)
         if self.ldam is not None:
