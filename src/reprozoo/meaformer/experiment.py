@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from reprozoo.core.device import resolve_device
 from reprozoo.core.experiment import ConfigError, TorchExperimentConfig, knob
 from reprozoo.core.plots import line_plot, metric_by_dataset
 from reprozoo.core.progress import log, track
@@ -143,7 +144,6 @@ def run(config: MEAformerConfig, out_dir: Path) -> Result:
 
     Returns a :class:`~reprozoo.core.results.Result`; writes figures under ``out_dir / "figures"``.
     """
-    import torch
 
     from reprozoo.datasets import load_dbp15k, split_links
     from reprozoo.meaformer.baselines import make_trainer, name_nn
@@ -151,7 +151,7 @@ def run(config: MEAformerConfig, out_dir: Path) -> Result:
 
     out_dir = Path(out_dir)
     result = Result(name="meaformer", preset=config.preset, config=config.to_dict())
-    device = torch.device(config.device)
+    device = resolve_device(config.device)  # "auto" too, when run() is called without reprozoo.run
     common = dict(hidden=config.hidden, intermediate=config.intermediate, epochs=config.epochs,
                   batch_size=config.batch_size, lr=config.lr, weight_decay=config.weight_decay, tau=config.tau,
                   csls_k=config.csls_k, select=config.select, eval_every=config.eval_every,
