@@ -9,8 +9,11 @@ knob whose average resource per slot on training episodes equals the budget ``E0
   resource in order of remaining lifetime (ties: larger weight first) until ``C`` is spent.
 * :class:`MaxWeight`: channel-aware max-weight greedy under a per-slot cap ``C``: each slot spends at most
   ``C``, split across users to maximise the expected weighted deliveries ``sum_i beta_i n_i p_i(e_i)``
-  (water-filling on the success model). It reads the true channel state even under partial observation
-  (an advantage over the learning agents, stated in the card).
+  (water-filling on the success model). It reads the true channel state even under partial observation, so
+  there it is an *oracle* (role ``reference`` in the experiment), not a comparison.
+* :class:`MaxWeightBlind` (``MaxWeight-blind``): the same rule knowing only what RSD4 observes under partial
+  observation (queues, weights, distances) plus each user's mean service rate ``E[1/c_i]`` over the
+  *training* part of the channel process (:func:`mean_service_rate`); the partial-observation comparison.
 
 Deep-RL baselines: SB3 TD3 and SAC with MLP policies, and sb3-contrib's RecurrentPPO with an LSTM policy
 (the recurrent, on-policy counterpart of RSD4), on the flat observation/action, trained inside the same
@@ -32,12 +35,14 @@ __all__ = [
     "EDF",
     "Heuristic",
     "MaxWeight",
+    "MaxWeightBlind",
     "SB3Agent",
     "SB3_ALGOS",
     "Uniform",
     "EpisodeStats",
     "calibrate",
     "evaluate",
+    "mean_service_rate",
 ]
 
 
@@ -111,8 +116,11 @@ class MaxWeight(Heuristic):
     knob_range = (0.0, 1000.0)
     _prices = np.logspace(-5, 3, 161)
 
+    def _channel(self, env: DelayConstrainedSchedulingEnv) -> np.ndarray:
+        return env.channel_state
+
     def resource(self, env: DelayConstrainedSchedulingEnv) -> np.ndarray:
-        k = env.distances ** 3 * env.channel_state  # p(e) = tanh(e / k)
+        k = env.distances ** 3 * self._channel(env)  # p(e) = tanh(e / k)
         n = env.buffer.sum(axis=1).astype(np.float64)
         ratio = np.clip(self._prices[:, None] * k[None, :] / np.maximum(env.weights, 1e-12)[None, :], 0.0, 1.0)
         e = np.clip(k * np.arctanh(np.sqrt(np.clip(1.0 - ratio, 0.0, 1.0 - 1e-12))), 0.0, 1.0)  # (grid, N)
@@ -127,6 +135,47 @@ class MaxWeight(Heuristic):
             w = (self.level - spend[j]) / max(spend[j - 1] - spend[j], 1e-12)
             e_user = e[j] + w * (e[j - 1] - e[j])
         return np.where(env.buffer > 0, e_user[:, None], 0.0)
+
+
+def mean_service_rate(env: gym.Env) -> np.ndarray:
+    """Each user's mean service rate ``E[1/c_i]`` on the *training* part of the channel process, ``(n_users,)``.
+
+    The success model ``p = tanh(e / (d^3 c))`` is nearly linear in ``e / c`` for ``e <= 1``, so ``E[1/c]``
+    is what a channel-blind rule can know of user ``i``'s channel. Trace channels: the mean over the first
+    80 % of the trace (the training split, whatever split ``env`` runs on); Markov channels: the mean under the
+    chain's stationary distribution (left eigenvector of the transition matrix). O(T * n_users).
+    """
+    base = env.unwrapped
+    if not isinstance(base, DelayConstrainedSchedulingEnv):
+        raise TypeError(f"env should be a DelayConstrainedSchedulingEnv (possibly wrapped), got {type(base).__name__}")
+    if base._channel_kind == "markov":
+        vals, vecs = np.linalg.eig(base.transition_matrix.T)
+        pi = np.abs(np.real(vecs[:, np.argmin(np.abs(vals - 1.0))]))
+        pi = pi / pi.sum()
+        rate = float(pi @ (1.0 / np.arange(1, base.n_channel_states + 1)))
+        return np.full(base.n_users, rate)
+    trace = base._channel_trace
+    return (1.0 / trace[: int(0.8 * trace.shape[0])]).mean(axis=0)
+
+
+class MaxWeightBlind(MaxWeight):
+    """:class:`MaxWeight` without the channel state: water-filling with ``c_i = 1 / E[1/c_i]`` (``service_rate``).
+
+    Knows what RSD4 observes under partial observation (the queues) and the instance's weights and distances,
+    plus ``service_rate`` = :func:`mean_service_rate` of the training trace. ``service_rate=None`` (the
+    default) takes it from the environment on first use. O(n_users * grid) per slot.
+    """
+
+    name = "MaxWeight-blind"
+
+    def __init__(self, level: float, service_rate: Any = None) -> None:
+        super().__init__(level)
+        self.service_rate = None if service_rate is None else np.asarray(service_rate, dtype=np.float64)
+
+    def _channel(self, env: DelayConstrainedSchedulingEnv) -> np.ndarray:
+        if self.service_rate is None:
+            self.service_rate = mean_service_rate(env)
+        return 1.0 / self.service_rate
 
 
 def _episodes(
@@ -177,9 +226,12 @@ def evaluate(policy: Any, env: gym.Env, n_episodes: int = 10, seed: int = 10_000
 
 
 def calibrate(
-    kind: type[Heuristic], env: gym.Env, budget: float, *, n_episodes: int = 4, n_iter: int = 20, seed: int = 0
+    kind: type[Heuristic], env: gym.Env, budget: float, *, n_episodes: int = 4, n_iter: int = 20, seed: int = 0,
+    **kwargs: Any,
 ) -> tuple[Heuristic, dict[str, float]]:
     """Bisection on the knob of ``kind`` so that its average resource per slot equals ``budget``.
+
+    ``kwargs`` go to ``kind(level, **kwargs)`` (e.g. ``service_rate`` of :class:`MaxWeightBlind`).
 
     Uses the same ``n_episodes`` reset seeds for every candidate (common random numbers). If the budget is
     above what the rule can spend, the knob saturates at its range end. Returns ``(policy, its metrics)``.
@@ -192,7 +244,7 @@ def calibrate(
     best = None
     for _ in range(check_int(n_iter, "n_iter", low=1)):
         mid = 0.5 * (lo + hi)
-        pol = kind(float(np.exp(mid)) if kind.log_knob else mid)
+        pol = kind(float(np.exp(mid)) if kind.log_knob else mid, **kwargs)
         m = evaluate(pol, env, n_episodes, seed)
         if best is None or abs(m["resource"] - budget) < abs(best[1]["resource"] - budget):
             best = (pol, m)
@@ -287,13 +339,16 @@ class SB3Agent:
     def episode_log(self) -> list[dict[str, float]]:
         return self.env.log
 
-    def learn(self, total_timesteps: int) -> SB3Agent:
+    def learn(self, total_timesteps: int, callback: Any = None, log_interval: int = 100,
+              reset_num_timesteps: bool = True) -> SB3Agent:
+        """SB3's ``learn`` (same arguments), on one torch thread (small networks)."""
         import torch
 
         n_threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            self.model.learn(total_timesteps=total_timesteps, reset_num_timesteps=False)
+            self.model.learn(total_timesteps=total_timesteps, callback=callback, log_interval=log_interval,
+                             reset_num_timesteps=reset_num_timesteps)
         finally:
             torch.set_num_threads(n_threads)
         return self
