@@ -93,7 +93,12 @@ def test_seeding_same_trajectory_under_fixed_actions():
 @pytest.mark.parametrize("channel", ["markov", "cellular"])
 def test_check_env_and_registration(partial, channel):
     env = gym.make(ENV_ID, arrival="poisson", channel=channel, partial_obs=partial, seed=0)
+    assert ENV_ID == "DelayConstrainedScheduling-v0"  # the id the paper's system is registered under
     check_env(env.unwrapped, skip_render_check=True)
+    with pytest.warns(UserWarning, match="different from the unwrapped"):  # gymnasium's note; checked anyway
+        check_env(LagrangianWrapper(env, budget=10.0, lam=0.3), skip_render_check=True)  # the wrapped env too
+    wrapped = LagrangianWrapper(env, budget=10.0, lam=0.3)
+    assert wrapped.spec.additional_wrappers[-1].kwargs["lam"] == 0.3  # re-creatable from its spec
     obs, _ = env.reset(seed=0)
     base = env.unwrapped
     assert obs.shape == (base.n_slots + (0 if partial else base.n_users),)

@@ -1,6 +1,6 @@
 """RSD4: recurrent softmax delayed deep double deterministic policy gradient for delay-constrained scheduling.
 
-Importing this package registers the Gymnasium environment ``reprozoo/DelayConstrainedScheduling-v0``.
+Importing this package registers the Gymnasium environment ``DelayConstrainedScheduling-v0``.
 """
 
 from gymnasium.envs.registration import register, registry

@@ -440,20 +440,20 @@ class RSD4:
                 callback.on_training_end()
         return self
 
+    def get_env(self) -> gym.Env | None:
+        """The training environment (SB3's name; callbacks read it as ``training_env``)."""
+        return self.env
+
     def _wrap_callback(self, callback: Any) -> Any:
         """A ``() -> bool`` called after each step (``False``: stop), from ``None``, a function or a BaseCallback."""
         if callback is None:
             return None
         if hasattr(callback, "on_step") and hasattr(callback, "init_callback"):  # SB3 BaseCallback, duck-typed
-            callback.model, callback.num_timesteps = self, self.num_timesteps
-            callback.training_env = self.env
-            if hasattr(callback, "on_training_start"):
-                callback.on_training_start({"self": self}, {})
+            callback.model, callback.num_timesteps = self, self.num_timesteps  # its training_env: get_env()
+            callback.on_training_start({"self": self}, {})
 
             def step() -> bool:
-                callback.num_timesteps = self.num_timesteps
-                callback.n_calls += 1
-                return callback.on_step() is not False
+                return callback.on_step() is not False  # counts n_calls, reads model.num_timesteps
             return step
         if callable(callback):
             return lambda: callback({"self": self, "num_timesteps": self.num_timesteps}, {}) is not False

@@ -293,8 +293,12 @@ class SB3Agent:
     Parameters
     ----------
     algo : {"TD3", "SAC", "RecurrentPPO"}
-    env : gymnasium.Env
+    env : gymnasium.Env, or a callable returning one (needed for ``n_envs > 1``)
         The (Lagrangian-wrapped) scheduling environment.
+    n_envs : int, default 1
+        Copies stepped together in SB3's ``DummyVecEnv`` (each with its own price, so use a fixed price when
+        ``n_envs > 1``). The off-policy agents then take one gradient step per environment step collected
+        (``gradient_steps=-1``), the same update-to-data ratio as with one copy.
     learning_starts : int
         Random warm-up steps of the off-policy agents (the same as RSD4's).
     seed : int
@@ -309,14 +313,27 @@ class SB3Agent:
     state for RecurrentPPO, ``None`` otherwise), ``save``, ``episode_log``.
     """
 
-    def __init__(self, algo: str, env: gym.Env, learning_starts: int = 10_000, seed: int | None = None,
-                 device: str = "auto", **kwargs: Any) -> None:
+    def __init__(self, algo: str, env: Any, learning_starts: int = 10_000, seed: int | None = None,
+                 device: str = "auto", n_envs: int = 1, **kwargs: Any) -> None:
         if algo not in SB3_ALGOS:
             raise ValueError(f"algo={algo!r} should be one of {list(SB3_ALGOS)}")
         self.algo = algo
-        self.env = EpisodeStats(env)
-        n_act = env.action_space.shape[0]
+        n_envs = check_int(n_envs, "n_envs", low=1)
+        if isinstance(env, gym.Env):
+            if n_envs > 1:
+                raise TypeError("env should be a callable returning an environment when n_envs > 1, got an env")
+            self._stats = [EpisodeStats(env)]
+        elif callable(env):
+            self._stats = [EpisodeStats(env()) for _ in range(n_envs)]
+        else:
+            raise TypeError(f"env should be a gymnasium.Env or a callable returning one, got {type(env).__name__}")
+        from stable_baselines3.common.vec_env import DummyVecEnv
+
+        self.env = self._stats[0] if n_envs == 1 else DummyVecEnv([lambda s=s: s for s in self._stats])
+        n_act = self._stats[0].action_space.shape[0]
         extra: dict[str, Any] = {}
+        if n_envs > 1 and algo != "RecurrentPPO":
+            extra["gradient_steps"] = -1
         if algo == "RecurrentPPO":
             try:
                 from sb3_contrib import RecurrentPPO
@@ -337,7 +354,10 @@ class SB3Agent:
 
     @property
     def episode_log(self) -> list[dict[str, float]]:
-        return self.env.log
+        """Training episodes of all copies, ``timesteps`` counted over all copies, in that order."""
+        k = len(self._stats)
+        logs = [{**e, "timesteps": e["timesteps"] * k} for st in self._stats for e in st.log]
+        return sorted(logs, key=lambda e: e["timesteps"])
 
     def learn(self, total_timesteps: int, callback: Any = None, log_interval: int = 100,
               reset_num_timesteps: bool = True) -> SB3Agent:

@@ -47,7 +47,7 @@ __all__ = [
     "success_probability",
 ]
 
-ENV_ID = "reprozoo/DelayConstrainedScheduling-v0"
+ENV_ID = "DelayConstrainedScheduling-v0"  # the name the paper's system and its spec give it
 ARRIVALS = ("bernoulli", "poisson", "periodic")
 CHANNELS = ("markov", "cellular")
 #: Arrivals per user and slot are capped here (documented clip) so that observations stay in a finite Box.
@@ -436,7 +436,7 @@ def dual_update(lam: float, mean_resource: float, budget: float, lr: float) -> f
     return max(0.0, lam + lr * (mean_resource - budget))
 
 
-class LagrangianWrapper(gym.Wrapper):
+class LagrangianWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Owns the resource price ``lam``: reward ``throughput - lam * resource``, dual update per episode.
 
     Parameters
@@ -463,7 +463,10 @@ class LagrangianWrapper(gym.Wrapper):
         self, env: gym.Env, budget: float, lr: float = 0.05, lam: float = 0.0, update_every: int = 1,
         frozen: bool = False, warmup_episodes: int = 0,
     ) -> None:
-        super().__init__(env)
+        # recorded so that gymnasium can rebuild the wrapped env from its spec (check_env, env.spec)
+        gym.utils.RecordConstructorArgs.__init__(self, budget=budget, lr=lr, lam=lam, update_every=update_every,
+                                                 frozen=frozen, warmup_episodes=warmup_episodes)
+        gym.Wrapper.__init__(self, env)
         if not isinstance(env.unwrapped, DelayConstrainedSchedulingEnv):
             raise TypeError("LagrangianWrapper needs a DelayConstrainedSchedulingEnv underneath")
         self.budget = check_float(budget, "budget", low=0.0)
