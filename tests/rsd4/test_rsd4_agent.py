@@ -74,6 +74,9 @@ def test_networks_shapes_and_broadcast_head():
     many = critic.head(s[:, None], a[:, None].expand(4, 6, 7, 3), mem[:, None])
     assert many.shape == (4, 6, 7)
     torch.testing.assert_close(many[:, 2], q)
+    # the split-weight head is the paper's concatenating head (Sec. 4.2)
+    x = torch.cat([torch.relu(critic.fc(torch.cat([s, a], -1))), mem], -1)
+    torch.testing.assert_close(q, critic.head2(torch.relu(critic.head1(x))).squeeze(-1))
     # step-by-step recurrence equals the whole-sequence pass
     hid, outs = None, []
     for t in range(7):
