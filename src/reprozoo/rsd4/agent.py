@@ -592,7 +592,8 @@ class RSD4:
         if self.n_updates % self.policy_delay == 0:
             pi = self.actors[k](s[:, :-1], la[:, :-1], hx[k])[0]
             pi = torch.where(vmask, pi, torch.full_like(pi, -1.0))
-            mem = self.critics[k].memory(s[:, :-1], la[:, :-1], hx[2 + k])[0].detach()
+            with torch.no_grad():  # the actor's gradient flows through the action input only
+                mem = self.critics[k].memory(s[:, :-1], la[:, :-1], hx[2 + k])[0]
             actor_loss = -self.critics[k].head(s[:, :-1], pi, mem).mean()
             self.actor_optims[k].zero_grad(set_to_none=True)
             actor_loss.backward()
