@@ -2,9 +2,11 @@
 
 Prints
 * environment steps per second: single env with a random policy (the reference), gymnasium's
-  SyncVectorEnv with 8 copies (env-steps/s), and RSD4 acting (its recurrent policy, 4 users at once);
+  SyncVectorEnv with 8 copies, the batched DelayConstrainedSchedulingVectorEnv with 8 and 64 copies
+  (env-steps/s; goal >= 5x the single env), and RSD4 acting (its recurrent policy, 4 users at once);
 * RSD4 gradient iterations per second (both critics, one actor) against SB3 TD3 gradient steps per second
-  on the same environment (the reference for an update of a deep-RL agent).
+  on the same environment (the reference for an update of a deep-RL agent; goal >= 0.5x), and the same per
+  transition (an RSD4 iteration updates two critics on B x L transitions each, TD3 one step on 256).
 
 Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_rsd4.py``; wall and CPU seconds are both shown
 (the machine may be shared).
@@ -18,7 +20,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from reprozoo.rsd4 import ENV_ID, DelayConstrainedSchedulingEnv, LagrangianWrapper
+from reprozoo.rsd4 import ENV_ID, DelayConstrainedSchedulingEnv, DelayConstrainedSchedulingVectorEnv, LagrangianWrapper
 from reprozoo.rsd4.agent import RSD4
 from reprozoo.rsd4.baselines import SB3Agent
 
@@ -52,6 +54,15 @@ def env_vector(n: int, k: int = 8) -> None:
     venv.close()
 
 
+def env_batched(n: int, k: int) -> None:
+    venv = DelayConstrainedSchedulingVectorEnv(k, **KW)
+    venv.reset(seed=0)
+    rng = np.random.default_rng(0)
+    shape = venv.action_space.shape
+    for _ in range(n // k):
+        venv.step(rng.uniform(-1, 1, shape))
+
+
 def main() -> None:
     torch.set_num_threads(1)
     n = 20_000
@@ -60,6 +71,10 @@ def main() -> None:
     print(f"env steps/s, single, random policy (reference): {ref[0]:9.0f} wall  {ref[1]:9.0f} cpu")
     print(f"env steps/s, SyncVectorEnv x8:                  {vec[0]:9.0f} wall  {vec[1]:9.0f} cpu"
           f"   ratio {vec[1] / ref[1]:.2f}")
+    for k in (8, 64):
+        bat = timed(lambda k=k: env_batched(4 * n, k), 4 * n)
+        print(f"env steps/s, batched vector env x{k:<3d}:          {bat[0]:9.0f} wall  {bat[1]:9.0f} cpu"
+              f"   ratio {bat[1] / ref[1]:.2f}")
 
     env = LagrangianWrapper(DelayConstrainedSchedulingEnv(**KW), budget=10.0, lr=0.002, lam=0.2)
     agent = RSD4(env, learning_starts=0, train_freq=10**9, seed=0, batch_size=32, n_target_samples=16,
@@ -82,6 +97,8 @@ def main() -> None:
           f"   ratio to TD3 {up[1] / td3[1]:.3f}")
     print(f"RSD4 iterations/s, reference (B=50, L=100, K=50):    {up_full[0]:5.1f} wall  {up_full[1]:9.1f} cpu"
           f"   ratio to TD3 {up_full[1] / td3[1]:.3f}")
+    per = (2 * 32 * 25) / 256  # transitions per RSD4 quick iteration / per TD3 step
+    print(f"per transition, quick settings: ratio to TD3 {per * up[1] / td3[1]:.3f}")
 
 
 if __name__ == "__main__":

@@ -74,6 +74,9 @@ def test_networks_shapes_and_broadcast_head():
     many = critic.head(s[:, None], a[:, None].expand(4, 6, 7, 3), mem[:, None])
     assert many.shape == (4, 6, 7)
     torch.testing.assert_close(many[:, 2], q)
+    # the split-weight head is the paper's concatenating head (Sec. 4.2)
+    x = torch.cat([torch.relu(critic.fc(torch.cat([s, a], -1))), mem], -1)
+    torch.testing.assert_close(q, critic.head2(torch.relu(critic.head1(x))).squeeze(-1))
     # step-by-step recurrence equals the whole-sequence pass
     hid, outs = None, []
     for t in range(7):
@@ -222,3 +225,32 @@ def test_critic_rewards_use_the_current_dual_price():
     assert (frozen.replay.costs[: len(frozen.replay)] == 0).all()
     b = frozen.replay.sample(4, np.random.default_rng(1))
     assert torch.equal(frozen.batch_rewards(b), b["rewards"])
+
+
+def test_learn_follows_sb3_signature_callbacks_and_reset_num_timesteps():
+    agent = tiny_agent(make_env())
+    calls = []
+
+    def stop_after_30(locals_, globals_):
+        calls.append(locals_["num_timesteps"])
+        return locals_["num_timesteps"] < 30
+
+    agent.learn(100, callback=stop_after_30, log_interval=1)
+    assert agent.num_timesteps == 30 and calls[-1] == 30
+    agent.learn(40, reset_num_timesteps=False)
+    assert agent.num_timesteps == 70
+    agent.learn(40)  # reset_num_timesteps=True (SB3's default): the counter restarts
+    assert agent.num_timesteps == 40
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class Count(BaseCallback):
+        def _on_step(self):
+            return True
+
+    cb = Count()
+    agent.learn(20, callback=cb)
+    assert cb.n_calls == 20 and cb.num_timesteps == 20
+    with pytest.raises(TypeError, match="callback should be"):
+        agent.learn(20, callback=3)
+    with pytest.raises(ValueError, match="log_interval"):
+        agent.learn(20, log_interval=-1)

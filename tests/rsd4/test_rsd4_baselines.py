@@ -1,10 +1,20 @@
 """Heuristic baselines (budget matching, hand-made decisions), the evaluator and the SB3 wrapper."""
 
+import gymnasium as gym
 import numpy as np
 import pytest
 
 from reprozoo.rsd4 import DelayConstrainedSchedulingEnv, LagrangianWrapper
-from reprozoo.rsd4.baselines import EDF, MaxWeight, SB3Agent, Uniform, calibrate, evaluate
+from reprozoo.rsd4.baselines import (
+    EDF,
+    MaxWeight,
+    MaxWeightBlind,
+    SB3Agent,
+    Uniform,
+    calibrate,
+    evaluate,
+    mean_service_rate,
+)
 
 
 def hand_env():
@@ -34,7 +44,33 @@ def test_maxweight_spends_cap_and_prefers_heavier_user():
     np.testing.assert_allclose(big[env.buffer > 0], 1.0)
 
 
-@pytest.mark.parametrize("kind", [Uniform, EDF, MaxWeight])
+def test_maxweight_blind_ignores_the_channel_state_and_uses_training_service_rates():
+    env = hand_env()
+    blind = MaxWeightBlind(2.0, service_rate=[1.0, 1.0])
+    before = blind.resource(env)
+    env.channel_state[:] = [1, 4]  # the oracle reacts, the blind rule does not
+    np.testing.assert_array_equal(blind.resource(env), before)
+    assert not np.allclose(MaxWeight(2.0).resource(env), before)
+    # with the same channel everywhere and rate 1, the blind rule is the oracle at channel state 1
+    env.channel_state[:] = [1, 1]
+    np.testing.assert_allclose(blind.resource(env), MaxWeight(2.0).resource(env))
+    # service rates come from the training 80 % of the trace whatever split the env runs on
+    train = DelayConstrainedSchedulingEnv(arrival="poisson", channel="cellular", seed=0)
+    held = DelayConstrainedSchedulingEnv(arrival="poisson", channel="cellular", seed=0, split="eval")
+    rate = mean_service_rate(train)
+    np.testing.assert_allclose(rate, mean_service_rate(held))
+    n_train = int(0.8 * train._channel_trace.shape[0])
+    np.testing.assert_allclose(rate, (1.0 / train._channel_trace[:n_train]).mean(axis=0))
+    assert ((rate > 0.25) & (rate < 1.0)).all()  # states 1..4
+    markov = mean_service_rate(DelayConstrainedSchedulingEnv(channel="markov", seed=0))
+    assert markov.shape == (4,) and 0.25 < markov[0] < 1.0
+    pol, m = calibrate(MaxWeightBlind, train, 6.0, n_episodes=2, n_iter=14, service_rate=rate)
+    assert isinstance(pol, MaxWeightBlind) and abs(m["resource"] - 6.0) / 6.0 < 0.05
+    with pytest.raises(TypeError, match="env should be a DelayConstrainedSchedulingEnv"):
+        mean_service_rate(gym.Env())
+
+
+@pytest.mark.parametrize("kind", [Uniform, EDF, MaxWeight, MaxWeightBlind])
 def test_calibrate_matches_budget(kind):
     env = DelayConstrainedSchedulingEnv(arrival="poisson", channel="cellular", seed=0, episode_length=30)
     pol, m = calibrate(kind, env, 6.0, n_episodes=2, n_iter=14)
@@ -63,6 +99,23 @@ def test_sb3_agent_tiny_run(algo):
     assert np.isfinite(m["throughput"])
     with pytest.raises(ValueError, match="algo"):
         SB3Agent("PPO", env)
+
+
+@pytest.mark.parametrize("algo", ["TD3", "RecurrentPPO"])
+def test_sb3_agent_on_vectorised_copies(algo):
+    def make():
+        return LagrangianWrapper(DelayConstrainedSchedulingEnv(arrival="poisson", seed=0, episode_length=20),
+                                 budget=5.0, lam=0.5, frozen=True)
+
+    kw = {"n_steps": 20, "batch_size": 20} if algo == "RecurrentPPO" else {"learning_starts": 20, "batch_size": 16}
+    agent = SB3Agent(algo, make, n_envs=3, seed=0, policy_kwargs={"net_arch": [16]}, **kw)
+    assert agent.model.get_env().num_envs == 3
+    agent.learn(120, log_interval=1)
+    assert agent.model.num_timesteps >= 120 and len(agent.episode_log) >= 6
+    steps = [e["timesteps"] for e in agent.episode_log]
+    assert steps == sorted(steps)
+    with pytest.raises(TypeError, match="env should be a callable"):
+        SB3Agent(algo, make(), n_envs=2)
 
 
 def test_recurrent_ppo_keeps_its_lstm_state_across_steps():

@@ -6,7 +6,14 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 from reprozoo.datasets import bin_trace, quantise_capacity
-from reprozoo.rsd4 import ENV_ID, DelayConstrainedSchedulingEnv, LagrangianWrapper, dual_update, success_probability
+from reprozoo.rsd4 import (
+    ENV_ID,
+    DelayConstrainedSchedulingEnv,
+    DelayConstrainedSchedulingVectorEnv,
+    LagrangianWrapper,
+    dual_update,
+    success_probability,
+)
 
 
 def small_env(**kw):
@@ -93,7 +100,12 @@ def test_seeding_same_trajectory_under_fixed_actions():
 @pytest.mark.parametrize("channel", ["markov", "cellular"])
 def test_check_env_and_registration(partial, channel):
     env = gym.make(ENV_ID, arrival="poisson", channel=channel, partial_obs=partial, seed=0)
+    assert ENV_ID == "DelayConstrainedScheduling-v0"  # the id the paper's system is registered under
     check_env(env.unwrapped, skip_render_check=True)
+    with pytest.warns(UserWarning, match="different from the unwrapped"):  # gymnasium's note; checked anyway
+        check_env(LagrangianWrapper(env, budget=10.0, lam=0.3), skip_render_check=True)  # the wrapped env too
+    wrapped = LagrangianWrapper(env, budget=10.0, lam=0.3)
+    assert wrapped.spec.additional_wrappers[-1].kwargs["lam"] == 0.3  # re-creatable from its spec
     obs, _ = env.reset(seed=0)
     base = env.unwrapped
     assert obs.shape == (base.n_slots + (0 if partial else base.n_users),)
@@ -190,3 +202,50 @@ def test_trace_binning_and_quantisation():
     assert s.tolist() == [4, 4, 3, 3, 2, 2, 1, 1]  # 1 = best channel
     with pytest.raises(ValueError, match="slot_ms"):
         bin_trace(np.array([1.0]), 0)
+
+
+@pytest.mark.parametrize(("arrival", "channel"), [("poisson", "cellular"), ("bernoulli", "markov"),
+                                                  ("periodic", "markov")])
+def test_vector_env_with_one_copy_is_the_single_env(arrival, channel):
+    # one RNG stream, the same draws in the same order: the batched dynamics are the single env's
+    kw = dict(arrival=arrival, channel=channel, seed=3, episode_length=30)
+    env, venv = DelayConstrainedSchedulingEnv(**kw), DelayConstrainedSchedulingVectorEnv(1, **kw)
+    o1, _ = env.reset(seed=5)
+    o2, _ = venv.reset(seed=5)
+    rng = np.random.default_rng(0)
+    for _ in range(45):
+        a = rng.uniform(-1.2, 1.2, env.n_slots)
+        o1, r1, _, tr1, i1 = env.step(a)
+        if tr1:
+            final = o1
+            o1, _ = env.reset()
+        o2, r2, te2, tr2, i2 = venv.step(a[None])
+        np.testing.assert_array_equal(o2[0], o1)
+        assert r2[0] == pytest.approx(r1) and tr2[0] == tr1 and not te2[0]
+        assert i2["throughput"][0] == pytest.approx(i1["throughput"])
+        np.testing.assert_allclose(i2["per_user_resource"][0], i1["per_user_resource"])
+        if tr1:
+            np.testing.assert_array_equal(i2["final_obs"][0], final)
+
+
+def test_vector_env_batch_registration_and_bad_actions():
+    venv = gym.make_vec(ENV_ID, num_envs=5, vectorization_mode="vector_entry_point", arrival="poisson",
+                        channel="cellular", partial_obs=True, seed=0)
+    assert isinstance(venv.unwrapped, DelayConstrainedSchedulingVectorEnv)
+    obs, _ = venv.reset(seed=1)
+    assert obs.shape == (5, venv.unwrapped.template.n_slots)
+    totals = np.zeros(5)
+    for _ in range(100):
+        obs, rew, term, trunc, info = venv.step(venv.action_space.sample())
+        totals += info["arrived"] - info["delivered"] - info["dropped"]
+        assert venv.observation_space.contains(obs)
+    assert trunc.all() and not term.any()
+    base = venv.unwrapped
+    # conservation per copy: arrived = delivered + dropped + still queued at the end (the partial obs: queues)
+    np.testing.assert_array_equal(totals, info["final_obs"].sum(axis=1))
+    assert (obs == 0).all()  # same-step autoreset: the queues restart empty
+    assert len({tuple(r) for r in info["final_obs"]}) > 1  # copies differ
+    with pytest.raises(ValueError, match=r"actions should have shape \(5, "):
+        base.step(np.zeros((4, base.template.n_slots)))
+    with pytest.raises(ValueError, match="NaN"):
+        base.step(np.full((5, base.template.n_slots), np.nan))

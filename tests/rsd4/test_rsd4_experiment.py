@@ -6,16 +6,23 @@ import pytest
 
 from reprozoo.core.experiment import ConfigError
 from reprozoo.core.report import write_run
-from reprozoo.rsd4.experiment import METHODS, Config, run
+from reprozoo.rsd4.experiment import METHODS, Config, mix_at_budget, run
 
 
 def test_smoke_preset_end_to_end(tmp_path):
     cfg = Config.from_preset("smoke")
     result = run(cfg, tmp_path)
     methods = {r.method for r in result.records}
-    assert set(METHODS) <= methods
+    assert set(METHODS) - {"MaxWeight"} <= methods and "MaxWeight-oracle" in methods  # smoke: partial observation
     roles = {r.method: r.role for r in result.records if r.metric == "throughput"}
-    assert roles["RSD4"] == "method" and roles["MaxWeight"] == "baseline"
+    assert roles["RSD4"] == "method" and roles["MaxWeight-blind"] == "baseline"
+    assert roles["MaxWeight-oracle"] == "reference"  # reads the channel no agent observes
+    # equal resource: every RL agent has one held-out point per price of the grid, and a point at the budget
+    for name in ("RSD4", "TD3", "SAC", "RecurrentPPO"):
+        for lam in cfg.lam_grid:
+            assert any(r.method == name and r.setting.endswith(f"lam={lam:g}") for r in result.records)
+        at_budget = [r for r in result.records if r.method == name and r.setting == "N4-poisson"]
+        assert {"throughput", "resource", "budget_violation", "lambda"} <= {r.metric for r in at_budget}
     for r in result.records:
         if r.metric in ("throughput", "resource"):
             assert 0.0 <= r.value < 1e3
@@ -24,7 +31,7 @@ def test_smoke_preset_end_to_end(tmp_path):
         if r.metric == "budget_violation":
             assert r.value >= 0.0
     # heuristics are budget-matched on training episodes; on held-out ones they stay near the budget
-    for name in ("Uniform", "MaxWeight"):
+    for name in ("Uniform", "MaxWeight-blind", "MaxWeight-oracle"):
         res = [r.value for r in result.records if r.method == name and r.metric == "resource"]
         assert res and abs(res[0] - cfg.budget) / cfg.budget < 0.5
     assert all((tmp_path / f).is_file() for f in result.figures) and len(result.figures) == 2
@@ -73,3 +80,18 @@ def test_arrival_choices_are_the_environments():
 
     field = {f.name: f for f in dataclasses.fields(Config)}["arrivals"]
     assert field.metadata["knob"]["choices"] == ARRIVALS
+
+
+def test_mix_at_budget_is_the_upper_concave_hull_with_the_idle_policy():
+    mix = mix_at_budget([5.0, 12.0, 20.0], [4.0, 8.0, 9.0], 10.0)  # between the points at 5 and 12
+    assert [i for i, _ in mix] == [0, 1]
+    w = dict(mix)
+    assert w[0] * 5 + w[1] * 12 == pytest.approx(10.0) and sum(w.values()) == pytest.approx(1.0)
+    assert mix_at_budget([5.0, 12.0, 20.0], [4.0, 8.0, 9.0], 30.0) == [(2, 1.0)]  # beyond every point
+    assert mix_at_budget([5.0, 12.0], [4.0, 3.0], 10.0) == [(0, 1.0)]  # spending more does not pay
+    mix = mix_at_budget([15.0], [4.0], 10.0)  # only over the budget: share time with the idle policy (-1)
+    assert dict(mix)[-1] == pytest.approx(1 / 3)
+    # a point under the hull is never used: (8, 3) lies below the chord from (5, 4) to (12, 8)
+    assert 2 not in dict(mix_at_budget([5.0, 12.0, 8.0], [4.0, 8.0, 3.0], 9.0))
+    with pytest.raises(ValueError, match="non-empty finite"):
+        mix_at_budget([], [], 1.0)

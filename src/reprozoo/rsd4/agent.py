@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from reprozoo.core.checks import check_float, check_int
 from reprozoo.core.device import resolve_device
 from reprozoo.core.io import atomic_torch_save
+from reprozoo.core.progress import log
 from reprozoo.rsd4.buffer import EpisodeReplay
 from reprozoo.rsd4.env import DelayConstrainedSchedulingEnv
 from reprozoo.rsd4.networks import RecurrentActor, RecurrentCritic
@@ -395,33 +396,72 @@ class RSD4:
         return np.where(self.layout.valid, np.clip(noisy, -1.0, 1.0), -1.0).astype(np.float32)
 
     # ---- learning --------------------------------------------------------------------------------------
-    def learn(self, total_timesteps: int, progress: Any = None) -> RSD4:
-        """Train for ``total_timesteps`` environment steps (continues from previous calls); returns ``self``.
+    def learn(self, total_timesteps: int, callback: Any = None, log_interval: int = 10,
+              reset_num_timesteps: bool = True) -> RSD4:
+        """Train for ``total_timesteps`` environment steps; returns ``self`` (Stable-Baselines3's signature).
 
-        ``progress`` is an optional callable ``(num_timesteps, total) -> None`` called after each episode.
+        ``callback``: ``None``, a callable ``(locals, globals) -> bool | None`` called after every step
+        (SB3's function callbacks; returning ``False`` stops training), or an SB3 ``BaseCallback``
+        (``on_step`` after every step). ``log_interval``: episodes between progress lines
+        (:func:`reprozoo.core.progress.log`, silent under ``--quiet``); 0 = none. ``reset_num_timesteps``:
+        as in SB3, ``True`` restarts the step counter (so the ``learning_starts`` warm-up runs again; the replay
+        and the networks are kept) and reseeds the first ``reset``; ``False`` continues from previous calls.
+        Cost: O(total_timesteps) acting plus ``gradient_steps`` updates per ``train_freq`` steps.
         """
         total = check_int(total_timesteps, "total_timesteps", low=1)
+        log_interval = check_int(log_interval, "log_interval", low=0)
         if self.env is None:
             raise ValueError("this agent has no environment; pass env to RSD4(...) or RSD4.load(path, env=env)")
+        step_callback = self._wrap_callback(callback)
         lay = self.layout
         t_len = self.env.unwrapped.episode_length
         if self.replay is None:
             self.replay = EpisodeReplay(self.buffer_size, t_len, lay.state_dim, lay.action_dim, self.hidden_dim,
                                         store_every_step=self.segment_length is not None)
         grad_steps = lay.n_users if self.gradient_steps is None else self.gradient_steps
+        if reset_num_timesteps:
+            self.num_timesteps = 0
         n_threads = torch.get_num_threads()
         torch.set_num_threads(1)  # small networks: one thread is fastest and plays well with others
         try:
             end = self.num_timesteps + total
             first = self.num_timesteps == 0
             while self.num_timesteps < end:
-                self._run_episode(first, end, grad_steps, progress)
+                if not self._run_episode(first, end, grad_steps, step_callback):
+                    break
                 first = False
+                if log_interval and len(self.episode_log) % log_interval == 0:
+                    e = self.episode_log[-1]
+                    log(f"rsd4: {self.num_timesteps}/{end} steps, throughput {e['throughput']:.3g}, "
+                        f"resource {e['resource']:.3g}, lam {e['lam']:.3g}")
         finally:
             torch.set_num_threads(n_threads)
+            if hasattr(callback, "on_training_end"):
+                callback.on_training_end()
         return self
 
-    def _run_episode(self, first: bool, end: int, grad_steps: int, progress: Any) -> None:
+    def get_env(self) -> gym.Env | None:
+        """The training environment (SB3's name; callbacks read it as ``training_env``)."""
+        return self.env
+
+    def _wrap_callback(self, callback: Any) -> Any:
+        """A ``() -> bool`` called after each step (``False``: stop), from ``None``, a function or a BaseCallback."""
+        if callback is None:
+            return None
+        if hasattr(callback, "on_step") and hasattr(callback, "init_callback"):  # SB3 BaseCallback, duck-typed
+            callback.model, callback.num_timesteps = self, self.num_timesteps  # its training_env: get_env()
+            callback.on_training_start({"self": self}, {})
+
+            def step() -> bool:
+                return callback.on_step() is not False  # counts n_calls, reads model.num_timesteps
+            return step
+        if callable(callback):
+            return lambda: callback({"self": self, "num_timesteps": self.num_timesteps}, {}) is not False
+        raise TypeError(f"callback should be None, a callable (locals, globals) -> bool or an SB3 BaseCallback; "
+                        f"got {type(callback).__name__}")
+
+    def _run_episode(self, first: bool, end: int, grad_steps: int, step_callback: Any) -> bool:
+        """One episode (stored in the replay); ``False`` when ``step_callback`` asked to stop."""
         lay = self.layout
         n, t_len = lay.n_users, self.env.unwrapped.episode_length
         obs, _ = self.env.reset(seed=self.seed if first else None)
@@ -464,6 +504,8 @@ class RSD4:
             rew += reward
             state = new_state
             self.num_timesteps += 1
+            if step_callback is not None and not step_callback():
+                return False
             if (self.num_timesteps >= self.learning_starts and self.num_timesteps % self.train_freq == 0
                     and len(self.replay) >= self.batch_size):
                 for _ in range(grad_steps):
@@ -478,8 +520,7 @@ class RSD4:
         self.replay.push(states, lasts, acts, rews, dones, hid, costs)
         self.episode_log.append({"timesteps": self.num_timesteps, "throughput": thr / t_len, "resource": res / t_len,
                                  "reward": rew / t_len, "lam": self.price()})
-        if progress is not None:
-            progress(self.num_timesteps, end)
+        return True
 
     def price(self) -> float:
         """The current resource price ``lam`` of the environment (its outermost wrapper that has one; 0 if none)."""
@@ -551,7 +592,8 @@ class RSD4:
         if self.n_updates % self.policy_delay == 0:
             pi = self.actors[k](s[:, :-1], la[:, :-1], hx[k])[0]
             pi = torch.where(vmask, pi, torch.full_like(pi, -1.0))
-            mem = self.critics[k].memory(s[:, :-1], la[:, :-1], hx[2 + k])[0].detach()
+            with torch.no_grad():  # the actor's gradient flows through the action input only
+                mem = self.critics[k].memory(s[:, :-1], la[:, :-1], hx[2 + k])[0]
             actor_loss = -self.critics[k].head(s[:, :-1], pi, mem).mean()
             self.actor_optims[k].zero_grad(set_to_none=True)
             actor_loss.backward()

@@ -9,8 +9,11 @@ knob whose average resource per slot on training episodes equals the budget ``E0
   resource in order of remaining lifetime (ties: larger weight first) until ``C`` is spent.
 * :class:`MaxWeight`: channel-aware max-weight greedy under a per-slot cap ``C``: each slot spends at most
   ``C``, split across users to maximise the expected weighted deliveries ``sum_i beta_i n_i p_i(e_i)``
-  (water-filling on the success model). It reads the true channel state even under partial observation
-  (an advantage over the learning agents, stated in the card).
+  (water-filling on the success model). It reads the true channel state even under partial observation, so
+  there it is an *oracle* (role ``reference`` in the experiment), not a comparison.
+* :class:`MaxWeightBlind` (``MaxWeight-blind``): the same rule knowing only what RSD4 observes under partial
+  observation (queues, weights, distances) plus each user's mean service rate ``E[1/c_i]`` over the
+  *training* part of the channel process (:func:`mean_service_rate`); the partial-observation comparison.
 
 Deep-RL baselines: SB3 TD3 and SAC with MLP policies, and sb3-contrib's RecurrentPPO with an LSTM policy
 (the recurrent, on-policy counterpart of RSD4), on the flat observation/action, trained inside the same
@@ -32,12 +35,14 @@ __all__ = [
     "EDF",
     "Heuristic",
     "MaxWeight",
+    "MaxWeightBlind",
     "SB3Agent",
     "SB3_ALGOS",
     "Uniform",
     "EpisodeStats",
     "calibrate",
     "evaluate",
+    "mean_service_rate",
 ]
 
 
@@ -111,8 +116,11 @@ class MaxWeight(Heuristic):
     knob_range = (0.0, 1000.0)
     _prices = np.logspace(-5, 3, 161)
 
+    def _channel(self, env: DelayConstrainedSchedulingEnv) -> np.ndarray:
+        return env.channel_state
+
     def resource(self, env: DelayConstrainedSchedulingEnv) -> np.ndarray:
-        k = env.distances ** 3 * env.channel_state  # p(e) = tanh(e / k)
+        k = env.distances ** 3 * self._channel(env)  # p(e) = tanh(e / k)
         n = env.buffer.sum(axis=1).astype(np.float64)
         ratio = np.clip(self._prices[:, None] * k[None, :] / np.maximum(env.weights, 1e-12)[None, :], 0.0, 1.0)
         e = np.clip(k * np.arctanh(np.sqrt(np.clip(1.0 - ratio, 0.0, 1.0 - 1e-12))), 0.0, 1.0)  # (grid, N)
@@ -127,6 +135,47 @@ class MaxWeight(Heuristic):
             w = (self.level - spend[j]) / max(spend[j - 1] - spend[j], 1e-12)
             e_user = e[j] + w * (e[j - 1] - e[j])
         return np.where(env.buffer > 0, e_user[:, None], 0.0)
+
+
+def mean_service_rate(env: gym.Env) -> np.ndarray:
+    """Each user's mean service rate ``E[1/c_i]`` on the *training* part of the channel process, ``(n_users,)``.
+
+    The success model ``p = tanh(e / (d^3 c))`` is nearly linear in ``e / c`` for ``e <= 1``, so ``E[1/c]``
+    is what a channel-blind rule can know of user ``i``'s channel. Trace channels: the mean over the first
+    80 % of the trace (the training split, whatever split ``env`` runs on); Markov channels: the mean under the
+    chain's stationary distribution (left eigenvector of the transition matrix). O(T * n_users).
+    """
+    base = env.unwrapped
+    if not isinstance(base, DelayConstrainedSchedulingEnv):
+        raise TypeError(f"env should be a DelayConstrainedSchedulingEnv (possibly wrapped), got {type(base).__name__}")
+    if base._channel_kind == "markov":
+        vals, vecs = np.linalg.eig(base.transition_matrix.T)
+        pi = np.abs(np.real(vecs[:, np.argmin(np.abs(vals - 1.0))]))
+        pi = pi / pi.sum()
+        rate = float(pi @ (1.0 / np.arange(1, base.n_channel_states + 1)))
+        return np.full(base.n_users, rate)
+    trace = base._channel_trace
+    return (1.0 / trace[: int(0.8 * trace.shape[0])]).mean(axis=0)
+
+
+class MaxWeightBlind(MaxWeight):
+    """:class:`MaxWeight` without the channel state: water-filling with ``c_i = 1 / E[1/c_i]`` (``service_rate``).
+
+    Knows what RSD4 observes under partial observation (the queues) and the instance's weights and distances,
+    plus ``service_rate`` = :func:`mean_service_rate` of the training trace. ``service_rate=None`` (the
+    default) takes it from the environment on first use. O(n_users * grid) per slot.
+    """
+
+    name = "MaxWeight-blind"
+
+    def __init__(self, level: float, service_rate: Any = None) -> None:
+        super().__init__(level)
+        self.service_rate = None if service_rate is None else np.asarray(service_rate, dtype=np.float64)
+
+    def _channel(self, env: DelayConstrainedSchedulingEnv) -> np.ndarray:
+        if self.service_rate is None:
+            self.service_rate = mean_service_rate(env)
+        return 1.0 / self.service_rate
 
 
 def _episodes(
@@ -177,9 +226,12 @@ def evaluate(policy: Any, env: gym.Env, n_episodes: int = 10, seed: int = 10_000
 
 
 def calibrate(
-    kind: type[Heuristic], env: gym.Env, budget: float, *, n_episodes: int = 4, n_iter: int = 20, seed: int = 0
+    kind: type[Heuristic], env: gym.Env, budget: float, *, n_episodes: int = 4, n_iter: int = 20, seed: int = 0,
+    **kwargs: Any,
 ) -> tuple[Heuristic, dict[str, float]]:
     """Bisection on the knob of ``kind`` so that its average resource per slot equals ``budget``.
+
+    ``kwargs`` go to ``kind(level, **kwargs)`` (e.g. ``service_rate`` of :class:`MaxWeightBlind`).
 
     Uses the same ``n_episodes`` reset seeds for every candidate (common random numbers). If the budget is
     above what the rule can spend, the knob saturates at its range end. Returns ``(policy, its metrics)``.
@@ -192,7 +244,7 @@ def calibrate(
     best = None
     for _ in range(check_int(n_iter, "n_iter", low=1)):
         mid = 0.5 * (lo + hi)
-        pol = kind(float(np.exp(mid)) if kind.log_knob else mid)
+        pol = kind(float(np.exp(mid)) if kind.log_knob else mid, **kwargs)
         m = evaluate(pol, env, n_episodes, seed)
         if best is None or abs(m["resource"] - budget) < abs(best[1]["resource"] - budget):
             best = (pol, m)
@@ -241,8 +293,12 @@ class SB3Agent:
     Parameters
     ----------
     algo : {"TD3", "SAC", "RecurrentPPO"}
-    env : gymnasium.Env
+    env : gymnasium.Env, or a callable returning one (needed for ``n_envs > 1``)
         The (Lagrangian-wrapped) scheduling environment.
+    n_envs : int, default 1
+        Copies stepped together in SB3's ``DummyVecEnv`` (each with its own price, so use a fixed price when
+        ``n_envs > 1``). The off-policy agents then take one gradient step per environment step collected
+        (``gradient_steps=-1``), the same update-to-data ratio as with one copy.
     learning_starts : int
         Random warm-up steps of the off-policy agents (the same as RSD4's).
     seed : int
@@ -257,14 +313,27 @@ class SB3Agent:
     state for RecurrentPPO, ``None`` otherwise), ``save``, ``episode_log``.
     """
 
-    def __init__(self, algo: str, env: gym.Env, learning_starts: int = 10_000, seed: int | None = None,
-                 device: str = "auto", **kwargs: Any) -> None:
+    def __init__(self, algo: str, env: Any, learning_starts: int = 10_000, seed: int | None = None,
+                 device: str = "auto", n_envs: int = 1, **kwargs: Any) -> None:
         if algo not in SB3_ALGOS:
             raise ValueError(f"algo={algo!r} should be one of {list(SB3_ALGOS)}")
         self.algo = algo
-        self.env = EpisodeStats(env)
-        n_act = env.action_space.shape[0]
+        n_envs = check_int(n_envs, "n_envs", low=1)
+        if isinstance(env, gym.Env):
+            if n_envs > 1:
+                raise TypeError("env should be a callable returning an environment when n_envs > 1, got an env")
+            self._stats = [EpisodeStats(env)]
+        elif callable(env):
+            self._stats = [EpisodeStats(env()) for _ in range(n_envs)]
+        else:
+            raise TypeError(f"env should be a gymnasium.Env or a callable returning one, got {type(env).__name__}")
+        from stable_baselines3.common.vec_env import DummyVecEnv
+
+        self.env = self._stats[0] if n_envs == 1 else DummyVecEnv([lambda s=s: s for s in self._stats])
+        n_act = self._stats[0].action_space.shape[0]
         extra: dict[str, Any] = {}
+        if n_envs > 1 and algo != "RecurrentPPO":
+            extra["gradient_steps"] = -1
         if algo == "RecurrentPPO":
             try:
                 from sb3_contrib import RecurrentPPO
@@ -285,15 +354,21 @@ class SB3Agent:
 
     @property
     def episode_log(self) -> list[dict[str, float]]:
-        return self.env.log
+        """Training episodes of all copies, ``timesteps`` counted over all copies, in that order."""
+        k = len(self._stats)
+        logs = [{**e, "timesteps": e["timesteps"] * k} for st in self._stats for e in st.log]
+        return sorted(logs, key=lambda e: e["timesteps"])
 
-    def learn(self, total_timesteps: int) -> SB3Agent:
+    def learn(self, total_timesteps: int, callback: Any = None, log_interval: int = 100,
+              reset_num_timesteps: bool = True) -> SB3Agent:
+        """SB3's ``learn`` (same arguments), on one torch thread (small networks)."""
         import torch
 
         n_threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            self.model.learn(total_timesteps=total_timesteps, reset_num_timesteps=False)
+            self.model.learn(total_timesteps=total_timesteps, callback=callback, log_interval=log_interval,
+                             reset_num_timesteps=reset_num_timesteps)
         finally:
             torch.set_num_threads(n_threads)
         return self

@@ -47,7 +47,7 @@ __all__ = [
     "success_probability",
 ]
 
-ENV_ID = "reprozoo/DelayConstrainedScheduling-v0"
+ENV_ID = "DelayConstrainedScheduling-v0"  # the name the paper's system and its spec give it
 ARRIVALS = ("bernoulli", "poisson", "periodic")
 CHANNELS = ("markov", "cellular")
 #: Arrivals per user and slot are capped here (documented clip) so that observations stay in a finite Box.
@@ -306,27 +306,37 @@ class DelayConstrainedSchedulingEnv(gym.Env):
         return (0, n_train) if self.split == "train" else (n_train, length)
 
     def _arrivals(self) -> np.ndarray:
-        rng, t = self.np_random, self.t
+        return self._draw_arrivals(self.np_random, self.t, getattr(self, "_arrival_offset", 0), None)
+
+    def _draw_arrivals(self, rng: np.random.Generator, t: int, offset: Any, size: tuple | None) -> np.ndarray:
+        """Arrivals of slot ``t``: ``(n_users,)`` (``size=None``, scalar ``offset``) or ``size`` = ``(B, n_users)``
+        with one trace ``offset`` per copy (shared by :class:`DelayConstrainedSchedulingVectorEnv`)."""
         kind = self._arrival_kind
         if kind == "bernoulli":
-            return (rng.random(self.n_users) < self.arrival_rates).astype(np.int64)
+            return (rng.random(size or self.n_users) < self.arrival_rates).astype(np.int64)
         if kind == "poisson":
-            return rng.poisson(self.arrival_rates).astype(np.int64)
+            return rng.poisson(self.arrival_rates, size).astype(np.int64)
         if kind == "periodic":
-            return np.where((t + self.phases) % self.periods == 0, self.arrival_rates, 0).astype(np.int64)
+            out = np.where((t + self.phases) % self.periods == 0, self.arrival_rates, 0).astype(np.int64)
+            return out if size is None else np.broadcast_to(out, size).copy()
         lo, hi = self._split_range(self._arrival_trace.shape[0])
-        return self._arrival_trace[lo + (self._arrival_offset + t) % (hi - lo)]
+        return self._arrival_trace[lo + (np.asarray(offset) + t) % (hi - lo)]
 
-    def _channel_at(self, t: int) -> np.ndarray:
+    def _channel_at(self, t: int, offset: Any = None) -> np.ndarray:
         lo, hi = self._split_range(self._channel_trace.shape[0])
-        return self._channel_trace[lo + (self._channel_offset + t) % (hi - lo)].copy()
+        offset = self._channel_offset if offset is None else np.asarray(offset)
+        return self._channel_trace[lo + (offset + t) % (hi - lo)].copy()
 
     def _next_channel(self) -> np.ndarray:
+        return self._draw_channel(self.np_random, self.t, self.channel_state, None)
+
+    def _draw_channel(self, rng: np.random.Generator, t: int, state: np.ndarray, offset: Any) -> np.ndarray:
+        """Channel states of slot ``t`` from the current ``state`` (any leading shape; Markov) or the trace."""
         if self._channel_kind == "markov":
-            cdf = np.cumsum(self.transition_matrix[self.channel_state - 1], axis=1)
-            u = self.np_random.random(self.n_users)[:, None]
-            return (np.minimum((u > cdf).sum(axis=1), self.n_channel_states - 1) + 1).astype(np.int64)
-        return self._channel_at(self.t)
+            cdf = np.cumsum(self.transition_matrix[state - 1], axis=-1)
+            u = rng.random(state.shape)[..., None]
+            return (np.minimum((u > cdf).sum(axis=-1), self.n_channel_states - 1) + 1).astype(np.int64)
+        return self._channel_at(t, offset)
 
     def _obs(self) -> np.ndarray:
         buf = self.buffer[self.valid].astype(np.float32)
@@ -373,17 +383,8 @@ class DelayConstrainedSchedulingEnv(gym.Env):
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
         """Serve the queues with ``action`` (see the class notes for the order of events)."""
         e = self.resource_from_action(self.check_action(action))
-        buf = self.buffer
-        p = success_probability(e, self.distances[:, None], self.channel_state[:, None])
-        delivered = self.np_random.binomial(buf, p)
-        per_user_resource = (e * buf).sum(axis=1)
-        per_user_delivered = delivered.sum(axis=1)
-        buf -= delivered
-        per_user_dropped = buf[:, 0].copy()  # remaining lifetime 0 and not delivered: expires
-        buf[:, :-1] = buf[:, 1:]
-        buf[:, -1] = 0
-        arrivals = np.minimum(self._arrivals(), MAX_PACKETS)
-        buf[np.arange(self.n_users), self.deadlines] = arrivals
+        per_user_delivered, per_user_resource, per_user_dropped, arrivals = serve(
+            self.np_random, self.buffer, e, self.distances, self.channel_state, self.deadlines, self._arrivals)
         self.t += 1
         self.channel_state = self._next_channel()
 
@@ -423,6 +424,29 @@ class DelayConstrainedSchedulingEnv(gym.Env):
         }
 
 
+def serve(rng: np.random.Generator, buf: np.ndarray, e: np.ndarray, distances: np.ndarray, channel: np.ndarray,
+          deadlines: np.ndarray, arrivals: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One slot of the queues, in place on ``buf`` ``(..., N, tau_max+1)`` (any leading batch shape).
+
+    Delivery (``Binomial(n, p(e))`` per slot), expiry of slot 0, shift by one slot, then ``arrivals()`` (called
+    after the delivery draws, so one RNG stream gives the same trajectory as before batching) placed in slot
+    ``tau_i`` (capped at :data:`MAX_PACKETS`). Returns per-user ``delivered, resource, dropped, arrived``, each
+    ``(..., N)``. O(buf.size).
+    """
+    p = success_probability(e, distances[..., :, None], channel[..., :, None])
+    delivered = rng.binomial(buf, p)
+    per_user_resource = (e * buf).sum(axis=-1)
+    per_user_delivered = delivered.sum(axis=-1)
+    buf -= delivered
+    per_user_dropped = buf[..., 0].copy()  # remaining lifetime 0 and not delivered: expires
+    buf[..., :-1] = buf[..., 1:]
+    buf[..., -1] = 0
+    arrived = np.minimum(arrivals(), MAX_PACKETS)
+    idx = np.broadcast_to(deadlines[:, None], (*buf.shape[:-1], 1))
+    np.put_along_axis(buf, idx, arrived[..., None], axis=-1)
+    return per_user_delivered, per_user_resource, per_user_dropped, arrived
+
+
 def dual_update(lam: float, mean_resource: float, budget: float, lr: float) -> float:
     """Projected dual (sub)gradient step ``lam <- max(0, lam + lr * (mean_resource - budget))``.
 
@@ -436,7 +460,7 @@ def dual_update(lam: float, mean_resource: float, budget: float, lr: float) -> f
     return max(0.0, lam + lr * (mean_resource - budget))
 
 
-class LagrangianWrapper(gym.Wrapper):
+class LagrangianWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Owns the resource price ``lam``: reward ``throughput - lam * resource``, dual update per episode.
 
     Parameters
@@ -463,7 +487,10 @@ class LagrangianWrapper(gym.Wrapper):
         self, env: gym.Env, budget: float, lr: float = 0.05, lam: float = 0.0, update_every: int = 1,
         frozen: bool = False, warmup_episodes: int = 0,
     ) -> None:
-        super().__init__(env)
+        # recorded so that gymnasium can rebuild the wrapped env from its spec (check_env, env.spec)
+        gym.utils.RecordConstructorArgs.__init__(self, budget=budget, lr=lr, lam=lam, update_every=update_every,
+                                                 frozen=frozen, warmup_episodes=warmup_episodes)
+        gym.Wrapper.__init__(self, env)
         if not isinstance(env.unwrapped, DelayConstrainedSchedulingEnv):
             raise TypeError("LagrangianWrapper needs a DelayConstrainedSchedulingEnv underneath")
         self.budget = check_float(budget, "budget", low=0.0)

@@ -36,8 +36,8 @@ from reprozoo.core.seed import seed_everything
 
 __all__ = ["RSD4Config", "Config", "run", "METHODS"]
 
-METHODS = ("RSD4", "Uniform", "EDF", "MaxWeight", "TD3", "SAC", "RecurrentPPO")
-HEURISTICS = ("Uniform", "EDF", "MaxWeight")
+METHODS = ("RSD4", "Uniform", "EDF", "MaxWeight-blind", "MaxWeight", "TD3", "SAC", "RecurrentPPO")
+HEURISTICS = ("Uniform", "EDF", "MaxWeight-blind", "MaxWeight")
 RL = ("RSD4", "TD3", "SAC", "RecurrentPPO")
 
 
@@ -60,6 +60,10 @@ class RSD4Config(TorchExperimentConfig):
     budget: float = knob(10.0, gt=0)  # E0: average resource per slot allowed (for 4 users; scaled by n_users / 4)
     dual_lr: float = knob(0.0005, ge=0)  # eta of lam <- [lam + eta (mean resource - E0)]^+ after each episode
     lam_init: float = -1.0  # initial price; < 0: slope of MaxWeight's throughput-vs-resource curve at E0
+    #: equal-resource comparison: each RL agent is trained at each of these fixed prices (no dual update) and
+    #: reported at the budget by time-sharing two of its policies, chosen on validation episodes; () = the dual
+    #: ascent protocol (budget, dual_lr, lam_init)
+    lam_grid: tuple[float, ...] = knob((), ge=0, unique=True)
     total_timesteps: int = knob(10_000, ge=1)  # environment steps per RL agent
     learning_starts: int = knob(2_000, ge=0)  # random warm-up steps (all RL agents; no dual update meanwhile)
     # RSD4 (the authors' defaults in brackets)
@@ -97,6 +101,7 @@ class RSD4Config(TorchExperimentConfig):
             "batch_size": 4,
             "n_target_samples": 4,
             "episode_length": 50,
+            "lam_grid": (0.2, 2.0),
         },
         "standard": {
             "datasets": ("trace", "markov"),
@@ -154,14 +159,15 @@ def _metrics(m: dict[str, float], budget: float) -> dict[str, float]:
             "budget_violation": max(0.0, m["resource"] / budget - 1.0), "drop_rate": m["drop_rate"]}
 
 
-def _train_rl(name: str, cfg: RSD4Config, make, budget: float, lam0: float, seed: int):
+def _train_rl(name: str, cfg: RSD4Config, make, budget: float, lam0: float, seed: int, fixed: bool = False):
     from reprozoo.rsd4.agent import RSD4
     from reprozoo.rsd4.baselines import SB3Agent
     from reprozoo.rsd4.env import LagrangianWrapper
 
     env = make("train")
     warm = int(np.ceil(cfg.learning_starts / cfg.episode_length))
-    wenv = LagrangianWrapper(env, budget=budget, lr=cfg.dual_lr, lam=lam0, warmup_episodes=warm)
+    wenv = LagrangianWrapper(env, budget=budget, lr=0.0 if fixed else cfg.dual_lr, lam=lam0, warmup_episodes=warm,
+                             frozen=fixed)
     seed_everything(seed)
     if name == "RSD4":
         agent = RSD4(
@@ -183,14 +189,16 @@ def _train_rl(name: str, cfg: RSD4Config, make, budget: float, lam0: float, seed
 
 def run(config: RSD4Config, out_dir: Path) -> Result:
     """Run the experiment; returns the :class:`Result` (records, figures under ``out_dir/figures``)."""
-    from reprozoo.rsd4.baselines import EDF, MaxWeight, Uniform, calibrate, evaluate
+    from reprozoo.rsd4.baselines import EDF, MaxWeight, MaxWeightBlind, Uniform, calibrate, evaluate, mean_service_rate
 
     cfg = config
     cfg.validate()
     cfg = cfg.replace(device=str(resolve_device(cfg.device)))  # "auto" when run is called directly
     out_dir = Path(out_dir)
     result = Result(name="rsd4", preset=cfg.preset, config=cfg.to_dict())
-    heur = {"Uniform": Uniform, "EDF": EDF, "MaxWeight": MaxWeight}
+    heur = {"Uniform": Uniform, "EDF": EDF, "MaxWeight-blind": MaxWeightBlind, "MaxWeight": MaxWeight}
+    # under partial observation the channel-aware MaxWeight reads what no agent sees: an oracle, not a baseline
+    oracle = "MaxWeight-oracle" if cfg.partial_obs else "MaxWeight"
     curves: dict[tuple[str, str], list[list[dict[str, float]]]] = {}
     budget_curve: dict[tuple[str, str], dict[float, list[float]]] = {}  # heuristics: budget -> throughputs
     rl_points: dict[tuple[str, str], list[tuple[float, float, float]]] = {}  # (budget, resource, throughput)
@@ -213,25 +221,34 @@ def run(config: RSD4Config, out_dir: Path) -> Result:
         for name in HEURISTICS:
             if name not in cfg.methods:
                 continue
+            # the blind rule's channel knowledge: mean service rates of the training split only
+            kw = {"service_rate": mean_service_rate(train_env)} if name == "MaxWeight-blind" else {}
+            label = oracle if name == "MaxWeight" else name
             for b in grid:
                 pol, _ = calibrate(heur[name], train_env, b, n_episodes=cfg.calib_episodes, n_iter=cfg.calib_iters,
-                                   seed=seed * 1000)
+                                   seed=seed * 1000, **kw)
                 m = ev(pol, b)
-                budget_curve.setdefault((setting, name), {}).setdefault(b, []).append(m["throughput"])
+                budget_curve.setdefault((setting, label), {}).setdefault(b, []).append((m["resource"],
+                                                                                         m["throughput"]))
                 if b == budget:
-                    result.add_many(dataset, name, "baseline", m, seed=seed, setting=setting)
+                    role = "reference" if label == "MaxWeight-oracle" else "baseline"
+                    result.add_many(dataset, label, role, m, seed=seed, setting=setting)
         # --- initial price: marginal throughput of resource for the channel-aware greedy rule ---------------
         lam0 = cfg.lam_init
-        if lam0 < 0:
+        if lam0 < 0 and not cfg.lam_grid:
             lo = calibrate(MaxWeight, train_env, 0.75 * budget, n_episodes=cfg.calib_episodes,
                            n_iter=cfg.calib_iters, seed=seed * 1000)[1]
             hi = calibrate(MaxWeight, train_env, 1.25 * budget, n_episodes=cfg.calib_episodes,
                            n_iter=cfg.calib_iters, seed=seed * 1000)[1]
             lam0 = max(0.0, (hi["throughput"] - lo["throughput"]) / max(hi["resource"] - lo["resource"], 1e-9))
-        result.add(dataset, "MaxWeight", "reference", "lambda_init", lam0, seed=seed, setting=setting)
+        if not cfg.lam_grid:
+            result.add(dataset, oracle, "reference", "lambda_init", lam0, seed=seed, setting=setting)
         # --- RL agents ---------------------------------------------------------------------------------------
         for name in RL:
             if name not in cfg.methods:
+                continue
+            if cfg.lam_grid:
+                _equal_resource(cfg, result, name, make, ev, budget, dataset, setting, seed, rl_points, curves)
                 continue
             for b in sorted({budget, *(x * scale for x in cfg.rl_budget_grid)}):
                 log(f"rsd4: training {name} on {dataset}/{setting} seed {seed} budget {b:g}")
@@ -245,11 +262,79 @@ def run(config: RSD4Config, out_dir: Path) -> Result:
                     curves.setdefault((f"{dataset}/{setting}", name), []).append(agent.episode_log)
     _figures(cfg, result, curves, budget_curve, rl_points, out_dir)
     result.notes.append(
-        "Heuristics act on the true state (MaxWeight reads the channel even under partial observation); "
-        "they are budget-matched by bisection on training episodes. RL agents meet the budget only through "
-        "the dual price learned during training; budget_violation shows how well they do on held-out episodes."
+        "Heuristics act on the true queues; MaxWeight also reads the channel state, so under partial observation "
+        "it is recorded as MaxWeight-oracle (role reference) and MaxWeight-blind (mean service rates of the "
+        "training split instead of the channel) is the comparison. Heuristics are budget-matched by bisection on "
+        "training episodes. "
+        + ("RL agents: trained at each fixed price of lam_grid; their throughput at the budget time-shares the "
+           "two policies whose validation (training-split) resources bracket it, with the weights chosen on "
+           "validation episodes; held-out episodes are read once."
+           if cfg.lam_grid else
+           "RL agents meet the budget only through the dual price learned during training; budget_violation "
+           "shows how well they do on held-out episodes.")
     )
     return result
+
+
+def mix_at_budget(resource: Any, throughput: Any, budget: float) -> list[tuple[int, float]]:
+    """Time-sharing of policies that spends ``budget`` with the most throughput: ``[(index, weight), ...]``.
+
+    Points ``(resource_j, throughput_j)`` of policies j (e.g. one agent trained at several prices) plus the idle
+    policy (index ``-1``, spending and delivering nothing). Running policy j on a fraction ``w_j`` of the
+    episodes achieves the weighted average of both coordinates, so the best throughput at resource ``budget``
+    lies on the upper concave hull of the points; this returns its one or two vertices around ``budget`` with
+    their weights (or the hull's highest vertex at resource ``<= budget`` when spending more does not pay, or
+    the budget is beyond every point). O(k log k) for k points.
+    """
+    r = np.asarray(resource, dtype=np.float64).ravel()
+    t = np.asarray(throughput, dtype=np.float64).ravel()
+    if r.shape != t.shape or not r.size or not (np.isfinite(r).all() and np.isfinite(t).all()):
+        raise ValueError("resource and throughput should be non-empty finite arrays of the same length")
+    pts = sorted(zip([0.0, *r], [0.0, *t], range(-1, r.size), strict=True))
+    hull: list[tuple[float, float, int]] = []
+    for p in pts:  # upper hull, monotone chain
+        while len(hull) >= 2 and ((hull[-1][0] - hull[-2][0]) * (p[1] - hull[-2][1])
+                                  - (hull[-1][1] - hull[-2][1]) * (p[0] - hull[-2][0])) >= 0:
+            hull.pop()
+        if hull and p[0] == hull[-1][0]:  # same resource: keep the better one
+            if p[1] > hull[-1][1]:
+                hull[-1] = p
+            continue
+        hull.append(p)
+    top = max(range(len(hull)), key=lambda j: (hull[j][1], -hull[j][0]))
+    for j in range(top):  # rising part of the hull: interpolate between the vertices around the budget
+        (r0, _, i0), (r1, _, i1) = hull[j], hull[j + 1]
+        if r0 <= budget < r1:
+            w = (budget - r0) / (r1 - r0)
+            return [(i0, 1.0 - w), (i1, w)]
+    best = max((p for p in hull if p[0] <= budget), key=lambda p: p[1])
+    return [(best[2], 1.0)]
+
+
+def _equal_resource(cfg: RSD4Config, result: Result, name: str, make, ev, budget: float, dataset: str,
+                    setting: str, seed: int, rl_points: dict, curves: dict) -> None:
+    """Train ``name`` at each price of ``lam_grid``; record its held-out curve and its time-shared point at E0."""
+    from reprozoo.rsd4.baselines import evaluate
+
+    val_env = make("train")  # validation: training split, reset seeds not used in training or calibration
+    val, test, cpu = [], [], 0.0
+    for lam in cfg.lam_grid:
+        log(f"rsd4: training {name} on {dataset}/{setting} seed {seed} at fixed price {lam:g}")
+        agent, _, c = _train_rl(name, cfg, make, budget, lam, seed, fixed=True)
+        cpu += c
+        val.append(evaluate(agent, val_env, cfg.n_eval_episodes, seed=20_000 + 1000 * seed))
+        test.append(ev(agent, budget))  # held-out, read once per policy
+        result.add_many(dataset, name, "method" if name == "RSD4" else "baseline", test[-1], seed=seed,
+                        setting=f"{setting}/lam={lam:g}")
+        rl_points.setdefault((setting, name), []).append((lam, test[-1]["resource"], test[-1]["throughput"]))
+        curves.setdefault((f"{dataset}/{setting} lam={lam:g}", name), []).append(agent.episode_log)
+    mix = mix_at_budget([v["resource"] for v in val], [v["throughput"] for v in val], budget)
+    idle = {"throughput": 0.0, "resource": 0.0, "drop_rate": 1.0}  # index -1: serve nobody, every packet expires
+    m = {k: float(sum(w * (test[i][k] if i >= 0 else idle[k]) for i, w in mix)) for k in idle}
+    m["budget_violation"] = max(0.0, m["resource"] / budget - 1.0)
+    m["lambda"] = float(sum(w * cfg.lam_grid[i] for i, w in mix if i >= 0))  # the price the mixture is "at"
+    m["train_cpu_seconds"] = cpu
+    result.add_many(dataset, name, "method" if name == "RSD4" else "baseline", m, seed=seed, setting=setting)
 
 
 def _figures(cfg: RSD4Config, result: Result, curves: dict, budget_curve: dict, rl_points: dict,
@@ -284,20 +369,25 @@ def _figures(cfg: RSD4Config, result: Result, curves: dict, budget_curve: dict, 
         result.figures.append("figures/learning_curves.png")
     if budget_curve or rl_points:
         fig, ax = figure()
-        for (setting, name), pts in sorted(budget_curve.items()):
-            bs = sorted(pts)
-            ax.plot(bs, [float(np.mean(pts[b])) for b in bs], marker="o", label=f"{name} ({setting})")
-        # RL agents meet the budget only through the learned price: plot them at the resource they spent
+        for (setting, name), pts in sorted(budget_curve.items()):  # budget -> [(resource, throughput)] per seed
+            xy = np.array([np.mean(pts[b], axis=0) for b in sorted(pts)])
+            ax.plot(xy[:, 0], xy[:, 1], marker="o", ls="--", label=f"{name} ({setting})")
         markers = iter("s^DvxP*")
         for (setting, name), pts in sorted(rl_points.items()):
-            arr = np.asarray(pts, dtype=float)
-            for b in np.unique(arr[:, 0]):  # mean (and std) over seeds, like the heuristics' curves
-                sel = arr[arr[:, 0] == b]
-                ax.errorbar(sel[:, 1].mean(), sel[:, 2].mean(), xerr=sel[:, 1].std(), yerr=sel[:, 2].std(),
-                            fmt=next(markers, "o"), capsize=2, label=f"{name} ({setting}, E0={b:g})")
-        for b in sorted({p[0] for pts in rl_points.values() for p in pts}):
-            ax.axvline(b, color="k", ls=":", lw=0.8)
-        ax.set_xlabel("resource per slot (heuristics: matched budget E0; RL agents: spent)")
+            arr = np.asarray(pts, dtype=float)  # (price or budget, resource, throughput) per seed
+            keys = np.unique(arr[:, 0])
+            mean = np.array([arr[arr[:, 0] == k, 1:].mean(axis=0) for k in keys])
+            std = np.array([arr[arr[:, 0] == k, 1:].std(axis=0) for k in keys])
+            if cfg.lam_grid:  # one curve per agent over the price grid (means over seeds)
+                ax.errorbar(mean[:, 0], mean[:, 1], xerr=std[:, 0], yerr=std[:, 1], marker=next(markers, "o"),
+                            capsize=2, label=f"{name} ({setting}, lam={', '.join(f'{k:g}' for k in keys)})")
+            else:  # dual ascent: one point per budget, at the resource the agent spent
+                for k, mu, sd in zip(keys, mean, std, strict=True):
+                    ax.errorbar(mu[0], mu[1], xerr=sd[0], yerr=sd[1], fmt=next(markers, "o"), capsize=2,
+                                label=f"{name} ({setting}, E0={k:g})")
+        for n in cfg.n_users:
+            ax.axvline(cfg.budget * n / 4.0, color="k", ls=":", lw=0.8)
+        ax.set_xlabel("resource per slot spent on held-out episodes (dotted: the budget E0)")
         ax.set_ylabel("throughput per slot (held-out episodes)")
         ax.set_title("rsd4: throughput vs resource (held-out episodes)")
         ax.legend(fontsize=7)

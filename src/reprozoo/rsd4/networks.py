@@ -14,6 +14,7 @@ LSTM memory is computed once and shared by many candidate actions (used by the s
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["RecurrentActor", "RecurrentCritic"]
@@ -106,11 +107,19 @@ class RecurrentCritic(nn.Module):
         return self.mem(torch.cat([states, last_actions], -1), hidden)
 
     def head(self, states: torch.Tensor, actions: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
-        shape = torch.broadcast_shapes(states.shape[:-1], actions.shape[:-1], memory.shape[:-1])
-        s = states.expand(*shape, states.shape[-1])
-        m = memory.expand(*shape, memory.shape[-1])
-        x = torch.cat([torch.relu(self.fc(torch.cat([s, actions.expand(*shape, actions.shape[-1])], -1))), m], -1)
-        return self.head2(torch.relu(self.head1(x))).squeeze(-1)
+        """``head2(relu(head1([relu(fc([s, a])), m])))``, broadcasting over leading dimensions.
+
+        Computed with the weight matrices split by input block (``fc([s, a]) = W_s s + W_a a + b`` and likewise
+        for ``head1``), the same function without concatenating, so that the terms of ``states`` and ``memory``
+        are computed once for all the candidate actions the softmax operator scores (K of them): the work
+        on the broadcast ``(..., K, T)`` grid is one ``A x H`` and one ``H x H`` product per row instead of
+        ``(S + A) x H`` and ``2H x H`` on concatenated copies.
+        """
+        n_s, hid = states.shape[-1], self.hidden_dim
+        w, w1 = self.fc.weight, self.head1.weight
+        z = torch.relu(F.linear(states, w[:, :n_s], self.fc.bias) + F.linear(actions, w[:, n_s:]))
+        x = F.linear(z, w1[:, :hid]) + F.linear(memory, w1[:, hid:], self.head1.bias)
+        return self.head2(torch.relu(x)).squeeze(-1)
 
     def forward(
         self, states: torch.Tensor, actions: torch.Tensor, last_actions: torch.Tensor, hidden: Hidden | None = None
