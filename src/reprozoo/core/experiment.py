@@ -3,16 +3,16 @@
 A method defines::
 
     @dataclass
-    class UDBGLConfig(ExperimentConfig):
+    class MyConfig(ExperimentConfig):
         #: ridge weight alpha on ||Z_v||^2 (one docstring-commented field per knob)
         alpha: float = knob(1e-3, ge=0)
         #: anchor settings m = factor * c
         anchor_factors: tuple[int, ...] = knob((1,), ge=1, nonempty=True, unique=True)
         PRESETS = {"quick": {...}, "full": {...}, "smoke": {...}}   # overrides of the field defaults
 
-    def run(config: UDBGLConfig, out_dir: Path) -> Result: ...
+    def run(config: MyConfig, out_dir: Path) -> Result: ...
 
-    SPEC = ExperimentSpec(name="udbgl", config=UDBGLConfig, run=run, ...)   # see core.registry
+    SPEC = ExperimentSpec(name="mymethod", config=MyConfig, run=run, ...)   # see core.registry
 
 The base class checks every field against its annotation (``int``, ``float``, ``bool``, ``str``,
 ``X | None``, ``tuple[X, ...]``) and the bounds declared with :func:`knob`, so a method's ``validate``

@@ -3,7 +3,7 @@
 A library user gets the same folder as the CLI::
 
     import reprozoo
-    result = reprozoo.run("udbgl", preset="smoke", out="runs/x", seeds=[0, 1], overrides={"alpha": 0.01})
+    result = reprozoo.run(name, preset="smoke", out="runs/x", seeds=[0, 1], overrides={"setting": value})
 
 A run is written to a hidden partial folder beside ``out`` and moved into place only when complete, so an
 interrupted or failed run never leaves a half-written folder and a previous run at ``out`` stays intact.
