@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PRESET ?= quick
+# methods run at once by `make demo` (most run on one thread: 2 keeps both cores of a small machine busy)
+JOBS ?= 2
 
 .PHONY: install demo test test-all check bench lint doctest clean
 
@@ -21,7 +23,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: install
-	$(BIN)/reprozoo run all --preset $(PRESET)
+	$(BIN)/reprozoo run all --preset $(PRESET) --jobs $(JOBS)
 
 # CI runs this (.ci/run): lint, the docstring examples, then the tests that are not marked slow.
 test: lint doctest

@@ -559,3 +559,107 @@ def test_reprozoo_debug_off_values_hide_the_traceback(tmp_path, monkeypatch, val
     res = runner.invoke(app, ["run", "fake", "--out", str(tmp_path / "r")])
     assert res.exit_code == 1
     assert ("Traceback" in res.output) == shown
+
+
+# -- run all --jobs N: methods at once, each in a process of its own --------------------------
+def _waits_for_the_other(marker_dir, me, other):
+    """A run that only finishes if ``other`` has started meanwhile: proves the two ran at the same time."""
+    def run(config, out_dir):
+        import os
+        import time
+
+        (marker_dir / f"{me}.started").write_text(str(os.getpid()))
+        deadline = time.monotonic() + 30
+        while not (marker_dir / f"{other}.started").exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{other} never started while {me} ran")
+            time.sleep(0.02)
+        return _fake_module(fail=False).run(config, out_dir)
+
+    return run
+
+
+def test_run_all_jobs_runs_methods_at_once_in_their_own_processes(tmp_path, monkeypatch):
+    import os
+
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    _fake_registry(monkeypatch, {"a": (_Cfg, _waits_for_the_other(marks, "a", "b")),
+                                 "b": (_Cfg, _waits_for_the_other(marks, "b", "a")),
+                                 "bad": (_Cfg, _fake_module(fail=True).run)})
+    root = tmp_path / "all"
+    res = runner.invoke(app, ["run", "all", "--out", str(root), "--jobs", "2", "--seed", "0"])
+    assert res.exit_code == 1, res.output  # bad failed; the others ran
+    pids = {(marks / f"{n}.started").read_text() for n in ("a", "b")}
+    assert len(pids) == 2 and str(os.getpid()) not in pids
+    summary = (root / "summary.md").read_text()
+    rows = [line.split("|")[1].strip() for line in summary.splitlines() if line.startswith("| ") and " ok " in line
+            or line.startswith("| bad |")]
+    assert rows == ["a", "b", "bad"]  # registry order, whatever order they finished in
+    assert "FAILED: RuntimeError: deliberate failure" in summary
+    assert (root / "a" / "result.json").is_file() and (root / "b" / "result.json").is_file()
+    assert "a (quick) done in" in _flat(res) and not list(root.glob(".*partial*"))
+
+
+@pytest.mark.parametrize("args, message", [(["all", "--jobs", "0"], "at least 1"),
+                                           (["fake", "--jobs", "2"], "applies to run all")])
+def test_jobs_errors_exit_2(tmp_path, monkeypatch, args, message):
+    _recording_fake(monkeypatch)
+    res = runner.invoke(app, ["run", *args, "--out", str(tmp_path / "x")])
+    assert res.exit_code == 2 and message in _flat(res), res.output
+    assert not (tmp_path / "x").exists()
+
+
+_SLOW_PAIR = """
+import sys, time
+from dataclasses import dataclass
+from pathlib import Path
+from reprozoo import cli
+from reprozoo.core import registry
+from reprozoo.core.experiment import ExperimentConfig
+
+@dataclass
+class C(ExperimentConfig):
+    datasets: tuple = ("D",)
+
+MARKS = Path(sys.argv[2])
+
+def run(config, out_dir):
+    (out_dir / "half-written.txt").write_text("x")
+    (MARKS / out_dir.name.split(".")[1]).write_text("")  # ".a.partial-PID" -> "a"
+    time.sleep(60)
+
+registry.MODULES.clear()
+for name in ("a", "b", "c"):
+    registry.register(registry.ExperimentSpec(name=name, title=name, field="test", paper="none", config=C, run=run,
+                                              primary_metric="ACC"))
+sys.argv = ["reprozoo", "run", "all", "--jobs", "2", "--quiet", "--out", sys.argv[1]]
+cli.main()
+"""
+
+
+def test_sigterm_during_run_all_jobs_stops_every_child_and_keeps_no_partial_folder(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root, marks = tmp_path / "all", tmp_path / "marks"
+    marks.mkdir()
+    proc = subprocess.Popen([sys.executable, "-c", _SLOW_PAIR, str(root), str(marks)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(marks.iterdir())) < 2:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the two children never started"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, stderr
+    assert "terminated during a, b" in " ".join(stderr.split())
+    summary = (root / "summary.md").read_text()
+    assert "| a | terminated |" in summary and "| b | terminated |" in summary and "| c |" not in summary
+    assert sorted(p.name for p in root.iterdir()) == ["summary.md"]  # no partial folders, c never started

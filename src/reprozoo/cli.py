@@ -152,6 +152,7 @@ def run(
     threads: Annotated[int | None, typer.Option(help="torch/BLAS threads (default: the method's own)")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="run folder (default runs/<UTC time>-<name>)")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="no progress bars or tables")] = False,
+    jobs: Annotated[int, typer.Option(help="run all: methods run at once, each in its own process")] = 1,
 ) -> None:
     """Run a method's experiment (its method and baselines) and write result.json, report.md, figures/."""
     set_quiet(quiet)
@@ -161,8 +162,10 @@ def run(
     if name == "all":
         if datasets or sets:
             raise _usage_error("--dataset and --set apply to a single method; run them one by one")
-        _run_all(preset, seeds, out, device, threads, quiet)
+        _run_all(preset, seeds, out, device, threads, quiet, jobs)
         return
+    if jobs != 1:
+        raise _usage_error("--jobs applies to run all (methods run at once); a single method runs in one process")
     for option, key, given in (("--dataset", "datasets", datasets), ("--seed", "seeds", seeds),
                                ("--device", "device", [device] if device else [])):
         if key in sets:
@@ -202,15 +205,19 @@ def run(
 
 
 def _run_all(preset: str, seeds: list[int], out: Path | None, device: str | None, threads: int | None,
-             quiet: bool) -> None:
+             quiet: bool, jobs: int) -> None:
     def on_start(name: str) -> None:
-        if not quiet:
+        if not quiet and jobs == 1:
             console.rule(f"[bold]{name}[/] ({preset})")
+        elif not quiet:
+            console.print(f"[bold]{name}[/] ({preset}) started")
 
     def on_done(entry: dict) -> None:
         if entry["status"] == "failed":
             err.print(f"[bold red]{entry['name']} failed:[/] {escape(entry['error'])}")
         elif entry["status"] == "ok" and not quiet:
+            if jobs > 1:  # finished out of order: say which method the tables are of
+                console.rule(f"[bold]{entry['name']}[/] ({preset}) done in {entry['seconds']:.0f} s")
             _print_result(Result.load(Path(entry["folder"]) / "result.json"))
 
     root = out if out is not None else default_out("all")
@@ -218,7 +225,7 @@ def _run_all(preset: str, seeds: list[int], out: Path | None, device: str | None
     try:
         with sigterm_raises():
             entries = run_every_method(preset, root, seeds=seeds, device=device, threads=threads, quiet=quiet,
-                                       on_start=on_start, on_done=on_done)
+                                       on_start=on_start, on_done=on_done, jobs=jobs)
             if not quiet:
                 console.rule("summary")
                 console.print((Path(root) / "summary.md").read_text())

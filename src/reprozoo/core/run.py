@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import multiprocessing
 import os
 import shutil
 import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
+from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
@@ -284,6 +286,7 @@ def run_all(
     quiet: bool | None = None,
     on_start: Callable[[str], None] | None = None,
     on_done: Callable[[dict], None] | None = None,
+    jobs: int = 1,
 ) -> list[dict]:
     """Run every method that has ``preset`` into ``out/<name>/`` and write ``out/summary.md``.
 
@@ -292,7 +295,14 @@ def run_all(
     ``error``, ``folder``). On an interrupt the summary of what finished is written and the
     ``KeyboardInterrupt`` re-raised with ``.entries`` and ``.where`` (between methods, during one, or after
     one was written) attached. ``on_start(name)`` / ``on_done(entry)`` report progress.
+
+    ``jobs`` > 1 runs that many methods at once, each in a child process of its own (progress bars off;
+    ``on_start``/``on_done`` are still called here, in the order methods start and finish). Most methods run
+    on one thread (``reprozoo info``), so ``jobs=2`` keeps both cores of a small machine busy; the
+    summary lists methods in registry order whatever order they finished in.
     """
+    if jobs < 1:
+        raise ConfigError(f"jobs={jobs} should be at least 1 (methods run at once)")
     valid = list(dict.fromkeys(p for n in registry.names() for p in _presets_of(n)))
     if preset not in valid:
         raise ConfigError(f"unknown preset {preset!r}; valid presets: {', '.join(valid)} "
@@ -315,6 +325,9 @@ def run_all(
         write_summary(entries, summary)
         if on_done is not None:
             on_done(entry)
+
+    if jobs > 1:
+        return _run_parallel(preset, root, seeds, device, threads, jobs, finish, on_start, entries, summary)
 
     with sigterm_raises():
         try:
@@ -372,3 +385,88 @@ def _ok_entry(spec: registry.ExperimentSpec, result: Result, folder: Path) -> di
     rows = primary_comparison(result, spec.primary_metric, spec.higher_is_better, spec.qualifies)
     return {"name": spec.name, "status": "ok", "seconds": result.seconds, "metric": spec.primary_metric,
             "rows": rows, "folder": str(folder)}
+
+
+# -- every method, several at once ----------------------------------------------------------------
+def _run_in_child(conn, name: str, preset: str, folder: Path, seeds, device, threads) -> None:
+    """Child process of :func:`_run_parallel`: run one method quietly and send back its summary entry."""
+    t0 = time.perf_counter()
+    written: dict = {}
+    try:
+        spec = registry.get(name)
+        run(name, preset, folder, seeds=seeds, threads=threads, quiet=True,
+            device=device if spec.uses_torch else None,
+            on_written=lambda r, f: written.update(entry=_ok_entry(spec, r, f)))
+        conn.send(written["entry"])
+    except KeyboardInterrupt as exc:
+        conn.send(written.get("entry") or {"name": name, "seconds": time.perf_counter() - t0,
+                                           "status": "terminated" if isinstance(exc, Terminated) else "interrupted"})
+    except Exception as exc:  # one failing method must not stop the others
+        conn.send({"name": name, "status": "failed", "seconds": time.perf_counter() - t0,
+                   "error": f"{type(exc).__name__}: {exc}", "folder": ""})
+    finally:
+        conn.close()
+
+
+def _run_parallel(preset, root, seeds, device, threads, jobs, finish, on_start, entries, summary) -> list[dict]:
+    """:func:`run_all` with up to ``jobs`` methods in child processes at once (fork where the platform has it,
+    so a method registered at run time is seen by the children). On an interrupt every child still running
+    gets SIGTERM (it removes its partial folder, as a single run does) and is listed as stopped."""
+    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    order = registry.names()
+    todo: list[str] = []
+    for name in order:
+        try:
+            spec = registry.get(name)
+        except Exception as exc:  # e.g. a missing extra
+            finish({"name": name, "status": "failed", "seconds": 0.0, "error": f"{type(exc).__name__}: {exc}",
+                    "folder": ""})
+            continue
+        if preset not in spec.presets:
+            finish({"name": name, "status": "skipped", "error": f"no preset {preset!r}"})
+        else:
+            todo.append(name)
+    running: dict = {}  # sentinel -> (name, process, connection, t0)
+
+    def collect(sentinel) -> dict:
+        name, proc, conn, t0 = running.pop(sentinel)
+        entry = conn.recv() if conn.poll() else {
+            "name": name, "status": "failed", "seconds": time.perf_counter() - t0, "folder": "",
+            "error": f"its process ended with exit code {proc.exitcode} before reporting"}
+        proc.join()
+        conn.close()
+        return entry
+
+    with sigterm_raises():
+        try:
+            while todo or running:
+                while todo and len(running) < jobs:
+                    name = todo.pop(0)
+                    receiver, sender = ctx.Pipe(duplex=False)
+                    proc = ctx.Process(target=_run_in_child, name=f"reprozoo-{name}",
+                                       args=(sender, name, preset, root / name, seeds, device, threads))
+                    if on_start is not None:
+                        on_start(name)
+                    proc.start()
+                    sender.close()
+                    running[proc.sentinel] = (name, proc, receiver, time.perf_counter())
+                for sentinel in wait(list(running)):
+                    finish(collect(sentinel))
+            entries.sort(key=lambda e: order.index(e["name"]) if e["name"] in order else len(order))
+            write_summary(entries, summary)
+        except KeyboardInterrupt as exc:
+            status = "terminated" if isinstance(exc, Terminated) else "interrupted"
+            stopped = [item[0] for item in running.values()]
+            for _, proc, _, _ in running.values():
+                if proc.is_alive():
+                    proc.terminate()
+            for sentinel in list(running):
+                entry = collect(sentinel)
+                if entry["status"] == "failed" and "before reporting" in entry.get("error", ""):
+                    entry = {"name": entry["name"], "status": status, "seconds": entry["seconds"]}
+                entries.append(entry)
+            write_summary(entries, summary)
+            where = f"during {', '.join(stopped)}" if stopped else "between methods"
+            exc.entries, exc.where, exc.summary = entries, where, summary  # type: ignore[attr-defined]
+            raise
+    return entries
