@@ -75,6 +75,7 @@ def test_python_run_on_a_real_method(tmp_path):
     d = json.loads((tmp_path / "r" / "result.json").read_text())
     assert d["config"]["alpha"] == 0.01 and d["environment"]["device"] == "cpu"
     assert d["environment"]["threads"] == "1"
+    assert 0 <= float(d["environment"]["cpu_seconds"]) < 60  # user + system CPU of the run, recorded beside seconds
     assert (tmp_path / "r" / "report.md").is_file() and result.records
 
 

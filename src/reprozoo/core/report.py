@@ -170,14 +170,15 @@ def write_summary(entries: list[dict], path: str | Path) -> Path:
     """``summary.md`` of ``run all``: one section per method (status, primary metric vs best baseline).
 
     ``entries``: dicts with keys name, status ("ok", "failed", "skipped" (no such preset),
-    "interrupted" or "terminated"), seconds (absent or None for a skipped method: shown as "—"), metric,
-    rows (from :func:`primary_comparison`), error (why it failed or was skipped), folder.
+    "interrupted" or "terminated"), seconds (absent or None for a skipped method: shown as "—"),
+    cpu_seconds (of a complete run), metric, rows (from :func:`primary_comparison`), error (why it failed or
+    was skipped), folder.
     """
     lines = ["# reprozoo run all", ""]
-    lines += ["| method | status | seconds | primary metric | folder |", "|---|---|---|---|---|"]
+    lines += ["| method | status | seconds | CPU seconds | primary metric | folder |", "|---|---|---|---|---|---|"]
     for e in entries:
-        seconds = f"{e['seconds']:.1f}" if e.get("seconds") is not None else "—"  # skipped: never ran
-        lines.append(f"| {e['name']} | {e['status']} | {seconds} | {e.get('metric', '')} | "
+        seconds, cpu = (f"{e[k]:.1f}" if e.get(k) is not None else "—" for k in ("seconds", "cpu_seconds"))
+        lines.append(f"| {e['name']} | {e['status']} | {seconds} | {cpu} | {e.get('metric', '')} | "
                      f"{e.get('folder', '')} |")
     for e in entries:
         lines += ["", f"## {e['name']}", ""]

@@ -98,10 +98,12 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
-def environment(device: str = "cpu", threads: int | None = None) -> dict[str, str]:
+def environment(device: str = "cpu", threads: int | None = None, cpu_seconds: float | None = None) -> dict[str, str]:
     """Versions that identify where a run happened: python, torch (installed version, read with
     :mod:`importlib.metadata` so it does not depend on what the method imported), reprozoo, git
-    (commit, ``-dirty`` with uncommitted changes), the device used and the thread count."""
+    (commit, ``-dirty`` with uncommitted changes), the device used and the thread count; and the run's
+    CPU seconds (user + system, its worker processes included), which on a busy machine say more about
+    its cost than the wall-clock ``seconds``."""
     env = {
         "python": platform.python_version(),
         "torch": _version("torch"),
@@ -111,6 +113,8 @@ def environment(device: str = "cpu", threads: int | None = None) -> dict[str, st
     }
     if threads is not None:
         env["threads"] = str(threads)
+    if cpu_seconds is not None:
+        env["cpu_seconds"] = f"{cpu_seconds:.1f}"
     return env
 
 

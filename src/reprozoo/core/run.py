@@ -254,11 +254,11 @@ def run(
     with sigterm_raises():
         try:
             partial.mkdir()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), _cpu_seconds()
             with thread_limits(n_threads, torch=spec.uses_torch):
                 result = spec.run(cfg, partial)
             result.seconds = time.perf_counter() - t0
-            result.environment = environment(device=used, threads=n_threads)
+            result.environment = environment(device=used, threads=n_threads, cpu_seconds=_cpu_seconds() - c0)
             write_run(result, partial)
             with _signals_blocked():
                 if out_dir.exists():
@@ -273,6 +273,12 @@ def run(
         finally:
             shutil.rmtree(partial, ignore_errors=True)
     return result
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process and of its children that have ended (worker processes)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 # -- every method ---------------------------------------------------------------------------------
@@ -383,8 +389,9 @@ def _presets_of(name: str) -> tuple[str, ...]:
 
 def _ok_entry(spec: registry.ExperimentSpec, result: Result, folder: Path) -> dict:
     rows = primary_comparison(result, spec.primary_metric, spec.higher_is_better, spec.qualifies)
+    cpu = result.environment.get("cpu_seconds")
     return {"name": spec.name, "status": "ok", "seconds": result.seconds, "metric": spec.primary_metric,
-            "rows": rows, "folder": str(folder)}
+            "cpu_seconds": float(cpu) if cpu is not None else None, "rows": rows, "folder": str(folder)}
 
 
 # -- every method, several at once ----------------------------------------------------------------
