@@ -219,6 +219,40 @@ def test_state_dict_loads_into_unwrapped_model():
         assert torch.allclose(other(b[:, :-1]), plain(b[:, :-1]), atol=1e-6)
 
 
+def test_checkpoint_of_model_and_optimizer_resumes_exactly():
+    full, full_opt = elixir(tiny(), budget=400_000)
+    losses = train(full, full_opt, steps=3)
+    first, first_opt = elixir(tiny(), budget=400_000)
+    train(first, first_opt, steps=2)
+    saved = copy.deepcopy((first.state_dict(), first_opt.state_dict()))
+    resumed, resumed_opt = elixir(tiny(seed=3), budget=400_000)      # other weights: all comes from the checkpoint
+    resumed.load_state_dict(saved[0])
+    resumed_opt.load_state_dict(saved[1])
+    loss = gpt_step(resumed, batch(2))
+    resumed_opt.backward(loss)
+    resumed_opt.step()
+    assert torch.equal(loss.detach(), losses[2])              # Adam's moments and step count came back too
+    bad = dict(saved[1], rank=1, world=2)
+    with pytest.raises(ValueError, match="saved by rank 1 of world 2"):
+        resumed_opt.load_state_dict(bad)
+
+
+def test_a_wrapped_model_refuses_copy_and_pickle_with_advice():
+    import pickle
+
+    model, _ = elixir(tiny())
+    with pytest.raises(TypeError, match="copy model.state_dict"):
+        copy.deepcopy(model)
+    with pytest.raises(TypeError, match="save model.state_dict"):
+        pickle.dumps(model)
+
+
+@pytest.mark.parametrize("scale", [0.0, -1.0, float("nan")])
+def test_initial_scale_must_be_positive(scale):
+    with pytest.raises(ValueError, match="initial_scale="):
+        elixir(tiny(), initial_scale=scale)
+
+
 # -- MoE -----------------------------------------------------------------------------------------
 def test_moe_top2_matches_a_per_token_loop():
     torch.manual_seed(0)

@@ -167,6 +167,15 @@ class ElixirModule(nn.Module):
         return names, buffers
 
     @torch.no_grad()
+    def __deepcopy__(self, memo):
+        # the parameters are views of chunk storage that the runtime swaps in and out: a copy would share it
+        raise TypeError("a wrapped ElixirModule cannot be copied (its parameters are views of shared chunk "
+                        "storage); copy model.state_dict() instead, or deep-copy the model before wrap()")
+
+    def __reduce_ex__(self, protocol):
+        raise TypeError("a wrapped ElixirModule cannot be pickled; save model.state_dict() (and "
+                        "optimizer.state_dict() on each rank) instead")
+
     def state_dict(self, *args, only_rank_0: bool = False, **kwargs) -> OrderedDict:
         """Plain PyTorch keys -> fp32 CPU tensors (gathered masters; a collective: every rank must call it).
 

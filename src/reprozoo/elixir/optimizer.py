@@ -100,6 +100,13 @@ class ElixirOptimizer:
             raise TypeError(f"module should be an ElixirModule, got {type(module).__name__}")
         if not (isinstance(max_norm, (int, float)) and max_norm >= 0 and math.isfinite(max_norm)):
             raise ValueError(f"max_norm={max_norm!r} should be a finite number >= 0 (0 = no clipping)")
+        for name, value in (("initial_scale", initial_scale), ("growth", growth), ("backoff", backoff),
+                            ("min_scale", min_scale)):
+            if value is not None and not (isinstance(value, (int, float)) and not isinstance(value, bool)
+                                          and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name}={value!r} should be a finite number > 0")
+        if not (isinstance(growth_interval, int) and not isinstance(growth_interval, bool) and growth_interval >= 1):
+            raise ValueError(f"growth_interval={growth_interval!r} should be an int >= 1")
         self.module = module
         cuda_fast = module.fast.torch_device.type == "cuda"
         offloaded = any(not getattr(c, "on_fast", False) for c in module.chunks)
@@ -120,6 +127,33 @@ class ElixirOptimizer:
         self.good_steps = 0
         self.skipped_steps = 0
         self.last_grad_norm = float("nan")
+
+    def state_dict(self) -> dict:
+        """This rank's optimizer state (the inner optimizers on its shards) and the loss-scale state.
+
+        Shards differ across ranks: each rank saves its own, and :meth:`load_state_dict` takes it back on a
+        model wrapped with the same plan and world size (as ``torch.distributed.checkpoint`` users save
+        sharded optimizer state per rank).
+        """
+        return {"optimizers": [o.state_dict() for o in self.optimizers], "scale": self.scale,
+                "good_steps": self.good_steps, "skipped_steps": self.skipped_steps,
+                "world": self.module.world, "rank": self.module.rank}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Restore what :meth:`state_dict` saved (same plan, world size and rank); ValueError otherwise."""
+        if not isinstance(state_dict, dict) or "optimizers" not in state_dict:
+            raise ValueError("state_dict should be what ElixirOptimizer.state_dict() returned")
+        where = (state_dict.get("world"), state_dict.get("rank"))
+        if where != (self.module.world, self.module.rank):
+            raise ValueError(f"state_dict was saved by rank {where[1]} of world {where[0]}; this is rank "
+                             f"{self.module.rank} of world {self.module.world}: load each rank's own state")
+        if len(state_dict["optimizers"]) != len(self.optimizers):
+            raise ValueError(f"state_dict holds {len(state_dict['optimizers'])} inner optimizer states, this "
+                             f"optimizer has {len(self.optimizers)}: the model was wrapped with another plan")
+        for opt, sd in zip(self.optimizers, state_dict["optimizers"], strict=True):
+            opt.load_state_dict(sd)
+        self.scale = float(state_dict["scale"])
+        self.good_steps, self.skipped_steps = int(state_dict["good_steps"]), int(state_dict["skipped_steps"])
 
     @property
     def param_groups(self) -> list[dict]:
