@@ -104,3 +104,13 @@ def test_config_presets_and_set_parsing():
     with pytest.raises(ConfigError, match="seeds"):
         c.replace(seeds=())
     assert c.to_dict()["eps"] == [8 / 255]
+
+
+def test_progress_bars_and_log_lines_leave_stdout_alone(monkeypatch, capsys):
+    from reprozoo.core import progress
+
+    monkeypatch.setattr(progress, "is_quiet", lambda: False)  # pytest itself silences them
+    assert list(progress.track(range(3), "work")) == [0, 1, 2]
+    progress.log("a status line")
+    out = capsys.readouterr()
+    assert out.out == "" and "a status line" in out.err

@@ -138,6 +138,11 @@ def test_bad_input(toy):
         est.fit(texts[:2], ["A11", "A12"], [2020, 2020, 2020])
     with pytest.raises(ValueError, match="times='someday'"):
         est.fit(texts[:2], ["A11", "A12"], "someday")
+    with pytest.raises(TypeError, match="periods should be a sequence of years or dates"):
+        ExpertKnowledgeAssigner(ics, periods="2020").fit(texts[:2], ["A11", "A12"], 2020)
+    for empty in ("", "the and of"):  # nothing but stop words: fitting used to succeed and predict one class
+        with pytest.raises(ValueError, match="texts contain no usable word"):
+            est.fit([empty, empty], ["A11", "A12"], 2020)
     with pytest.raises(TypeError, match="ics should be an ICS"):
         ExpertKnowledgeAssigner("GICS").fit(texts[:2], ["A11", "A12"], 2020)
     with pytest.raises(ValueError, match="encoder='bert'"):

@@ -25,7 +25,7 @@ def is_quiet() -> bool:
 
 
 def track(iterable: Iterable[T], description: str = "", total: int | None = None) -> Iterator[T]:
-    """Iterate with a rich progress bar (transient), or silently when quiet."""
+    """Iterate with a rich progress bar (transient, on stderr), or silently when quiet."""
     if is_quiet():
         yield from iterable
         return
@@ -47,7 +47,10 @@ def track(iterable: Iterable[T], description: str = "", total: int | None = None
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, transient=True) as progress:
+    from rich.console import Console
+
+    # stderr, as log lines: a library call inside a user's script must leave its stdout alone
+    with Progress(*columns, transient=True, console=Console(stderr=True)) as progress:
         task = progress.add_task(description, total=total)
         for item in iterable:
             yield item

@@ -260,6 +260,10 @@ class ExpertKnowledgeAssigner(BaseEstimator):
         check_float(self.knowledge_dropout, "knowledge_dropout", low=0, high=1, high_inclusive=False)
         if self.beam_width is not None:
             check_int(self.beam_width, "beam_width", low=1)
+        p = self.periods
+        if p is not None and (isinstance(p, (str, bytes)) or not hasattr(p, "__iter__")):
+            raise TypeError(f"periods should be a sequence of years or dates (or None), got "
+                            f"{type(self.periods).__name__} {self.periods!r}")
         for flag in ("use_definitions", "use_time", "use_hierarchy", "persist_labels"):
             if not isinstance(getattr(self, flag), bool):
                 raise TypeError(f"{flag} should be a bool, got {getattr(self, flag)!r}")
@@ -371,6 +375,9 @@ class ExpertKnowledgeAssigner(BaseEstimator):
         self._D = torch.as_tensor(D, device=self._device)
         self._MD = torch.as_tensor(MD, device=self._device)
         X = self._encode(texts)
+        if not bool((X != 0).any()):  # the encoder also saw the definitions, so its own check cannot tell
+            raise ValueError("texts contain no usable word (after English stop words): every firm text encodes "
+                             "to a zero vector, so nothing can be learnt from them")
         pos = {c: i for i, c in enumerate(self.nodes_)}
         nodes = torch.tensor([pos[c] for c in codes], device=self._device)
         period_np = self._period_of(t, "times")
