@@ -77,7 +77,7 @@ def test_networks_shapes_and_broadcast_head():
     # the split-weight head is the paper's concatenating head (Sec. 4.2)
     x = torch.cat([torch.relu(critic.fc(torch.cat([s, a], -1))), mem], -1)
     torch.testing.assert_close(q, critic.head2(torch.relu(critic.head1(x))).squeeze(-1))
-    # step-by-step recurrence equals the whole-sequence pass
+    # step-by-step recurrence (one-step cell path after the first step) equals the whole-sequence pass
     hid, outs = None, []
     for t in range(7):
         o, hid = actor(s[:, t:t + 1], la[:, t:t + 1], hid)
@@ -97,6 +97,48 @@ def tiny_agent(env, **kw):
                   hidden_dim=8, seed=0)
     params.update(kw)
     return RSD4(env, **params)
+
+
+@pytest.mark.parametrize("importance", [False, True])
+def test_vectorised_target_equals_the_reference_form(importance):
+    """The target of the vectorised update equals the authors' form (alg/RSD4_OUT_XIN.py): every candidate action
+    run through the whole concatenating critic with the LSTM repeated per sample, min of the two target critics,
+    max-shifted softmax operator (optionally divided by the noise density), y = r + gamma (1 - d) softmax."""
+    torch.manual_seed(0)
+    agent = tiny_agent(make_env(), n_target_samples=5, gamma=0.9, importance_sampling=importance)
+    for net in agent.actor_targets + agent.critic_targets:  # targets that differ from each other
+        for p in net.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    b, t, n = 3, 6, agent.layout
+    s = torch.cat([torch.randint(0, 4, (b, 1, 1)).float().expand(b, t + 1, 1),
+                   torch.rand(b, t + 1, n.state_dim - 1) * 3], -1)
+    la = torch.rand(b, t + 1, n.action_dim) * 2 - 1
+    hx = [(0.1 * torch.randn(1, b, 8), 0.1 * torch.randn(1, b, 8)) for _ in range(4)]
+    r, d = torch.randn(b, t), (torch.rand(b, t) < 0.2).float()
+    vmask = agent._valid[s[:, 0, 0].long()][:, None, :]
+    state = agent.torch_gen.get_state()
+    y = agent._target(1, s, la, hx, r, d, vmask)
+    agent.torch_gen.set_state(state)
+    eps = torch.randn((5, b, t, n.action_dim), generator=agent.torch_gen)
+    with torch.no_grad():
+        next_a = agent.actor_targets[1](s, la, hx[1])[0][:, 1:]
+        qs = []
+        for k in range(5):
+            cand = torch.where(vmask, (next_a + 0.2 * eps[k]).clamp(-1, 1), torch.tensor(-1.0))
+            per_critic = []
+            for j in range(2):
+                c = agent.critic_targets[j]
+                mem = c.memory(s, la, hx[2 + j])[0][:, 1:]
+                x = torch.cat([torch.relu(c.fc(torch.cat([s[:, 1:], cand], -1))), mem], -1)
+                per_critic.append(c.head2(torch.relu(c.head1(x))).squeeze(-1))
+            qs.append(torch.minimum(*per_critic))
+        q = torch.stack(qs, 1)  # (B, K, L) as in the reference
+        e = torch.exp(0.01 * (q - q.max(1, keepdim=True).values))
+        if importance:
+            pdf = torch.exp(-(eps**2 * vmask[:, None].transpose(0, 1)).sum(-1) / 2).transpose(0, 1)
+            e = e / pdf
+        soft = (q * e).sum(1) / e.sum(1)
+    torch.testing.assert_close(y, r + 0.9 * (1 - d) * soft)
 
 
 @pytest.mark.parametrize("segment", [None, 5])

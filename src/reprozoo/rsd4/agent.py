@@ -294,10 +294,10 @@ class RSD4:
         self.critics = [RecurrentCritic(s, a, h, self.recurrent).to(self.device) for _ in range(2)]
         self.actor_targets = [copy.deepcopy(m).requires_grad_(False) for m in self.actors]
         self.critic_targets = [copy.deepcopy(m).requires_grad_(False) for m in self.critics]
-        self.actor_optims = [torch.optim.Adam(m.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
-                             for m in self.actors]
-        self.critic_optims = [torch.optim.Adam(m.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
-                              for m in self.critics]
+        # Adam with L2 (reference); fused: one kernel per step for all parameters (same update)
+        adam = dict(lr=self.learning_rate, weight_decay=self.weight_decay, fused=True)
+        self.actor_optims = [torch.optim.Adam(m.parameters(), **adam) for m in self.actors]
+        self.critic_optims = [torch.optim.Adam(m.parameters(), **adam) for m in self.critics]
         self._valid = torch.from_numpy(layout.valid).to(self.device)  # (N, A)
         self._critic_loss: torch.Tensor | None = None
         self.num_timesteps = 0
@@ -549,40 +549,53 @@ class RSD4:
             self._update(k)
         self.n_updates += 1
 
+    @torch.no_grad()
+    def _target(self, k: int, s: torch.Tensor, la: torch.Tensor, hx: list, r: torch.Tensor, d: torch.Tensor,
+                vmask: torch.Tensor) -> torch.Tensor:
+        """``y = r + gamma (1 - d) softmax_beta(min_j Q'_j(h', a'_k))`` for a window ``s (B, L+1, S)``: ``(B, L)``.
+
+        ``a'_k = clip(pi'_k(h') + sigma eps_k, -1, 1)``, ``eps_k ~ N(0, I)``, ``k = 1..K`` (padding slots at -1);
+        the ``K`` candidates share the target critics' LSTM memory (it reads only states and past actions).
+        Cost O(B L (K A H + K H^2)) for the candidate grid plus three LSTM passes.
+        """
+        next_a = self.actor_targets[k](s, la, hx[k])[0][:, 1:]  # (B, L, A)
+        kk = self.n_target_samples if self.softmax_beta is not None else 1
+        noise = torch.randn((kk, *next_a.shape), generator=self.torch_gen, device=self.device)  # (K, B, L, A)
+        logw = None
+        if self.softmax_beta is not None and self.importance_sampling:
+            # divide by the Gaussian density of each sampled noise vector: log w = |eps|^2 / 2 (unit noise)
+            logw = (0.5 * noise.square() * vmask).sum(-1)
+        cand = noise.mul_(self.target_noise).add_(next_a).clamp_(-1.0, 1.0).masked_fill_(~vmask, -1.0)
+        s1 = s[:, 1:]
+        q_hat = self.critic_targets[0].head(s1, cand, self.critic_targets[0].memory(s, la, hx[2])[0][:, 1:])
+        q_1 = self.critic_targets[1].head(s1, cand, self.critic_targets[1].memory(s, la, hx[3])[0][:, 1:])
+        q_hat = torch.minimum(q_hat, q_1, out=q_hat)  # (K, B, L)
+        if self.softmax_beta is None:
+            v = q_hat[0]
+        else:
+            v = softmax_operator(q_hat, self.softmax_beta, dim=0, log_weights=logw)
+        return r + self.gamma * (1.0 - d) * v
+
     def _update(self, k: int) -> None:
+        """Critic ``k`` (and, every ``policy_delay`` iterations, actor ``k`` and both targets) on a fresh batch.
+
+        Vectorised over the batch of sequences and the ``K`` target samples: one ``nn.LSTM`` call per network
+        over the whole window (the ``K`` candidates share the target critics' memory), the candidate grid laid out
+        ``(K, B, L, A)`` so the softmax reduces over its leading dimension, in-place noise and heads, fused Adam
+        and one ``_foreach_lerp_`` per soft update; no host reads.
+        """
         batch = {k: v.to(self.device) for k, v in self.replay.sample(self.batch_size, self.rng,
                                                                       self.segment_length).items()}
         s, la, a = batch["states"], batch["last_actions"], batch["actions"]
-        r, d, h = self.batch_rewards(batch), batch["dones"], batch["hidden"]  # h: (4, 2, 1, B, H)
+        h = batch["hidden"]  # (4, 2, 1, B, H)
         hx = [(h[j, 0], h[j, 1]) for j in range(4)]
-        valid = self._valid
         user = s[:, 0, 0].long()  # user id of each sampled episode
-        vmask = valid[user][:, None, :]  # (B, 1, A)
-        # ---- target: y = r + gamma (1 - d) softmax_beta(min_j Q'_j(h', a'_k)) ------------------------------
-        with torch.no_grad():
-            next_a = self.actor_targets[k](s, la, hx[k])[0][:, 1:]  # (B, L, A)
-            kk = self.n_target_samples if self.softmax_beta is not None else 1
-            noise = torch.randn((next_a.shape[0], kk, *next_a.shape[1:]), generator=self.torch_gen,
-                                device=self.device)
-            noise = noise * self.target_noise
-            cand = (next_a[:, None] + noise).clamp(-1.0, 1.0)
-            cand = torch.where(vmask[:, None], cand, torch.full_like(cand, -1.0))  # (B, K, L, A)
-            q_next = []
-            for j in range(2):
-                mem = self.critic_targets[j].memory(s, la, hx[2 + j])[0][:, 1:]
-                q_next.append(self.critic_targets[j].head(s[:, None, 1:], cand, mem[:, None]))
-            q_hat = torch.minimum(q_next[0], q_next[1])  # (B, K, L)
-            if self.softmax_beta is None:
-                v = q_hat[:, 0]
-            else:
-                logw = None
-                if self.importance_sampling:  # divide by the Gaussian density of each sampled noise vector
-                    logw = (0.5 * (noise / max(self.target_noise, 1e-8)) ** 2 * vmask[:, None]).sum(-1)
-                v = softmax_operator(q_hat, self.softmax_beta, dim=1, log_weights=logw)
-            y = r + self.gamma * (1.0 - d) * v
+        vmask = self._valid[user][:, None, :]  # (B, 1, A)
+        s0, la0 = s[:, :-1], la[:, :-1]  # the window's steps t (s[:, 1:] are the next steps t+1)
+        # ---- target y (SD3 Eq. 6 with the recurrent target networks) ------------------------------------------
+        y = self._target(k, s, la, hx, self.batch_rewards(batch), batch["dones"], vmask)
         # ---- critic k --------------------------------------------------------------------------------------
-        mem = self.critics[k].memory(s, la, hx[2 + k])[0][:, :-1]
-        q = self.critics[k].head(s[:, :-1], a, mem)
+        q = self.critics[k](s0, a, la0, hx[2 + k])[0]
         loss = F.mse_loss(q, y)
         self.critic_optims[k].zero_grad(set_to_none=True)
         loss.backward()
@@ -590,18 +603,16 @@ class RSD4:
         self._critic_loss = loss.detach()  # kept on the device; read by last_critic_loss
         # ---- delayed actor k and targets ---------------------------------------------------------------------
         if self.n_updates % self.policy_delay == 0:
-            pi = self.actors[k](s[:, :-1], la[:, :-1], hx[k])[0]
-            pi = torch.where(vmask, pi, torch.full_like(pi, -1.0))
+            pi = self.actors[k](s0, la0, hx[k])[0].masked_fill(~vmask, -1.0)
             with torch.no_grad():  # the actor's gradient flows through the action input only
-                mem = self.critics[k].memory(s[:, :-1], la[:, :-1], hx[2 + k])[0]
-            actor_loss = -self.critics[k].head(s[:, :-1], pi, mem).mean()
+                mem = self.critics[k].memory(s0, la0, hx[2 + k])[0]
+            actor_loss = -self.critics[k].head(s0, pi, mem).mean()
             self.actor_optims[k].zero_grad(set_to_none=True)
             actor_loss.backward()
             self.actor_optims[k].step()
-            with torch.no_grad():
-                for net, tgt in ((self.critics[k], self.critic_targets[k]), (self.actors[k], self.actor_targets[k])):
-                    for p, tp in zip(net.parameters(), tgt.parameters(), strict=True):
-                        tp.lerp_(p, self.tau)
+            with torch.no_grad():  # theta' <- tau theta + (1 - tau) theta'
+                for src, dst in ((self.critics[k], self.critic_targets[k]), (self.actors[k], self.actor_targets[k])):
+                    torch._foreach_lerp_(list(dst.parameters()), list(src.parameters()), self.tau)
 
     @property
     def last_critic_loss(self) -> float:

@@ -29,6 +29,15 @@ def _init_linear(m: nn.Module) -> None:
         nn.init.zeros_(m.bias)
 
 
+def _add_relu(big: torch.Tensor, small: torch.Tensor) -> torch.Tensor:
+    """``relu(big + small)``, in place on ``big`` when ``small`` broadcasts to it (the candidate-action grid:
+    one pass over the large tensor, no temporaries); autograd-safe (``relu_`` keeps its output for backward)."""
+    tail = big.shape[big.dim() - small.dim():]  # the dimensions ``small`` broadcasts against
+    if small.dim() <= big.dim() and all(m in (1, n) for m, n in zip(small.shape, tail, strict=True)):
+        return big.add_(small).relu_()
+    return torch.relu(big + small)
+
+
 class _Memory(nn.Module):
     """Linear + ReLU on ``[state, last_action]`` then an LSTM (or nothing when ``recurrent=False``)."""
 
@@ -42,6 +51,11 @@ class _Memory(nn.Module):
         z = torch.relu(self.proj(x))
         if self.lstm is None:
             return z, hidden
+        if z.shape[1] == 1 and hidden is not None:  # one step (acting): the cell, without nn.LSTM's set-up cost
+            lstm = self.lstm
+            h, c = torch.lstm_cell(z[:, 0], (hidden[0][0], hidden[1][0]), lstm.weight_ih_l0, lstm.weight_hh_l0,
+                                   lstm.bias_ih_l0, lstm.bias_hh_l0)
+            return h[:, None], (h[None], c[None])
         return self.lstm(z, hidden)  # no activation after the LSTM (reference)
 
 
@@ -117,9 +131,9 @@ class RecurrentCritic(nn.Module):
         """
         n_s, hid = states.shape[-1], self.hidden_dim
         w, w1 = self.fc.weight, self.head1.weight
-        z = torch.relu(F.linear(states, w[:, :n_s], self.fc.bias) + F.linear(actions, w[:, n_s:]))
-        x = F.linear(z, w1[:, :hid]) + F.linear(memory, w1[:, hid:], self.head1.bias)
-        return self.head2(torch.relu(x)).squeeze(-1)
+        z = _add_relu(F.linear(actions, w[:, n_s:]), F.linear(states, w[:, :n_s], self.fc.bias))
+        x = _add_relu(F.linear(z, w1[:, :hid]), F.linear(memory, w1[:, hid:], self.head1.bias))
+        return self.head2(x).squeeze(-1)
 
     def forward(
         self, states: torch.Tensor, actions: torch.Tensor, last_actions: torch.Tensor, hidden: Hidden | None = None
