@@ -4,21 +4,28 @@ For each data set (``trace``: channels from the real cellular traces; ``markov``
 each setting (number of users x arrival process) and each seed (which also draws the instance: deadlines,
 weights, distances, rates):
 
-1. the heuristics Uniform, EDF and MaxWeight are calibrated on training episodes to spend ``budget``
-   (``E0``) resource per slot (bisection on their knob), and on each of ``budget_grid`` for the
-   throughput-vs-budget figure;
-2. the dual price starts at ``lam_init`` (``< 0``: the slope of MaxWeight's throughput-vs-resource curve
-   around ``E0``, measured on training episodes, i.e. the marginal value of resource);
-3. RSD4, TD3, SAC and RecurrentPPO train for ``total_timesteps`` steps inside a :class:`LagrangianWrapper` with the same
-   budget, dual step ``dual_lr``, initial price and warm-up;
-4. every policy is evaluated on ``n_eval_episodes`` episodes of the held-out split (last 20 % of the
-   traces; other random seeds): throughput (weighted packets delivered per slot), resource per slot,
-   budget violation ``max(0, resource / E0 - 1)`` and drop rate (expired / arrived).
+1. the heuristics Uniform, EDF, MaxWeight-blind and MaxWeight are calibrated on training episodes to spend
+   ``budget`` (``E0``) resource per slot (bisection on their knob), and on each of ``budget_grid`` for the
+   throughput-vs-resource figure;
+2. equal-resource protocol (``lam_grid``, the quick preset): each RL agent trains at each fixed price of the
+   grid; its point at ``E0`` time-shares the two policies whose *validation* (training-split, unseen reset
+   seeds) resources bracket ``E0`` on the upper concave hull (:func:`mix_at_budget`), and reports the
+   held-out numbers of that mixture; or, with ``lam_grid=()`` (the paper's protocol, ``standard``), the agents
+   train inside a :class:`LagrangianWrapper` whose price starts at ``lam_init`` (``< 0``: the slope of
+   MaxWeight's throughput-vs-resource curve around ``E0`` on training episodes) and follows the dual step
+   ``dual_lr``;
+3. every policy is evaluated on ``n_eval_episodes`` episodes of the held-out split (last 20 % of the
+   traces; other random seeds), read once per policy: throughput (weighted packets delivered per slot),
+   resource per slot, budget violation ``max(0, resource / E0 - 1)`` and drop rate (expired / arrived).
+
+Jobs (data set x setting x seed) run in ``n_jobs`` processes; cost of the quick preset: see the card.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +36,7 @@ from reprozoo.core.device import resolve_device
 from reprozoo.core.experiment import ConfigError, TorchExperimentConfig, knob
 from reprozoo.core.io import atomic_savefig
 from reprozoo.core.plots import figure
-from reprozoo.core.progress import log, track
+from reprozoo.core.progress import is_quiet, log, set_quiet, track
 from reprozoo.core.registry import ExperimentSpec
 from reprozoo.core.results import Result
 from reprozoo.core.seed import seed_everything
@@ -39,6 +46,9 @@ __all__ = ["RSD4Config", "Config", "run", "METHODS"]
 METHODS = ("RSD4", "Uniform", "EDF", "MaxWeight-blind", "MaxWeight", "TD3", "SAC", "RecurrentPPO")
 HEURISTICS = ("Uniform", "EDF", "MaxWeight-blind", "MaxWeight")
 RL = ("RSD4", "TD3", "SAC", "RecurrentPPO")
+#: quick preset: RSD4 and the heuristics (the SB3 agents at 3 prices x 30k steps x 4 seeds would cost ~2,000 CPU s
+#: more; ``--set methods=...`` adds them, ``standard`` runs them all)
+QUICK_METHODS = ("RSD4", *HEURISTICS)
 
 
 @dataclass
@@ -46,8 +56,8 @@ class RSD4Config(TorchExperimentConfig):
     """Knobs of the RSD4 experiment (defaults = the ``quick`` preset)."""
 
     datasets: tuple[str, ...] = ("trace",)
-    seeds: tuple[int, ...] = (0, 1)
-    methods: tuple[str, ...] = knob(METHODS, choices=METHODS, nonempty=True, unique=True)  # which of METHODS to run
+    seeds: tuple[int, ...] = (0, 1, 2, 3)
+    methods: tuple[str, ...] = knob(QUICK_METHODS, choices=METHODS, nonempty=True, unique=True)  # which of METHODS
     n_users: tuple[int, ...] = knob((4,), ge=1, nonempty=True, unique=True)  # settings: number of users
     #: settings: arrival processes (those of reprozoo.rsd4.env.ARRIVALS)
     arrivals: tuple[str, ...] = knob(("poisson",), choices=("bernoulli", "poisson", "periodic"), nonempty=True,
@@ -63,8 +73,8 @@ class RSD4Config(TorchExperimentConfig):
     #: equal-resource comparison: each RL agent is trained at each of these fixed prices (no dual update) and
     #: reported at the budget by time-sharing two of its policies, chosen on validation episodes; () = the dual
     #: ascent protocol (budget, dual_lr, lam_init)
-    lam_grid: tuple[float, ...] = knob((), ge=0, unique=True)
-    total_timesteps: int = knob(10_000, ge=1)  # environment steps per RL agent
+    lam_grid: tuple[float, ...] = knob((0.1, 0.3, 1.0), ge=0, unique=True)
+    total_timesteps: int = knob(30_000, ge=1)  # environment steps per RL agent (and per price of lam_grid)
     learning_starts: int = knob(2_000, ge=0)  # random warm-up steps (all RL agents; no dual update meanwhile)
     # RSD4 (the authors' defaults in brackets)
     learning_rate: float = knob(3e-3, gt=0)  # [3e-3]
@@ -86,10 +96,14 @@ class RSD4Config(TorchExperimentConfig):
     budget_grid: tuple[float, ...] = knob((5.0, 10.0, 15.0, 20.0), gt=0, unique=True)
     #: extra budgets at which the RL agents are retrained (standard)
     rl_budget_grid: tuple[float, ...] = knob((), gt=0, unique=True)
+    #: processes running the (data set, setting, seed) jobs side by side (spawned, one thread each; the result is
+    #: the same as with 1)
+    n_jobs: int = knob(2, ge=1)
 
     PRESETS = {
         "quick": {},
         "smoke": {
+            "methods": METHODS,
             "seeds": (0,),
             "total_timesteps": 500,
             "learning_starts": 300,
@@ -104,6 +118,8 @@ class RSD4Config(TorchExperimentConfig):
             "lam_grid": (0.2, 2.0),
         },
         "standard": {
+            "methods": METHODS,
+            "lam_grid": (),  # the paper's protocol: the dual update of the price
             "datasets": ("trace", "markov"),
             "seeds": (0, 1, 2, 3, 4),
             "n_users": (4, 10),
@@ -187,79 +203,116 @@ def _train_rl(name: str, cfg: RSD4Config, make, budget: float, lam0: float, seed
     return agent, wenv, time.process_time() - t0
 
 
-def run(config: RSD4Config, out_dir: Path) -> Result:
-    """Run the experiment; returns the :class:`Result` (records, figures under ``out_dir/figures``)."""
+def _init_worker(quiet: bool) -> None:
+    import torch
+
+    set_quiet(quiet)
+    torch.set_num_threads(1)
+
+
+def _job(cfg: RSD4Config, job: tuple[str, int, str, int]) -> tuple[list, dict, dict, dict]:
+    """One (data set, n_users, arrival, seed): heuristics, then the RL agents; returns its records and the
+    figures' data (learning curves, heuristics' budget curves, RL points)."""
     from reprozoo.rsd4.baselines import EDF, MaxWeight, MaxWeightBlind, Uniform, calibrate, evaluate, mean_service_rate
 
+    dataset, n_users, arrival, seed = job
+    result = Result(name="rsd4", preset=cfg.preset, config={}, environment={})  # collects this job's records
+    heur = {"Uniform": Uniform, "EDF": EDF, "MaxWeight-blind": MaxWeightBlind, "MaxWeight": MaxWeight}
+    # under partial observation the channel-aware MaxWeight reads what no agent sees: an oracle, not a baseline
+    oracle = "MaxWeight-oracle" if cfg.partial_obs else "MaxWeight"
+    curves: dict[tuple[str, str], list[list[dict[str, float]]]] = {}
+    budget_curve: dict[tuple[str, str], dict[float, list[float]]] = {}
+    rl_points: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
+    setting = f"N{n_users}-{arrival}"
+    scale = n_users / 4.0
+    budget = cfg.budget * scale
+
+    def make(split: str, _d=dataset, _n=n_users, _a=arrival, _s=seed):
+        return _make_env(cfg, _d, _n, _a, _s, split)
+
+    train_env, eval_env = make("train"), make("eval")
+
+    def ev(policy: Any, b: float, _env=eval_env, _seed=seed) -> dict[str, float]:
+        return _metrics(evaluate(policy, _env, cfg.n_eval_episodes, seed=10_000 + 1000 * _seed), b)
+
+    # --- heuristics, budget-matched on training episodes -------------------------------------------------
+    grid = sorted({*(b * scale for b in cfg.budget_grid), budget})
+    for name in HEURISTICS:
+        if name not in cfg.methods:
+            continue
+        # the blind rule's channel knowledge: mean service rates of the training split only
+        kw = {"service_rate": mean_service_rate(train_env)} if name == "MaxWeight-blind" else {}
+        label = oracle if name == "MaxWeight" else name
+        for b in grid:
+            pol, _ = calibrate(heur[name], train_env, b, n_episodes=cfg.calib_episodes, n_iter=cfg.calib_iters,
+                               seed=seed * 1000, **kw)
+            m = ev(pol, b)
+            budget_curve.setdefault((setting, label), {}).setdefault(b, []).append((m["resource"],
+                                                                                     m["throughput"]))
+            if b == budget:
+                role = "reference" if label == "MaxWeight-oracle" else "baseline"
+                result.add_many(dataset, label, role, m, seed=seed, setting=setting)
+    # --- initial price: marginal throughput of resource for the channel-aware greedy rule ---------------
+    lam0 = cfg.lam_init
+    if lam0 < 0 and not cfg.lam_grid:
+        lo = calibrate(MaxWeight, train_env, 0.75 * budget, n_episodes=cfg.calib_episodes,
+                       n_iter=cfg.calib_iters, seed=seed * 1000)[1]
+        hi = calibrate(MaxWeight, train_env, 1.25 * budget, n_episodes=cfg.calib_episodes,
+                       n_iter=cfg.calib_iters, seed=seed * 1000)[1]
+        lam0 = max(0.0, (hi["throughput"] - lo["throughput"]) / max(hi["resource"] - lo["resource"], 1e-9))
+    if not cfg.lam_grid:
+        result.add(dataset, oracle, "reference", "lambda_init", lam0, seed=seed, setting=setting)
+    # --- RL agents ---------------------------------------------------------------------------------------
+    for name in RL:
+        if name not in cfg.methods:
+            continue
+        if cfg.lam_grid:
+            _equal_resource(cfg, result, name, make, ev, budget, dataset, setting, seed, rl_points, curves)
+            continue
+        for b in sorted({budget, *(x * scale for x in cfg.rl_budget_grid)}):
+            log(f"rsd4: training {name} on {dataset}/{setting} seed {seed} budget {b:g}")
+            agent, wenv, cpu = _train_rl(name, cfg, make, b, lam0, seed)
+            m = ev(agent, b)
+            rl_points.setdefault((setting, name), []).append((b, m["resource"], m["throughput"]))
+            if b == budget:
+                role = "method" if name == "RSD4" else "baseline"
+                result.add_many(dataset, name, role, {**m, "lambda": wenv.lam, "train_cpu_seconds": cpu},
+                                seed=seed, setting=setting)
+                curves.setdefault((f"{dataset}/{setting}", name), []).append(agent.episode_log)
+    return result.records, curves, budget_curve, rl_points
+
+
+def run(config: RSD4Config, out_dir: Path) -> Result:
+    """Run the experiment; returns the :class:`Result` (records, figures under ``out_dir/figures``).
+
+    The (data set, setting, seed) jobs run in this process, or in ``n_jobs`` spawned processes (one thread
+    each); either way their records are merged in job order, so the result is the same.
+    """
     cfg = config
     cfg.validate()
     cfg = cfg.replace(device=str(resolve_device(cfg.device)))  # "auto" when run is called directly
     out_dir = Path(out_dir)
     result = Result(name="rsd4", preset=cfg.preset, config=cfg.to_dict())
-    heur = {"Uniform": Uniform, "EDF": EDF, "MaxWeight-blind": MaxWeightBlind, "MaxWeight": MaxWeight}
-    # under partial observation the channel-aware MaxWeight reads what no agent sees: an oracle, not a baseline
-    oracle = "MaxWeight-oracle" if cfg.partial_obs else "MaxWeight"
     curves: dict[tuple[str, str], list[list[dict[str, float]]]] = {}
     budget_curve: dict[tuple[str, str], dict[float, list[float]]] = {}  # heuristics: budget -> throughputs
     rl_points: dict[tuple[str, str], list[tuple[float, float, float]]] = {}  # (budget, resource, throughput)
     jobs = [(d, n, a, s) for d in cfg.datasets for n in cfg.n_users for a in cfg.arrivals for s in cfg.seeds]
-    for dataset, n_users, arrival, seed in track(jobs, "rsd4 runs"):
-        setting = f"N{n_users}-{arrival}"
-        scale = n_users / 4.0
-        budget = cfg.budget * scale
-
-        def make(split: str, _d=dataset, _n=n_users, _a=arrival, _s=seed):
-            return _make_env(cfg, _d, _n, _a, _s, split)
-
-        train_env, eval_env = make("train"), make("eval")
-
-        def ev(policy: Any, b: float, _env=eval_env, _seed=seed) -> dict[str, float]:
-            return _metrics(evaluate(policy, _env, cfg.n_eval_episodes, seed=10_000 + 1000 * _seed), b)
-
-        # --- heuristics, budget-matched on training episodes -------------------------------------------------
-        grid = sorted({*(b * scale for b in cfg.budget_grid), budget})
-        for name in HEURISTICS:
-            if name not in cfg.methods:
-                continue
-            # the blind rule's channel knowledge: mean service rates of the training split only
-            kw = {"service_rate": mean_service_rate(train_env)} if name == "MaxWeight-blind" else {}
-            label = oracle if name == "MaxWeight" else name
-            for b in grid:
-                pol, _ = calibrate(heur[name], train_env, b, n_episodes=cfg.calib_episodes, n_iter=cfg.calib_iters,
-                                   seed=seed * 1000, **kw)
-                m = ev(pol, b)
-                budget_curve.setdefault((setting, label), {}).setdefault(b, []).append((m["resource"],
-                                                                                         m["throughput"]))
-                if b == budget:
-                    role = "reference" if label == "MaxWeight-oracle" else "baseline"
-                    result.add_many(dataset, label, role, m, seed=seed, setting=setting)
-        # --- initial price: marginal throughput of resource for the channel-aware greedy rule ---------------
-        lam0 = cfg.lam_init
-        if lam0 < 0 and not cfg.lam_grid:
-            lo = calibrate(MaxWeight, train_env, 0.75 * budget, n_episodes=cfg.calib_episodes,
-                           n_iter=cfg.calib_iters, seed=seed * 1000)[1]
-            hi = calibrate(MaxWeight, train_env, 1.25 * budget, n_episodes=cfg.calib_episodes,
-                           n_iter=cfg.calib_iters, seed=seed * 1000)[1]
-            lam0 = max(0.0, (hi["throughput"] - lo["throughput"]) / max(hi["resource"] - lo["resource"], 1e-9))
-        if not cfg.lam_grid:
-            result.add(dataset, oracle, "reference", "lambda_init", lam0, seed=seed, setting=setting)
-        # --- RL agents ---------------------------------------------------------------------------------------
-        for name in RL:
-            if name not in cfg.methods:
-                continue
-            if cfg.lam_grid:
-                _equal_resource(cfg, result, name, make, ev, budget, dataset, setting, seed, rl_points, curves)
-                continue
-            for b in sorted({budget, *(x * scale for x in cfg.rl_budget_grid)}):
-                log(f"rsd4: training {name} on {dataset}/{setting} seed {seed} budget {b:g}")
-                agent, wenv, cpu = _train_rl(name, cfg, make, b, lam0, seed)
-                m = ev(agent, b)
-                rl_points.setdefault((setting, name), []).append((b, m["resource"], m["throughput"]))
-                if b == budget:
-                    role = "method" if name == "RSD4" else "baseline"
-                    result.add_many(dataset, name, role, {**m, "lambda": wenv.lam, "train_cpu_seconds": cpu},
-                                    seed=seed, setting=setting)
-                    curves.setdefault((f"{dataset}/{setting}", name), []).append(agent.episode_log)
+    if cfg.n_jobs > 1 and len(jobs) > 1:
+        ctx = multiprocessing.get_context("spawn")  # no fork of a process that holds torch's thread pools
+        with ProcessPoolExecutor(min(cfg.n_jobs, len(jobs)), mp_context=ctx, initializer=_init_worker,
+                                 initargs=(is_quiet(),)) as pool:
+            outs = list(track(pool.map(_job, [cfg] * len(jobs), jobs), "rsd4 runs", total=len(jobs)))
+    else:
+        outs = [_job(cfg, job) for job in track(jobs, "rsd4 runs")]
+    for records, job_curves, job_budget, job_points in outs:  # job order: the same as one process
+        result.records.extend(records)
+        for key, logs in job_curves.items():
+            curves.setdefault(key, []).extend(logs)
+        for key, by_budget in job_budget.items():
+            for b, pts in by_budget.items():
+                budget_curve.setdefault(key, {}).setdefault(b, []).extend(pts)
+        for key, pts in job_points.items():
+            rl_points.setdefault(key, []).extend(pts)
     _figures(cfg, result, curves, budget_curve, rl_points, out_dir)
     result.notes.append(
         "Heuristics act on the true queues; MaxWeight also reads the channel state, so under partial observation "
