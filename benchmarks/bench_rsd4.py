@@ -83,15 +83,18 @@ def main() -> None:
     act = timed(lambda: agent.learn(steps), steps)  # no training phase: acting + bookkeeping only
     print(f"RSD4 acting steps/s (4 users, twin actors/critics): {act[0]:7.0f} wall  {act[1]:9.0f} cpu"
           f"   ratio to random {act[1] / ref[1]:.3f}")
-    iters = 30
+    iters = 60
+    for _ in range(4):  # warm-up: optimiser state, allocator (as TD3's below, which has run 300 steps)
+        agent.train_step()
     up = timed(lambda: [agent.train_step() for _ in range(iters)], iters)
     agent_full = RSD4(env, seed=0)  # reference settings: batch 50 whole episodes, 50 target samples
     agent_full.replay = agent.replay
+    agent_full.train_step()
     up_full = timed(lambda: [agent_full.train_step() for _ in range(5)], 5)
 
     sb3 = SB3Agent("TD3", env, learning_starts=0, seed=0, policy_kwargs={"net_arch": [64, 64]})
     sb3.learn(300)
-    td3 = timed(lambda: sb3.model.train(gradient_steps=200, batch_size=256), 200)
+    td3 = timed(lambda: sb3.model.train(gradient_steps=300, batch_size=256), 300)
     print(f"TD3 (SB3) gradient steps/s (reference):            {td3[0]:7.1f} wall  {td3[1]:9.1f} cpu")
     print(f"RSD4 iterations/s, quick settings (B=32, L=25, K=16): {up[0]:5.1f} wall  {up[1]:9.1f} cpu"
           f"   ratio to TD3 {up[1] / td3[1]:.3f}")

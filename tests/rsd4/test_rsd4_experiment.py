@@ -9,9 +9,16 @@ from reprozoo.core.report import write_run
 from reprozoo.rsd4.experiment import METHODS, Config, mix_at_budget, run
 
 
-def test_smoke_preset_end_to_end(tmp_path):
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """The smoke preset, run once for the tests below: (config, result, output folder)."""
+    out = tmp_path_factory.mktemp("rsd4_smoke")
     cfg = Config.from_preset("smoke")
-    result = run(cfg, tmp_path)
+    return cfg, run(cfg, out), out
+
+
+def test_smoke_preset_end_to_end(smoke):
+    cfg, result, tmp_path = smoke
     methods = {r.method for r in result.records}
     assert set(METHODS) - {"MaxWeight"} <= methods and "MaxWeight-oracle" in methods  # smoke: partial observation
     roles = {r.method: r.role for r in result.records if r.metric == "throughput"}
@@ -38,6 +45,20 @@ def test_smoke_preset_end_to_end(tmp_path):
     write_run(result, tmp_path)
     data = json.loads((tmp_path / "result.json").read_text())
     assert data["name"] == "rsd4" and data["records"]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "paper's claim not reproduced at equal resource: quick preset (4 seeds, RSD4 at fixed prices 0.1/0.3/1.0 x 10k "
+    "steps, mixed at the budget on validation episodes) gives RSD4 5.81 +- 2.96 vs MaxWeight-blind 7.13 +- 3.60 "
+    "throughput per slot at E0 = 10 (held-out), behind on all 4 seeds by 0.21, 1.18, 3.51, 0.36; smoke preset "
+    "(seed 0): 1.56 vs 2.05"))
+def test_rsd4_beats_the_channel_blind_maxweight_at_equal_resource(smoke):
+    """The paper's claim against the heuristic that sees what RSD4 sees, at the budget (smoke budget)."""
+    _, result, _ = smoke
+    thr = {r.method: r.value for r in result.records if r.metric == "throughput" and r.setting == "N4-poisson"}
+    res = {r.method: r.value for r in result.records if r.metric == "resource" and r.setting == "N4-poisson"}
+    assert abs(res["RSD4"] - res["MaxWeight-blind"]) <= 0.1 * res["MaxWeight-blind"]  # equal resource (10 %)
+    assert thr["RSD4"] >= thr["MaxWeight-blind"]
 
 
 def test_config_validation():
@@ -95,3 +116,12 @@ def test_mix_at_budget_is_the_upper_concave_hull_with_the_idle_policy():
     assert 2 not in dict(mix_at_budget([5.0, 12.0, 8.0], [4.0, 8.0, 3.0], 9.0))
     with pytest.raises(ValueError, match="non-empty finite"):
         mix_at_budget([], [], 1.0)
+
+
+def test_jobs_in_processes_give_the_same_records(tmp_path):
+    cfg = Config.from_preset("smoke", methods=("RSD4", "Uniform"), seeds=(0, 1), total_timesteps=350,
+                             lam_grid=(0.5,), n_jobs=1)
+    one = run(cfg, tmp_path / "one")
+    two = run(cfg.replace(n_jobs=2), tmp_path / "two")  # two spawned processes, one seed each
+    assert one.records == two.records and {r.seed for r in two.records} == {0, 1}
+    assert two.figures == one.figures and all((tmp_path / "two" / f).is_file() for f in two.figures)

@@ -74,7 +74,7 @@ class RSD4Config(TorchExperimentConfig):
     #: reported at the budget by time-sharing two of its policies, chosen on validation episodes; () = the dual
     #: ascent protocol (budget, dual_lr, lam_init)
     lam_grid: tuple[float, ...] = knob((0.1, 0.3, 1.0), ge=0, unique=True)
-    total_timesteps: int = knob(30_000, ge=1)  # environment steps per RL agent (and per price of lam_grid)
+    total_timesteps: int = knob(10_000, ge=1)  # environment steps per RL agent (and per price of lam_grid)
     learning_starts: int = knob(2_000, ge=0)  # random warm-up steps (all RL agents; no dual update meanwhile)
     # RSD4 (the authors' defaults in brackets)
     learning_rate: float = knob(3e-3, gt=0)  # [3e-3]
