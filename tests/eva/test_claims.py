@@ -5,8 +5,11 @@ and fine-tuning; and the student learns to predict the teacher's patch features.
 Budget (about 40 CPU seconds): teacher on 1,000 shard-0 images for 3 epochs, students pretrained on 1,000
 shard-1 images for 2 epochs, fine-tuned 4 epochs on 200 labels, scored on 500 test images, seed 0.
 Measured here (the same seed gives the same numbers on the same machine):
-fine-tune top-1 EVA 20.4 %, MAE 18.6 %, Scratch 18.6 %; EVA patch cosine 0.51. The margins asserted are below
-the measured ones; the quick preset's table in the card is the fuller measurement.
+fine-tune top-1 EVA 20.4 %, MAE 18.6 %, Scratch 18.6 %; EVA patch cosine 0.51 (unchanged after the evaluation
+passes moved to batches of 128). The margins asserted are below the measured ones; the quick preset's table in
+the card is the fuller measurement (EVA 28.0, MAE 26.1, Scratch 26.7: EVA +1.9 over MAE, +1.3 over Scratch).
+The paper's other half, MAE > Scratch, is not asserted: it does not reproduce at either budget (here 18.6 vs
+18.6; quick −0.6 points), and the card reports it as measured.
 """
 
 from pathlib import Path
