@@ -225,7 +225,7 @@ def finetune(cfg: EVAConfig, state: dict | None, x: torch.Tensor, y: torch.Tenso
 
 @torch.no_grad()
 def _frozen_pass(student: Eva, x: torch.Tensor, lm_head: torch.nn.Module | None = None,
-               targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                 targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One eval-mode pass of a pretrained student over ``x``: its frozen features for the probe (the mean of
     the patch tokens after the final norm, (B, D)) and, for the feature-regression arms (``lm_head`` and the
     teacher's patch features ``targets``), each image's mean student-teacher patch cosine (B,), as
