@@ -601,7 +601,7 @@ def test_run_all_jobs_runs_methods_at_once_in_their_own_processes(tmp_path, monk
     assert "a (quick) done in" in _flat(res) and not list(root.glob(".*partial*"))
 
 
-@pytest.mark.parametrize("args, message", [(["all", "--jobs", "0"], "at least 1"),
+@pytest.mark.parametrize("args, message", [(["all", "--jobs", "0"], "should be an int >= 1"),
                                            (["fake", "--jobs", "2"], "applies to run all")])
 def test_jobs_errors_exit_2(tmp_path, monkeypatch, args, message):
     _recording_fake(monkeypatch)
@@ -627,7 +627,10 @@ MARKS = Path(sys.argv[2])
 def run(config, out_dir):
     (out_dir / "half-written.txt").write_text("x")
     (MARKS / out_dir.name.split(".")[1]).write_text("")  # ".a.partial-PID" -> "a"
-    time.sleep(60)
+    try:
+        time.sleep(60)
+    finally:
+        time.sleep(1)  # a slow clean-up: the test's second signal arrives while the parent waits for it
 
 registry.MODULES.clear()
 for name in ("a", "b", "c"):
@@ -655,11 +658,32 @@ def test_sigterm_during_run_all_jobs_stops_every_child_and_keeps_no_partial_fold
             assert time.monotonic() < deadline, "the two children never started"
             time.sleep(0.05)
         proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)  # an impatient second interrupt must not cut the clean-up short
         _, stderr = proc.communicate(timeout=30)
     finally:
         proc.kill()
     assert proc.returncode == 143, stderr
     assert "terminated during a, b" in " ".join(stderr.split())
     summary = (root / "summary.md").read_text()
-    assert "| a | terminated |" in summary and "| b | terminated |" in summary and "| c |" not in summary
+    assert "| a | terminated |" in summary and "| b | terminated |" in summary
+    assert "| c | not started |" in summary and "not started: run all was terminated" in summary
     assert sorted(p.name for p in root.iterdir()) == ["summary.md"]  # no partial folders, c never started
+
+
+def test_run_all_jobs_a_child_killed_outright_is_named_and_leaves_no_partial_folder(tmp_path, monkeypatch):
+    def killed(config, out_dir):
+        import os
+        import signal
+
+        (out_dir / "half-written.txt").write_text("x")
+        os.kill(os.getpid(), signal.SIGKILL)  # as the out-of-memory killer would
+
+    _fake_registry(monkeypatch, {"doomed": (_Cfg, killed), "fine": (_Cfg, _fake_module(fail=False).run)})
+    root = tmp_path / "all"
+    res = runner.invoke(app, ["run", "all", "--out", str(root), "--jobs", "2", "--quiet"])
+    assert res.exit_code == 1, res.output
+    summary = (root / "summary.md").read_text()
+    assert "| doomed | failed |" in summary and "its process ended (killed by signal 9) before reporting" in summary
+    assert "| fine | ok |" in summary and "doomed" in _flat(res)
+    assert sorted(p.name for p in root.iterdir()) == ["fine", "summary.md"]

@@ -167,6 +167,21 @@ def test_summary_names_only_qualifying_baselines():
     assert primary_comparison(r, "throughput")[0][3] == "Spender"
     keeps = primary_comparison(r, "throughput", qualifies=lambda cfg, st: st["resource"][0] <= cfg["budget"])
     assert keeps[0][3] == "Cheap"
+    r.add("D2", "M", "method", "throughput", 5.0)  # a block where the method overspends: named as such
+    r.add("D2", "M", "method", "resource", 12.0)
+    r.add("D2", "Cheap", "baseline", "throughput", 4.0)
+    r.add("D2", "Cheap", "baseline", "resource", 10.0)
+    rows = primary_comparison(r, "throughput", qualifies=lambda cfg, st: st["resource"][0] <= cfg["budget"])
+    assert rows[1][:2] == ("D2", "M (does not qualify)")
+
+
+def test_summary_compares_the_headline_method_not_its_best_ablation():
+    r = Result(name="x", preset="quick", config={})
+    for method, role, acc in (("M", "method", 0.7), ("M-ablation", "method", 0.9), ("B", "baseline", 0.8)):
+        r.add("D", method, role, "ACC", acc)
+    assert primary_comparison(r, "ACC") == [("D", "M-ablation", 0.9, "B", 0.8)]
+    assert primary_comparison(r, "ACC", headline=("M",)) == [("D", "M", 0.7, "B", 0.8)]
+    assert registry.get("industry").headline == ("ExpertKnowledgeAssigner",)
 
 
 def test_rsd4_summary_filter_is_declared():

@@ -26,7 +26,9 @@ class ExperimentSpec:
     Data sets and presets are read from ``config`` (its ``KNOWN_DATASETS`` and ``PRESETS``), never repeated.
     ``qualifies(config, stats)`` (optional) says whether a baseline row may be named "best baseline" in
     ``summary.md`` (``config``: the run's config dict; ``stats``: ``{metric: (mean, std, n)}`` of that row), e.g.
-    only schedulers that kept the resource budget. ``threads``: the thread count the workload runs best with
+    only schedulers that kept the resource budget; a method row that fails it is marked there. ``headline``
+    (optional): the method-role rows that may stand for the method in ``summary.md`` (None: the best of them
+    all), so that ablations recorded with role method do not. ``threads``: the thread count the workload runs best with
     (see :mod:`reprozoo.core.threads`).
     """
 
@@ -41,6 +43,7 @@ class ExperimentSpec:
     extra: str = ""  # the pip extra that holds its heavy dependencies
     threads: int = 1
     qualifies: Callable[[dict, dict], bool] | None = None
+    headline: tuple[str, ...] | None = None
 
     @property
     def datasets(self) -> tuple[str, ...]:

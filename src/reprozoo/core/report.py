@@ -141,21 +141,29 @@ def primary_comparison(
     metric: str,
     higher_is_better: bool = True,
     qualifies: Callable[[dict, dict], bool] | None = None,
+    headline: tuple[str, ...] | None = None,
 ) -> list[tuple[str, str, float, str, float]]:
-    """Per (dataset, setting): the best method-role row vs the best qualifying baseline on ``metric``.
+    """Per (dataset, setting): the best method row vs the best qualifying baseline on ``metric``.
 
-    ``qualifies(config, stats)`` filters the baselines (see ``ExperimentSpec.qualifies``); a block with no
-    qualifying baseline is left out. Returns ``[(block, method, mean, best_baseline, mean), ...]``.
+    ``headline`` (see ``ExperimentSpec.headline``): the method-role rows that may stand for the method (None:
+    all of them), so ablations and variants do not. ``qualifies(config, stats)`` (see
+    ``ExperimentSpec.qualifies``) filters the baselines, and applies to the method too: a method row that does
+    not qualify is named with "(does not qualify)" beside it. A block with no qualifying baseline is left out.
+    Returns ``[(block, method, mean, best_baseline, mean), ...]``.
     """
     best = max if higher_is_better else min
     blocks: dict[str, dict[str, dict[str, float]]] = defaultdict(lambda: {"method": {}, "baseline": {}})
     for (dataset, setting, method, role), stats in result.summary().items():
         if metric not in stats or role not in ("method", "baseline"):
             continue
-        if role == "baseline" and qualifies is not None and not qualifies(result.config, stats):
+        if role == "method" and headline is not None and method not in headline:
             continue
+        ok = qualifies is None or qualifies(result.config, stats)
+        if role == "baseline" and not ok:
+            continue
+        name = method if ok else f"{method} (does not qualify)"
         block = dataset if setting == "default" else f"{dataset} ({setting})"
-        blocks[block][role][method] = stats[metric][0]
+        blocks[block][role][name] = stats[metric][0]
     rows = []
     for block, d in blocks.items():
         if not d["method"] or not d["baseline"]:
@@ -170,7 +178,8 @@ def write_summary(entries: list[dict], path: str | Path) -> Path:
     """``summary.md`` of ``run all``: one section per method (status, primary metric vs best baseline).
 
     ``entries``: dicts with keys name, status ("ok", "failed", "skipped" (no such preset),
-    "interrupted" or "terminated"), seconds (absent or None for a skipped method: shown as "—"),
+    "interrupted", "terminated" or "not started" (run all was stopped first)), seconds (absent or None for a
+    skipped method: shown as "—"),
     cpu_seconds (of a complete run), metric, rows (from :func:`primary_comparison`), error (why it failed or
     was skipped), folder.
     """
@@ -182,8 +191,8 @@ def write_summary(entries: list[dict], path: str | Path) -> Path:
                      f"{e.get('folder', '')} |")
     for e in entries:
         lines += ["", f"## {e['name']}", ""]
-        if e["status"] == "skipped":
-            lines.append(f"skipped: {e.get('error', 'not run')}")
+        if e["status"] in ("skipped", "not started"):
+            lines.append(f"{e['status']}: {e.get('error', 'not run')}")
             continue
         if e["status"] in ("interrupted", "terminated"):
             lines.append(f"{e['status']} before it finished")

@@ -186,9 +186,9 @@ def build_config(
     cfg = spec.config.from_preset(preset)
     changes: dict[str, Any] = {}
     if datasets:
-        changes["datasets"] = tuple(datasets)
+        changes["datasets"] = (datasets,) if isinstance(datasets, (str, Path)) else tuple(datasets)
     if seeds:
-        changes["seeds"] = tuple(seeds)
+        changes["seeds"] = _seed_tuple(seeds)
     if device is not None:
         if not spec.uses_torch:
             raise ConfigError(f"{name} has no device setting: it runs NumPy/SciPy on the CPU (leave --device out)")
@@ -205,6 +205,22 @@ def build_config(
     if strings:
         cfg = cfg.with_strings(strings)
     return spec, cfg
+
+
+def _seed_tuple(seeds: Any) -> tuple:
+    """``seeds`` as a tuple, a single int (NumPy ints included) read as one seed; the values are checked later."""
+    import operator
+
+    if isinstance(seeds, (int, str)) or not hasattr(seeds, "__iter__"):
+        seeds = (seeds,)
+
+    def as_int(s):
+        try:
+            return s if isinstance(s, bool) else operator.index(s)  # NumPy integers are ints here
+        except TypeError:
+            return s
+
+    return tuple(as_int(s) for s in seeds)
 
 
 # -- one run --------------------------------------------------------------------------------------
@@ -307,13 +323,14 @@ def run_all(
     on one thread (``reprozoo info``), so ``jobs=2`` keeps both cores of a small machine busy; the
     summary lists methods in registry order whatever order they finished in.
     """
-    if jobs < 1:
-        raise ConfigError(f"jobs={jobs} should be at least 1 (methods run at once)")
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ConfigError(f"jobs={jobs!r} should be an int >= 1 (methods run at once)")
     valid = list(dict.fromkeys(p for n in registry.names() for p in _presets_of(n)))
     if preset not in valid:
         raise ConfigError(f"unknown preset {preset!r}; valid presets: {', '.join(valid)} "
                           "(run all runs each method that has the preset and skips the others)")
     if seeds:
+        seeds = _seed_tuple(seeds)
         check_seeds(list(seeds))
     if threads is not None:
         try:
@@ -388,7 +405,7 @@ def _presets_of(name: str) -> tuple[str, ...]:
 
 
 def _ok_entry(spec: registry.ExperimentSpec, result: Result, folder: Path) -> dict:
-    rows = primary_comparison(result, spec.primary_metric, spec.higher_is_better, spec.qualifies)
+    rows = primary_comparison(result, spec.primary_metric, spec.higher_is_better, spec.qualifies, spec.headline)
     cpu = result.environment.get("cpu_seconds")
     return {"name": spec.name, "status": "ok", "seconds": result.seconds, "metric": spec.primary_metric,
             "cpu_seconds": float(cpu) if cpu is not None else None, "rows": rows, "folder": str(folder)}
@@ -437,14 +454,22 @@ def _run_parallel(preset, root, seeds, device, threads, jobs, finish, on_start, 
 
     def collect(sentinel) -> dict:
         name, proc, conn, t0 = running.pop(sentinel)
-        entry = conn.recv() if conn.poll() else {
-            "name": name, "status": "failed", "seconds": time.perf_counter() - t0, "folder": "",
-            "error": f"its process ended with exit code {proc.exitcode} before reporting"}
         proc.join()
+        try:
+            entry = conn.recv()
+        except (EOFError, OSError):  # killed before it could report (e.g. by the out-of-memory killer)
+            why = (f"killed by signal {-proc.exitcode}" if proc.exitcode is not None and proc.exitcode < 0
+                   else f"exit code {proc.exitcode}")
+            entry = {"name": name, "status": "failed", "seconds": time.perf_counter() - t0, "folder": "",
+                     "error": f"its process ended ({why}) before reporting", "died": True}
+            shutil.rmtree(root / f".{name}.partial-{proc.pid}", ignore_errors=True)  # what run() would remove
         conn.close()
         return entry
 
-    with sigterm_raises():
+    def ordered(done: list[dict]) -> list[dict]:
+        return sorted(done, key=lambda e: order.index(e["name"]) if e["name"] in order else len(order))
+
+    with _first_signal_only():
         try:
             while todo or running:
                 while todo and len(running) < jobs:
@@ -458,8 +483,10 @@ def _run_parallel(preset, root, seeds, device, threads, jobs, finish, on_start, 
                     sender.close()
                     running[proc.sentinel] = (name, proc, receiver, time.perf_counter())
                 for sentinel in wait(list(running)):
-                    finish(collect(sentinel))
-            entries.sort(key=lambda e: order.index(e["name"]) if e["name"] in order else len(order))
+                    entry = collect(sentinel)
+                    entry.pop("died", None)
+                    finish(entry)
+            entries[:] = ordered(entries)
             write_summary(entries, summary)
         except KeyboardInterrupt as exc:
             status = "terminated" if isinstance(exc, Terminated) else "interrupted"
@@ -469,11 +496,36 @@ def _run_parallel(preset, root, seeds, device, threads, jobs, finish, on_start, 
                     proc.terminate()
             for sentinel in list(running):
                 entry = collect(sentinel)
-                if entry["status"] == "failed" and "before reporting" in entry.get("error", ""):
+                if entry.pop("died", False):  # stopped by us, not failed
                     entry = {"name": entry["name"], "status": status, "seconds": entry["seconds"]}
                 entries.append(entry)
+            done = {e["name"] for e in entries}
+            entries[:] = ordered(entries) + [{"name": n, "status": "not started", "error": f"run all was {status}"}
+                                             for n in todo if n not in done]
             write_summary(entries, summary)
             where = f"during {', '.join(stopped)}" if stopped else "between methods"
             exc.entries, exc.where, exc.summary = entries, where, summary  # type: ignore[attr-defined]
             raise
     return entries
+
+
+@contextlib.contextmanager
+def _first_signal_only() -> Iterator[None]:
+    """While inside, the first SIGINT raises ``KeyboardInterrupt`` and the first SIGTERM :class:`Terminated`;
+    after either, both are ignored, so an impatient second Ctrl-C cannot cut short the clean-up that stops the
+    children and writes the summary. Outside the main thread, signals are left alone."""
+    def handler(signum, frame):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+        raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+
+    try:
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
