@@ -205,3 +205,14 @@ def test_check_tensor():
         check_tensor(torch.tensor([1.0, float("nan")]), "x")
     with pytest.raises(TypeError, match="torch.Tensor"):
         check_tensor([1.0], "x")
+
+
+def test_one_dataset_string_and_numpy_seeds_are_taken_as_given(tmp_path, fakes):
+    import numpy as np
+
+    result = reprozoo.run("plain", out=tmp_path / "r", datasets="D", seeds=[np.int64(3)], quiet=True)
+    assert result.config["datasets"] == ["D"] and {r.seed for r in result.records} == {3}
+    result = reprozoo.run("plain", out=tmp_path / "s", seeds=np.int32(4), quiet=True)
+    assert {r.seed for r in result.records} == {4}
+    with pytest.raises(ConfigError, match="jobs='2' should be an int"):
+        reprozoo.run_all("quick", tmp_path / "all", jobs="2")
