@@ -237,6 +237,15 @@ def test_checkpoint_of_model_and_optimizer_resumes_exactly():
         resumed_opt.load_state_dict(bad)
 
 
+def test_adamw_settings_reach_the_shard_optimizer():
+    ref = tiny()
+    ref_losses = train(ref, torch.optim.AdamW(ref.parameters(), lr=1e-2, weight_decay=0.1), elixir_=False)
+    g = tiny()
+    model, optim = wrap(g, torch.optim.AdamW(g.parameters(), lr=1e-2, weight_decay=0.1), step_fn=gpt_step,
+                        example_input=batch(), min_chunk_bytes=4096)  # its groups hold decoupled_weight_decay too
+    assert torch.equal(train(model, optim), ref_losses)
+
+
 def test_a_wrapped_model_refuses_copy_and_pickle_with_advice():
     import pickle
 

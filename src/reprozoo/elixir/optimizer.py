@@ -21,6 +21,7 @@ different settings, or torch's fused Adam with shards offloaded from a CUDA fast
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import torch
@@ -64,7 +65,9 @@ def check_optimizer(optimizer, params: list, offload_from_cuda: bool = False) ->
     if missing:
         raise ValueError(f"optimizer does not hold {len(missing)} of the model's {len(params)} parameters; "
                          "build it on model.parameters()")
-    settings = _settings(groups[0])
+    # only what the class's constructor takes: a group also holds derived keys (AdamW's decoupled_weight_decay)
+    accepted = inspect.signature(type(optimizer).__init__).parameters
+    settings = {k: v for k, v in _settings(groups[0]).items() if k in accepted}
     if settings.get("fused") and offload_from_cuda:
         raise ValueError("optimizer uses fused=True but the placement offloads shards to CPU memory, where a "
                          "CUDA fused kernel cannot run; use fused=False or a larger memory_budget")
