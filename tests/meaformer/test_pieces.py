@@ -58,10 +58,35 @@ def test_icl_matches_naive_loop():
     pr = torch.tensor([1, 1, 1, 1, 0, 1], dtype=torch.bool)
     got = icl_loss(left, right, 0.1, present_left=pl, present_right=pr)
     assert torch.allclose(got, naive_icl(left, right, 0.1, pl=pl, pr=pr))
-    # extra negatives only add columns; the hardest index never points at the positive
-    _, (ha, hb) = icl_loss(left, right, 0.1, neg_left=torch.randn(3, 5, dtype=torch.float64),
-                           return_hardest=True)
-    assert (ha != torch.arange(6)).all() and (hb != torch.arange(6)).all() and ha.max() < 15
+    # K embeddings in one call equal K separate calls (with per-k presence)
+    ks = torch.randn(3, 6, 5, generator=g, dtype=torch.float64), torch.randn(3, 6, 5, generator=g,
+                                                                               dtype=torch.float64)
+    pk = torch.rand(3, 6, generator=g) > 0.3
+    got = icl_loss(*ks, 0.1, present_left=pk, present_right=pk.flip(1))
+    want = torch.stack([naive_icl(ks[0][k], ks[1][k], 0.1, pl=pk[k], pr=pk[k].flip(0)) for k in range(3)])
+    assert torch.allclose(got, want)
+    # gradients equal the naive loop's
+    a, b = left.clone().requires_grad_(), right.clone().requires_grad_()
+    icl_loss(a, b, 0.1, present_left=pl, present_right=pr).backward()
+    a2, b2 = left.clone().requires_grad_(), right.clone().requires_grad_()
+    naive_icl(a2, b2, 0.1, pl=pl, pr=pr).backward()
+    assert torch.allclose(a.grad, a2.grad) and torch.allclose(b.grad, b2.grad)
+    # extra negatives add columns (log-sum-exp over the union); the hardest index (candidates: left batch,
+    # right batch, extras) never points at the positive nor the row itself
+    neg = torch.randn(3, 5, dtype=torch.float64)
+    loss, (ha, hb) = icl_loss(left, right, 0.1, neg_left=neg, return_hardest=True)
+    zl, zr, zn = F.normalize(left, dim=1), F.normalize(right, dim=1), F.normalize(neg, dim=1)
+    cand_a = torch.cat([zl, zr, zn]) @ zl.t() / 0.1  # (15, 6): column i = logits of left row i
+    cand_b = torch.cat([zl, zr]) @ zr.t() / 0.1
+    i = torch.arange(6)
+    lse_a = torch.logsumexp(torch.cat([zl @ zr.t(), (zl @ zl.t()).fill_diagonal_(-1e8), zl @ zn.t()], 1) / 0.1, 1)
+    lse_b = torch.logsumexp(torch.cat([zr @ zl.t(), (zr @ zr.t()).fill_diagonal_(-1e8)], 1) / 0.1, 1)
+    pos = (zl * zr).sum(1) / 0.1
+    assert torch.allclose(loss, (0.5 * (lse_a - pos) + 0.5 * (lse_b - pos)).mean())
+    masked_a = cand_a.t().scatter(1, torch.stack([i, i + 6], 1), -1e9)
+    masked_b = cand_b.t().scatter(1, torch.stack([i, i + 6], 1), -1e9)
+    assert torch.equal(ha, masked_a.argmax(1)) and torch.equal(hb, masked_b.argmax(1))
+    assert (ha != i + 6).all() and (hb != i).all() and ha.max() < 15 and hb.max() < 12
 
 
 def test_multitask_formula():
@@ -186,8 +211,9 @@ def test_blocked_csls_equals_dense():
         true = dense.diagonal()
         want_l2r = (dense > true[:, None]).sum(1) + 1
         want_r2l = (dense > true[None, :]).sum(0) + 1
-        l2r, r2l = csls_ranks(L, R, k=k, block=5)
-        assert np.array_equal(l2r, want_l2r.numpy()) and np.array_equal(r2l, want_r2l.numpy())
+        for keep_bytes in (0, 2 ** 20):  # blocks recomputed / kept between the two passes
+            l2r, r2l = csls_ranks(L, R, k=k, block=5, keep_bytes=keep_bytes)
+            assert np.array_equal(l2r, want_l2r.numpy()) and np.array_equal(r2l, want_r2l.numpy())
     # CSLS on 1 - squared distance (the reference) ranks as CSLS on cosine
     Ln, Rn = F.normalize(L, dim=1), F.normalize(R, dim=1)
     ref = 1 - torch.cdist(Ln.double(), Rn.double()) ** 2
@@ -215,3 +241,10 @@ def test_corrupt_modality_noise_and_drop():
         corrupt_modality(data, "image", 0.1)
     with pytest.raises(ValueError, match="fraction"):
         corrupt_modality(data, "relation", 1.5)
+
+
+def test_tiled_symmetrise_equals_p_plus_transpose():
+    from reprozoo.meaformer.losses import _symmetrise_
+
+    p = torch.randn(2, 10, 10, dtype=torch.float64)
+    assert torch.equal(_symmetrise_(p.clone(), tile=4), p + p.mT)

@@ -43,34 +43,50 @@ class SparseGraph:
     edges : ndarray or Tensor, int64, shape (2, E)
         ``(source, target)`` rows; need not be sorted.
     n_nodes : int
+        Nodes (sources and, unless ``n_targets`` is given, targets).
+    n_targets : int, optional
+        Number of target rows when it differs from ``n_nodes`` (a rectangular ``n_targets x n_nodes`` matrix,
+        as the head-stacked graph of :meth:`stacked`).
     """
 
-    def __init__(self, edges, n_nodes: int, device: torch.device | str = "cpu") -> None:
-        e = torch.as_tensor(np.asarray(edges), dtype=torch.long)
+    def __init__(self, edges, n_nodes: int, device: torch.device | str = "cpu", *,
+                 n_targets: int | None = None) -> None:
+        e = torch.as_tensor(np.asarray(edges) if not isinstance(edges, torch.Tensor) else edges, dtype=torch.long)
         if e.ndim != 2 or e.shape[0] != 2:
             raise ValueError(f"edges should have shape (2, E), got {tuple(e.shape)}")
-        if e.numel() and (int(e.min()) < 0 or int(e.max()) >= n_nodes):
+        n_t = n_nodes if n_targets is None else n_targets
+        if e.numel() and (int(e.min()) < 0 or int(e[0].max()) >= n_nodes or int(e[1].max()) >= n_t):
             raise ValueError(f"edges hold node ids outside [0, {n_nodes})")
         order = torch.argsort(e[1] * n_nodes + e[0])
-        self.n = int(n_nodes)
+        self.n, self.n_targets = int(n_nodes), int(n_t)
         self.src = e[0, order].to(device)
         self.dst = e[1, order].to(device)
-        self.crow = _crow(self.dst, self.n)
-        self.perm_t = torch.argsort(self.src * self.n + self.dst)  # edge order of the transposed CSR
+        self.crow = _crow(self.dst, self.n_targets)
+        self.perm_t = torch.argsort(self.src * self.n_targets + self.dst)  # edge order of the transposed CSR
         self.crow_t = _crow(self.src[self.perm_t], self.n)
         self.col_t = self.dst[self.perm_t]
+        self._stacked: dict[int, SparseGraph] = {}
 
     @property
     def n_edges(self) -> int:
         return int(self.src.numel())
 
     def csr(self, values: torch.Tensor) -> torch.Tensor:
-        """The (N, N) sparse CSR matrix ``A[dst, src] = values`` (values in edge order)."""
-        return csr_tensor(self.crow, self.src, values, (self.n, self.n))
+        """The (n_targets, N) sparse CSR matrix ``A[dst, src] = values`` (values in edge order)."""
+        return csr_tensor(self.crow, self.src, values, (self.n_targets, self.n))
 
     def csr_t(self, values: torch.Tensor) -> torch.Tensor:
         """The transpose ``A^T`` as CSR (values in edge order)."""
-        return csr_tensor(self.crow_t, self.col_t, values[self.perm_t], (self.n, self.n))
+        return csr_tensor(self.crow_t, self.col_t, values[self.perm_t], (self.n, self.n_targets))
+
+    def stacked(self, copies: int) -> SparseGraph:
+        """The ``(copies * N) x N`` graph of ``copies`` stacked copies (copy k's targets are ``k * N + dst``);
+        its edge order is copy-major, each copy in this graph's edge order (cached)."""
+        if copies not in self._stacked:
+            k = torch.arange(copies, device=self.src.device).repeat_interleave(self.n_edges)
+            edges = torch.stack([self.src.repeat(copies), self.dst.repeat(copies) + k * self.n_targets])
+            self._stacked[copies] = SparseGraph(edges, self.n, self.src.device, n_targets=copies * self.n_targets)
+        return self._stacked[copies]
 
     def __repr__(self) -> str:
         return f"SparseGraph(n_nodes={self.n}, n_edges={self.n_edges})"
@@ -142,15 +158,16 @@ class DiagGATLayer(nn.Module):
     def forward(self, x: torch.Tensor, graph: SparseGraph) -> torch.Tensor:
         from torch_geometric.utils import softmax
 
-        out = torch.zeros_like(x)
-        for k in range(self.heads):
-            h = x * self.w[k]
-            score = (h @ self.a_self[k])[graph.dst] + (h @ self.a_nbr[k])[graph.src]
-            # exp(-LeakyReLU(.)) normalised over the neighbours of each target = softmax of -LeakyReLU(.)
-            alpha = softmax(-F.leaky_relu(score, 0.2), graph.dst, num_nodes=graph.n)
-            alpha = F.dropout(alpha, self.attn_dropout, training=self.training)
-            out = out + edge_spmm(alpha, h, graph)
-        return out / self.heads
+        H, n = self.heads, graph.n
+        # a^T [h_i || h_j] with h = x * w_k is x_i . (w_k * a_self_k) + x_j . (w_k * a_nbr_k): all heads, one matmul
+        proj = x @ torch.cat([self.w * self.a_self, self.w * self.a_nbr]).t()  # (N, 2H)
+        score = proj[graph.dst, :H] + proj[graph.src, H:]  # (E, H)
+        # exp(-LeakyReLU(.)) normalised over the neighbours of each target = softmax of -LeakyReLU(.)
+        alpha = softmax(-F.leaky_relu(score, 0.2), graph.dst, num_nodes=n)
+        alpha = F.dropout(alpha, self.attn_dropout, training=self.training)
+        # A_k (x * w_k) = (A_k x) * w_k (diagonal weights commute): one product with the heads' A_k stacked
+        agg = edge_spmm(alpha.t().reshape(-1), x, graph.stacked(H)).view(H, n, -1)
+        return (agg * self.w[:, None, :]).mean(0)
 
     def extra_repr(self) -> str:
         return f"{self.dim}, heads={self.heads}"

@@ -348,20 +348,22 @@ class MEAformerTrainer:
         if self.replay:  # 4. remember each entity's hardest negative
             joint, (hard_a, hard_b) = joint
             with torch.no_grad():
-                cand_a = torch.cat([batch[:, 1], batch[:, 0]] + ([torch.unique(neg_l)] if neg is not None else []))
-                cand_b = torch.cat([batch[:, 0], batch[:, 1]] + ([torch.unique(neg_r)] if neg is not None else []))
+                both = [batch[:, 0], batch[:, 1]]  # candidate order of icl_loss: left, right, extras
+                cand_a = torch.cat(both + ([torch.unique(neg_l)] if neg is not None else []))
+                cand_b = torch.cat(both + ([torch.unique(neg_r)] if neg is not None else []))
                 self._hard[batch[:, 0]] = cand_a[hard_a]
                 self._hard[batch[:, 1]] = cand_b[hard_b]
-        pres = out.present
-        per_modality = [icl_loss(out.tokens[:B, m], out.tokens[B:2 * B, m], self.tau,
-                                 present_left=pres[:B, m], present_right=pres[B:2 * B, m])
-                        for m in range(self.model_.n_modalities)]
-        loss = joint + self.mtl_(torch.stack(per_modality))
+        # every modality's encoder vector and transformer token in one batched loss: (K, B, d), K = M or 2M
+        pres = out.present.t()  # (M, 2B)
+        stack = out.tokens if out.hidden is None else torch.cat([out.tokens, out.hidden], 1)
+        stack = stack[:2 * B].transpose(0, 1)
         if out.hidden is not None:
-            per_token = [icl_loss(out.hidden[:B, m], out.hidden[B:2 * B, m], self.tau,
-                                  present_left=pres[:B, m], present_right=pres[B:2 * B, m])
-                         for m in range(self.model_.n_modalities)]
-            loss = loss + self.mtl_(torch.stack(per_token))  # one shared set of s_k, as the reference
+            pres = torch.cat([pres, pres])
+        per = icl_loss(stack[:, :B], stack[:, B:], self.tau, present_left=pres[:, :B], present_right=pres[:, B:])
+        M = self.model_.n_modalities
+        loss = joint + self.mtl_(per[:M])
+        if out.hidden is not None:
+            loss = loss + self.mtl_(per[M:])  # one shared set of s_k, as the reference
         self._optim.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(list(self.model_.parameters()) + list(self.mtl_.parameters()), self.clip)
@@ -378,8 +380,8 @@ class MEAformerTrainer:
         """Mutual nearest neighbours (cosine of joint embeddings) between ``left`` and ``right`` entities."""
         if len(left) == 0 or len(right) == 0:
             return set()
-        emb, _ = self._embed_all()
-        L, R = emb[torch.as_tensor(left)], emb[torch.as_tensor(right)]
+        emb, _ = self._embed(np.concatenate([left, right]))
+        L, R = emb[:len(left)], emb[len(left):]
         best_r = torch.cat([(L[s:s + self.eval_block] @ R.t()).argmax(1) for s in range(0, len(L), self.eval_block)])
         best_l = torch.cat([(R[s:s + self.eval_block] @ L.t()).argmax(1) for s in range(0, len(R), self.eval_block)])
         i = torch.arange(len(left), device=best_r.device)
@@ -389,14 +391,18 @@ class MEAformerTrainer:
 
     # -- inference ------------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def _embed_all(self, chunk: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
-        """Normalised joint embeddings (N, M*d) and weights (N, M) of all entities (eval mode, chunked fusion)."""
+    def _embed(self, ids=None, chunk: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised joint embeddings (n, M*d) and weights (n, M) of the entities ``ids`` (all when None), in
+        eval mode; the GAT runs over the whole graph, the fusion only over ``ids``, in chunks."""
         was = self.model_.training
         self.model_.eval()
-        tokens = self.model_.encode(self.graph_, self.features_)
+        if ids is not None:
+            ids = torch.as_tensor(np.asarray(ids), dtype=torch.long, device=self.present_.device)
+        tokens = self.model_.encode(self.graph_, self.features_, ids)
+        present = self.present_ if ids is None else self.present_[ids]
         joint, weights = [], []
         for s in range(0, tokens.shape[0], chunk):
-            out = self.model_.fuse(tokens[s:s + chunk], self.present_[s:s + chunk])
+            out = self.model_.fuse(tokens[s:s + chunk], present[s:s + chunk])
             joint.append(F.normalize(out.joint, dim=1))
             weights.append(out.weights)
         self.model_.train(was)
@@ -405,7 +411,7 @@ class MEAformerTrainer:
     def embeddings(self) -> np.ndarray:
         """(N, M*d) L2-normalised joint embeddings of all entities."""
         self._check_fitted()
-        return self._embed_all()[0].cpu().numpy()
+        return self._embed()[0].cpu().numpy()
 
     def evaluate(self, split: str | np.ndarray = "test", *, csls_k: int | None = None) -> dict[str, float]:
         """Rank the links of ``split`` (``"test"``, ``"valid"`` or an (n, 2) array of ids) with CSLS.
@@ -426,10 +432,10 @@ class MEAformerTrainer:
                 raise ValueError(f"split holds entity ids outside [0, {self.data_.n_entities})")
         if len(links) == 0:
             raise ValueError(f"split {split if isinstance(split, str) else 'array'} holds no links")
-        emb, _ = self._embed_all()
-        idx = torch.as_tensor(np.asarray(links), device=emb.device)
         k = self.csls_k if csls_k is None else check_int(csls_k, "csls_k", low=0)
-        l2r, r2l = csls_ranks(emb[idx[:, 0]], emb[idx[:, 1]], k=k, block=self.eval_block)
+        links = np.asarray(links)
+        emb, _ = self._embed(links.T.ravel())  # the links' left entities, then their right ones
+        l2r, r2l = csls_ranks(emb[:len(links)], emb[len(links):], k=k, block=self.eval_block)
         return {**ranking_metrics(l2r), **ranking_metrics(r2l, "r2l_")}
 
     def modality_weights(self, entity_ids=None) -> dict[str, np.ndarray]:
@@ -438,16 +444,14 @@ class MEAformerTrainer:
         ``entity_ids``: ids to report (all entities when None).
         """
         self._check_fitted()
-        _, w = self._embed_all()
-        w = w.cpu().numpy()
         if entity_ids is not None:
             ids = np.asarray(entity_ids)
             if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
                 raise ValueError(f"entity_ids should be a 1-D integer array, got shape {ids.shape} and dtype "
                                  f"{ids.dtype}")
-            if ids.size and (ids.min() < 0 or ids.max() >= w.shape[0]):
-                raise ValueError(f"entity_ids hold ids outside [0, {w.shape[0]})")
-            w = w[ids]
+            if ids.size and (ids.min() < 0 or ids.max() >= self.data_.n_entities):
+                raise ValueError(f"entity_ids hold ids outside [0, {self.data_.n_entities})")
+        w = self._embed(entity_ids)[1].cpu().numpy()
         return {m: w[:, i] for i, m in enumerate(self.model_.modalities)}
 
 
