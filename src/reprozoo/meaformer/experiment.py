@@ -45,7 +45,7 @@ class MEAformerConfig(TorchExperimentConfig):
     #: DBP15K language pairs
     datasets: tuple[str, ...] = ("ZH-EN",)
     #: seeds of model initialisation and batch order (the split uses ``split_seed``)
-    seeds: tuple[int, ...] = (0, 1)
+    seeds: tuple[int, ...] = (0, 1, 2)
     #: gold links kept (a random subset with their entities; 0 = the full graph of 15,000 links)
     subset_links: int = knob(2500, ge=0, le=15000)
     #: hops of neighbours added around the kept links' entities
