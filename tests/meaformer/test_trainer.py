@@ -64,6 +64,24 @@ def test_noisy_modality_gets_lower_weight_for_corrupted_entities(kg, data):
     assert margin > 0.05, f"char weight: clean {w[clean].mean():.3f}, corrupted {w[hit].mean():.3f}"
 
 
+def test_per_entity_fusion_beats_kg_fusion_clean_and_under_noise(kg, data):
+    """The paper's claim (Sec. 4.2, 4.4) at the smoke budget: per-entity weights beat one weight per modality
+    for the whole graph (KG-fusion), clean and with char bigrams replaced by noise for 40 % of the entities.
+
+    Measured here (500-link slice, structure + relations + char, hidden 32, 8 epochs, mean Hits@1 of seeds 0-2):
+    clean 33.9 vs 27.4 (+6.5), noisy 8.9 vs 7.6 (+1.3); asserted with about half of those margins.
+    """
+    split = split_links(kg.links, seed=0)
+    noisy, _ = corrupt_modality(data, "char", 0.4, seed=0)
+    gap = {}
+    for name, d in (("clean", data), ("noisy", noisy)):
+        h1 = {m: np.mean([make_trainer(m, modalities=("structure", "relation", "char"), epochs=8, seed=s, **SMALL)
+                          .fit(kg, split, data=d).evaluate("test")["Hits@1"] for s in range(3)])
+              for m in ("MEAformer", "KG-fusion")}
+        gap[name] = h1["MEAformer"] - h1["KG-fusion"]
+    assert gap["clean"] > 3.0 and gap["noisy"] > 0.5, gap
+
+
 def test_beats_gcn_align_and_name_nn_is_real(kg, data):
     """The subset benchmark: MEAformer (structure, relations, char) beats structure-only GCN-Align on Hits@1."""
     split = split_links(kg.links, seed=0)
