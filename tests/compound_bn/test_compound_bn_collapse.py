@@ -142,7 +142,7 @@ def test_group_by_both_ways(lt_data, group_by):
         assert (groups == 0).sum() == 5 and head > 0.7
     else:  # about half the samples per group: fewer head classes
         assert (groups == 0).sum() < 5 and 0.35 < head < 0.75
-    cfg = Config.from_preset("smoke").replace(epochs=1, width=2, group_by=group_by, figures=False)
+    cfg = Config.from_preset("smoke").replace(epochs=1, width=2, group_by=(group_by,), figures=False)
     _, acc = train_and_evaluate(cfg, lt_data, "CBN", "CE", seed=0)
     assert np.isfinite(acc["top1"])
 
@@ -153,8 +153,9 @@ def test_lr_schedule_follows_the_ldam_drw_recipe():
     assert _lr_at(cfg, 100) == pytest.approx(0.1)
     assert _lr_at(cfg, 170) == pytest.approx(0.1 * 0.01)  # ×0.01 after epoch 160
     assert _lr_at(cfg, 190) == pytest.approx(0.1 * 1e-4)  # ×0.0001 after epoch 180
-    quick = Config.from_preset("quick")  # ×0.1 per step, as its docstring says
-    assert _lr_at(quick, 0.95 * quick.epochs) == pytest.approx(quick.lr * 0.01)
+    quick = Config.from_preset("quick")  # the same recipe at 60 epochs: ×0.01 at 48, ×0.0001 at 54
+    assert _lr_at(quick, 0.85 * quick.epochs) == pytest.approx(quick.lr * 0.01)
+    assert _lr_at(quick, 0.95 * quick.epochs) == pytest.approx(quick.lr * 1e-4)
 
 
 # -- BN-aware tools, host synchronisation ----------------------------------------------------------

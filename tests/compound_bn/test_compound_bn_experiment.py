@@ -91,3 +91,20 @@ def test_mnist_lt_cbn_not_worse_than_bn_on_tail():
             assert acc["top1"] > 30.0
             few[norm].append(acc["few"])
     assert np.mean(few["CBN"]) >= np.mean(few["BN"]) - 10.0, few
+
+
+@pytest.mark.xfail(strict=True, reason="claim not reproduced at the smoke budget (see the card): top-1 CBN+CE "
+                   "17.58 / 13.44 vs BN+CE 20.76 / 19.20 (seeds 0 / 1), mean margin -4.47 pp; the quick "
+                   "rerun (60 epochs, 3 seeds) has CBN 0.3-3.4 pp below BN in every setting")
+def test_cbn_raises_top1_over_bn():
+    """Paper (abstract, CIFAR-LT tables): CBN with dual-path learning in place of BN raises top-1, by about
+    1-2 pp. Asserted at the smoke budget (CIFAR-10-LT rho = 10, n_max 200, ResNet-8 width 4, 3 epochs, CE,
+    group_by="classes", seeds 0 and 1): mean top-1 of CBN >= BN's + 1 pp.
+
+    Strict xfail: if a change makes the claim hold, this test fails until the card and the marker are updated.
+    """
+    cfg = Config.from_preset("smoke").replace(figures=False)
+    data = load_longtail("CIFAR-10-LT", cfg.imbalance_ratios[0], cfg.n_max, cfg.data_seed)
+    top1 = {norm: [train_and_evaluate(cfg, data, norm, "CE", seed)[1]["top1"] for seed in (0, 1)]
+            for norm in ("BN", "CBN")}
+    assert np.mean(top1["CBN"]) >= np.mean(top1["BN"]) + 1.0, top1

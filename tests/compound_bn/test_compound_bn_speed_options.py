@@ -27,6 +27,73 @@ def _mixture(k, c, dtype=torch.float32, seed=0):
     return pi, torch.randn(k, c, generator=g, dtype=dtype), torch.rand(k, c, generator=g, dtype=dtype) + 0.5
 
 
+def _reference_eval(layer, x):
+    """Evaluation written out (float64): r_k = softmax_k(log π_k N(x | μ_k, σ²_k + ε)), y = Σ_k r_k γ (x − μ_k)
+    / √(σ²_k + ε) + β, one component at a time."""
+    pi, mu, var = (t.double() for t in (layer.running_pi, layer.running_mean, layer.running_var))
+    x = x.double().reshape(x.shape[0], x.shape[1], -1)
+    logp = torch.stack([torch.distributions.Normal(mu[k][None, :, None], (var[k] + layer.eps).sqrt()[None, :, None])
+                        .log_prob(x) + pi[k].log()[None, :, None] for k in range(len(pi))])
+    r = torch.softmax(logp, 0)
+    w = layer.weight.double().expand_as(mu) if layer.affine else torch.ones_like(mu)
+    b = layer.bias.double().expand_as(mu) if layer.affine else torch.zeros_like(mu)
+    y = sum(r[k] * ((x - mu[k][None, :, None]) / (var[k] + layer.eps).sqrt()[None, :, None] * w[k][None, :, None]
+                    + b[k][None, :, None]) for k in range(len(pi)))
+    return y
+
+
+# -- evaluation: the fused eager pass against the written-out mixture ---------------------------
+@pytest.mark.parametrize("k", [2, 3])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("per_component_affine", [False, True])
+def test_eval_matches_the_written_out_mixture(k, dtype, per_component_affine):
+    torch.manual_seed(k)
+    layer = CompoundBatchNorm2d(5, k, per_component_affine=per_component_affine, check_finite=False).to(dtype)
+    with torch.no_grad():
+        pi, mu, var = _mixture(k, 5, dtype, seed=k)
+        layer.running_pi.copy_(pi)
+        layer.running_mean.copy_(mu * 2 + 1)  # channel means away from 0
+        layer.running_var.copy_(var)
+        layer.weight.normal_()
+        layer.bias.normal_()
+    layer.eval()
+    x = torch.randn(6, 5, 7, 3, dtype=dtype) * 2 + 1
+    with torch.no_grad():
+        y = layer(x)
+    tol = {"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 1e-10, "atol": 1e-10}
+    torch.testing.assert_close(y.double(), _reference_eval(layer, x).reshape(x.shape), **tol)
+    # the autograd path (input needs a gradient) computes the same
+    torch.testing.assert_close(layer(x.clone().requires_grad_()), y, **tol)
+
+
+def test_eval_coefficients_follow_the_running_statistics_and_parameters():
+    """The evaluation caches its per-channel coefficients: a training step, an optimiser step and
+    load_state_dict must each be seen by the next evaluation."""
+    torch.manual_seed(0)
+    layer = CompoundBatchNorm2d(3, 2, check_finite=False)
+    opt = torch.optim.SGD(layer.parameters(), lr=0.1)
+    x = torch.randn(8, 3, 4, 4) * 1.5 + 0.5
+
+    def check():
+        layer.eval()
+        with torch.no_grad():
+            ref = _reference_eval(layer, x).reshape(x.shape)
+            torch.testing.assert_close(layer(x).double(), ref, rtol=1e-5, atol=1e-6 * float(ref.abs().max()))
+
+    check()
+    layer.train()
+    (layer(x) * torch.randn_like(x)).sum().backward()  # running statistics move
+    check()
+    opt.step()  # γ, β move
+    check()
+    other = CompoundBatchNorm2d(3, 2)
+    with torch.no_grad():
+        other.running_mean.normal_()
+        other.weight.uniform_(0.5, 2)
+    layer.load_state_dict(other.state_dict())
+    check()
+
+
 # -- fresh outputs (no buffer pool) -----------------------------------------------------------
 def test_outputs_are_never_shared_between_calls():
     pi, mu, var = _mixture(2, 3)
