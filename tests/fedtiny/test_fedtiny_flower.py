@@ -15,7 +15,7 @@ from reprozoo.fedtiny.simulation import run_federated  # noqa: E402
 from reprozoo.fedtiny.sparse import Mask  # noqa: E402
 from reprozoo.fedtiny.strategy import FedTinyStrategy  # noqa: E402
 
-TINY = dict(n_clients=3, n_train=240, rounds=2, delta_t=1, t_end=3, abns_samples=48, synflow_iters=3,
+TINY = dict(n_clients=3, n_train=240, rounds=2, delta_t=1, t_end=3, warmup_rounds=0, abns_samples=48, synflow_iters=3,
             eval_every=1, n_curve=200, n_test=300, candidates=("erk-magnitude", "uniform-random", "er-magnitude"),
             device="cpu")
 
@@ -37,6 +37,27 @@ def test_fedtiny_protocol_in_process_keeps_density_and_zeros():
     assert len(adjusted) == 2 and all(len(e["adjusted"]) == 1 for e in adjusted)
     assert adjusted[0]["adjusted"] == ["fc.weight"]  # output layer first
     assert 0.0 <= out["top1"] <= 100.0 and out["bytes"] > 0 and out["flops_per_round"] > 0  # top1 in percent
+
+
+def test_candidate_warm_up_before_abns_is_charged_to_fedtiny():
+    """warmup_rounds=w: every candidate trains w masked rounds (history entries tagged with it), ABNS runs
+    after round w on the warmed-up candidates, and the chosen one trains the remaining rounds; rounds,
+    bytes and FLOPs of the warm-up count in the job's totals; w=0 is the selection at initialisation."""
+    (warm, cold), _ = run_federated([tiny_job("FedTiny", warmup_rounds=1, rounds=3),
+                                     tiny_job("FedTiny", warmup_rounds=0, rounds=3)], 3, engine="local")
+    pool = TINY["candidates"]
+    assert [e.get("warmup") for e in warm["history"]] == [*pool, None, None]
+    assert [e["round"] for e in warm["history"]] == [1, 1, 1, 2, 3]
+    assert warm["abns"]["after_round"] == 1 and cold["abns"]["after_round"] == 0
+    assert [e["round"] for e in cold["history"]] == [1, 2, 3]
+    assert [r for r, _ in warm["curve"]] == [1, 2, 3] and [r for r, _ in cold["curve"]] == [0, 1, 2, 3]
+    # the warm-up trains C candidates in round 1: more bytes and FLOPs than selecting at initialisation
+    assert warm["bytes"] > cold["bytes"] and warm["flops_per_round"] > cold["flops_per_round"]
+    assert warm["density"] == pytest.approx(0.05, abs=1e-3)
+    # the warmed-up candidates' losses are below those at initialisation (about ln 10)
+    assert min(warm["abns"]["losses"]) < min(cold["abns"]["losses"])
+    with pytest.raises(ConfigError, match="warmup_rounds=3 should be below rounds=3"):
+        tiny_job("FedTiny", warmup_rounds=3, rounds=3)
 
 
 def test_failing_client_does_not_stop_the_round():

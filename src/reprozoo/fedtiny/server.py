@@ -89,7 +89,7 @@ class ServerJob:
         gen = torch.Generator().manual_seed(self.seed)
         kw: dict[str, Any] = {}
         if m == "FedTiny":
-            pool = candidate_pool(model, self.density, cfg.candidates, gen)
+            pool = candidate_pool(model, self.density, cfg.candidates, gen, cfg.min_layer_density)
             init = state_of(model)
             cands = []
             for name, mk in pool:
@@ -97,7 +97,7 @@ class ServerJob:
                 for n, t in mk.masks.items():
                     st[n] = st[n] * t.numpy()
                 cands.append((name, mk, st))
-            kw = dict(candidates=cands, delta_t=cfg.delta_t)
+            kw = dict(candidates=cands, delta_t=cfg.delta_t, warmup_rounds=cfg.warmup_rounds)
         elif m == "FedDST":
             kw = dict(mask=random_mask(model, self.density, gen), delta_t=cfg.delta_t, whole_model=True)
         elif m == "Random":
@@ -140,7 +140,7 @@ class ServerJob:
             zeros_ok = all(np.all(final[n][~mask.masks[n].numpy()] == 0) for n in mask.names)
             if not zeros_ok:
                 raise AssertionError("pruned weights are non-zero after training")
-        hist = [e for e in strategy.history if "flops" in e]
+        hist = [e for e in strategy.history if "flops" in e]  # warm-up rounds included (charged to FedTiny)
         abns_flops = 0.0
         if m == "FedTiny":
             nnz = {n: int(t.sum()) for n, t in mask.masks.items()}
@@ -152,7 +152,7 @@ class ServerJob:
         return {
             "method": m, "seed": self.seed, "top1": float(top1), "curve": curve,
             "density": mask.density if mask is not None else 1.0,
-            "flops_per_round": float(np.mean([e["flops"] for e in hist])) + abns_flops / cfg.rounds if hist else 0.0,
+            "flops_per_round": (float(np.sum([e["flops"] for e in hist])) + abns_flops) / cfg.rounds,
             "peak_mem_mb": max(e["mem_bytes"] for e in hist) / 2**20 if hist else 0.0,
             "state_mem_mb": max(e["mem_state_bytes"] for e in hist) / 2**20 if hist else 0.0,
             "bytes": strategy.bytes_down + strategy.bytes_up,

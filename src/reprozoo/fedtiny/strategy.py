@@ -76,6 +76,9 @@ class FedTinyStrategy(FedAvg):
         Initial (or fixed) mask; None with ``candidates=None`` means dense FedAvg.
     candidates : list of (name, Mask, state dict) or None
         FedTiny's candidate pool; when given, :meth:`start` runs ABNS first and ``mask`` is ignored.
+    warmup_rounds : int >= 0, rounds of masked FedAvg of every candidate before ABNS (an addition of ours,
+        :meth:`warm_up`; 0 = the paper's selection at initialisation). They count as rounds of the run:
+        ``start(num_rounds=R)`` then trains the chosen candidate R - warmup_rounds more rounds.
     delta_t, t_end, adjust_alpha : schedule of mask adjustments (ΔT, T_end, α); ``delta_t=0`` fixes the mask
     layer_order : "output_to_input" | "input_to_output"
     whole_model : bool, adjust every layer each adjustment round (FedDST-style) instead of one
@@ -92,7 +95,7 @@ class FedTinyStrategy(FedAvg):
                  mask: Mask | None = None, candidates: Sequence[tuple[str, Mask, dict[str, np.ndarray]]] | None = None,
                  delta_t: int = 0, t_end: int = 0, adjust_alpha: float = 0.2, layer_order: str = "output_to_input",
                  whole_model: bool = False, grad_batches: int = 1, fraction_train: float = 1.0,
-                 min_train_nodes: int = 2, min_available_nodes: int = 2) -> None:
+                 min_train_nodes: int = 2, min_available_nodes: int = 2, warmup_rounds: int = 0) -> None:
         super().__init__(fraction_train=fraction_train, min_train_nodes=min_train_nodes,
                          min_available_nodes=min_available_nodes)
         # evaluation is centralised (evaluate_fn on the server's test set): no client evaluate round
@@ -116,6 +119,12 @@ class FedTinyStrategy(FedAvg):
         if self.candidates is not None and self.delta_t == 0:
             report("FedTinyStrategy: delta_t=0 disables progressive pruning (ABNS + fixed mask only)")
         self.layer_order, self.whole_model, self.grad_batches = layer_order, bool(whole_model), int(grad_batches)
+        self.warmup_rounds = int(warmup_rounds)
+        if self.warmup_rounds < 0 or (self.warmup_rounds and self.candidates is None):
+            raise ValueError(f"warmup_rounds={warmup_rounds} should be >= 0, and 0 without candidates")
+        self.round_offset = 0  # rounds already run (warm-up) before Flower's loop counts from 1 again
+        self._warming = False
+        self._n_adjusted = 0  # adjustment rounds so far (FedTiny cycles through the layers with it)
         self.history: list[dict[str, Any]] = []
         self.abns: dict[str, Any] = {}
         self.bytes_down = 0
@@ -157,6 +166,32 @@ class FedTinyStrategy(FedAvg):
         return ok, bad
 
     # -- ABNS (adaptive BN selection) ---------------------------------------------------------------
+    def warm_up(self, grid: Grid, timeout: float | None = None) -> None:
+        """Masked FedAvg of every candidate for ``warmup_rounds`` rounds before ABNS (an addition of ours:
+        at the random initialisation every candidate's loss is about ln(#classes) and the selection is
+        blind).  Round r trains every candidate once on the sampled clients, masks fixed (no grow/drop);
+        its messages, bytes, FLOPs and memory go into ``history`` / ``bytes_*`` like any round's, each
+        entry tagged ``warmup=<candidate>``.  Replaces each candidate's state with its warmed-up one.
+        Costs C times a sparse round per warm-up round (C candidates); clients never hold a dense model."""
+        cands = self.candidates
+        assert cands is not None
+        arrays = [to_record(st) for _, _, st in cands]
+        self._warming = True
+        try:
+            for rnd in range(1, self.warmup_rounds + 1):
+                for i, (name, mask, _) in enumerate(cands):
+                    self.mask = mask
+                    replies = grid.send_and_receive(self.configure_train(rnd, arrays[i], ConfigRecord(), grid),
+                                                    timeout=timeout or 3600)
+                    agg, _ = self.aggregate_train(rnd, replies)
+                    self.history[-1]["warmup"] = name
+                    if agg is not None:
+                        arrays[i] = agg
+        finally:
+            self._warming, self.mask = False, None
+        self.candidates = [(name, mask, from_record(a)) for (name, mask, _), a in zip(cands, arrays, strict=True)]
+        self.round_offset = self.warmup_rounds
+
     def run_abns(self, grid: Grid, timeout: float | None = None) -> tuple[Mask, dict[str, np.ndarray]]:
         """The two ABNS round trips; returns the chosen (mask, state with merged BN statistics)."""
         cands = self.candidates
@@ -199,7 +234,7 @@ class FedTinyStrategy(FedAvg):
         weights = np.array([float(r.content[Keys.METRICS][Keys.NUM_EXAMPLES]) for r in ok2])
         best = select_candidate(losses, weights)
         self.abns = {"names": [c[0] for c in cands], "losses": (losses @ (weights / weights.sum())).tolist(),
-                     "chosen": cands[best][0], "failed": len(bad) + len(bad2),
+                     "chosen": cands[best][0], "failed": len(bad) + len(bad2), "after_round": self.round_offset,
                      "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0}
         log.info("ABNS: mean losses %s -> %s", self.abns["losses"], cands[best][0])
         return cands[best][1].copy(), merged_states[best]
@@ -207,22 +242,40 @@ class FedTinyStrategy(FedAvg):
     def start(self, grid: Grid, initial_arrays: ArrayRecord, num_rounds: int = 3, timeout: float = 3600,
               train_config: ConfigRecord | None = None, evaluate_config: ConfigRecord | None = None,
               evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None):
-        """ABNS (when there are candidates), then Flower's FedAvg loop (``Strategy.start``)."""
+        """Warm-up and ABNS (when there are candidates), then Flower's FedAvg loop (``Strategy.start``) for the
+        remaining ``num_rounds - warmup_rounds`` rounds; rounds (history, ``evaluate_fn``, the schedule) are
+        numbered from the first warm-up round."""
         if self.candidates is not None:
+            if self.warmup_rounds:
+                if self.warmup_rounds >= num_rounds:
+                    raise ValueError(f"warmup_rounds={self.warmup_rounds} should be below num_rounds={num_rounds}")
+                self.warm_up(grid, timeout)
             self.mask, state = self.run_abns(grid, timeout)
             initial_arrays = to_record(state)
-        return super().start(grid, initial_arrays, num_rounds, timeout, train_config, evaluate_config, evaluate_fn)
+        offset = self.round_offset
+        if evaluate_fn is not None and offset:
+            inner = evaluate_fn
+
+            def evaluate_fn(rnd: int, arrays: ArrayRecord) -> MetricRecord | None:
+                return inner(rnd + offset, arrays)
+        return super().start(grid, initial_arrays, num_rounds - offset, timeout, train_config, evaluate_config,
+                             evaluate_fn)
 
     # -- rounds: masked FedAvg and progressive pruning ----------------------------------------------
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
         self._t0, self._c0 = time.perf_counter(), time.process_time()
         node_ids = self._nodes(grid)
-        extra: dict[str, Any] = {Keys.ROUND: server_round, **dict(config)}
+        t = server_round + self.round_offset  # the run's round (after any warm-up rounds)
+        extra: dict[str, Any] = {Keys.ROUND: t, **dict(config)}
         self._pending = {}
-        if self.mask is not None and self.delta_t > 0 and is_adjust_round(server_round, self.delta_t, self.t_end):
-            alpha_t = cosine_alpha(server_round, self.adjust_alpha, self.t_end)
-            layers = adjust_layers(server_round, self.delta_t, self.mask.names, self.layer_order, self.whole_model)
+        if (self.mask is not None and self.delta_t > 0 and not self._warming
+                and is_adjust_round(t, self.delta_t, self.t_end)):
+            alpha_t = cosine_alpha(t, self.adjust_alpha, self.t_end)
+            # the n-th adjustment round adjusts the n-th layer in order (from the output after a warm-up too)
+            self._n_adjusted += 1
+            layers = adjust_layers(self._n_adjusted * self.delta_t, self.delta_t, self.mask.names, self.layer_order,
+                                   self.whole_model)
             ks = {n: adjust_count(int(self.mask.masks[n].sum()), alpha_t) for n in layers}
             self._pending = {n: k for n, k in ks.items() if k > 0}
             if self._pending:
@@ -237,12 +290,12 @@ class FedTinyStrategy(FedAvg):
     def aggregate_train(self, server_round: int,
                         replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
         ok, bad = self._split(replies)
-        entry: dict[str, Any] = {"round": server_round, "n_ok": len(ok), "n_failed": len(bad),
+        entry: dict[str, Any] = {"round": server_round + self.round_offset, "n_ok": len(ok), "n_failed": len(bad),
                                  "failed_nodes": [int(r.metadata.src_node_id) for r in bad],
                                  "seconds": time.perf_counter() - self._t0}
         self.history.append(entry)
         if not ok:
-            report("round %d: every client failed; the global model is unchanged", server_round)
+            report("round %d: every client failed; the global model is unchanged", server_round + self.round_offset)
             return None, None
         np_mask = self._np_mask
         weights = [float(r.content[Keys.METRICS][Keys.NUM_EXAMPLES]) for r in ok]
