@@ -64,7 +64,7 @@ def test_failing_client_does_not_stop_the_round():
     (out,), _ = run_federated([tiny_job("FedDST", fail_client=1, fail_round=2)], 3, engine="local")
     assert [e["n_failed"] for e in out["history"]] == [0, 1]
     assert [e["n_ok"] for e in out["history"]] == [3, 2]
-    assert out["failed_rounds"] and out["failed_rounds"][0][0] == 2
+    assert out["failures"] == [(2, "client 1", "RuntimeError: injected failure in round 2")]
     assert out["n_failed"] == 1  # the failure is recorded in the job's result
     assert out["density"] == pytest.approx(0.05, abs=1e-3)
 
@@ -79,13 +79,24 @@ def test_strategy_rejects_mask_shape_mismatch():
         FedTinyStrategy(shapes={"fc.weight": (10, 64)}, base_config={}, delta_t=2, t_end=5)
 
 
-def test_flower_simulation_engine_three_clients_two_rounds():
-    """One real round trip through Flower's simulation engine (Ray): ABNS + 2 rounds + a failing client."""
-    job = tiny_job("FedTiny", fail_client=2, fail_round=1)
-    (out,), seconds = run_federated([job], 3, engine="flower", num_cpus=2)
-    assert out["history"][0]["n_failed"] == 1 and out["history"][1]["n_failed"] == 0
-    assert out["density"] == pytest.approx(0.05, abs=1e-3)
-    assert 0.0 <= out["top1"] <= 100.0
+@pytest.mark.parametrize("engine", ["local", "flower"])
+def test_a_failing_client_is_named_by_its_partition_in_one_line(engine, tmp_path, capfd):
+    """``--set fail_client=1 --set fail_round=2`` on both engines (Flower's: a real round trip through its
+    simulation engine, ABNS + 2 rounds): the run goes on without client 1 in round 2, and result.json and
+    report.md name client 1 (its partition index, not a Flower node id) with a one-line reason; no
+    traceback is printed."""
+    import reprozoo
+
+    settings = {**TINY, "methods": ("FedTiny",), "engine": engine, "num_cpus": 2, "fail_client": 1, "fail_round": 2}
+    device = settings.pop("device")
+    result = reprozoo.run("fedtiny", preset="quick", out=tmp_path / "run", overrides=settings, device=device)
+    line = "MNIST d=0.05 seed=0 FedTiny: round 2 completed without client 1 (RuntimeError: injected failure in round 2)"
+    assert line in result.notes
+    assert line in json.loads((tmp_path / "run" / "result.json").read_text())["notes"]
+    assert f"- {line}" in (tmp_path / "run" / "report.md").read_text()
+    assert "Traceback" not in "".join(capfd.readouterr())
+    rec = {(r.method, r.metric): r.value for r in result.records}
+    assert rec[("FedTiny", "density")] == pytest.approx(0.05, abs=1e-3) and 0.0 <= rec[("FedTiny", "top1")] <= 100.0
 
 
 def test_smoke_experiment_is_real_and_deterministic(tmp_path):
@@ -260,7 +271,7 @@ def test_run_federated_rejects_a_grid_of_another_size():
 
 
 def test_client_failure_messages_respect_quiet(monkeypatch, capsys, caplog):
-    """"node 2 failed" goes through reprozoo.core.progress.log (silent when quiet), not a WARNING log."""
+    """"client 2 failed" goes through reprozoo.core.progress.log (silent when quiet), not a WARNING log."""
     import logging
 
     import reprozoo.core.progress as progress
@@ -272,7 +283,7 @@ def test_client_failure_messages_respect_quiet(monkeypatch, capsys, caplog):
     with caplog.at_level(logging.WARNING):
         (out,), _ = run_federated([job], 3, engine="local")
     assert out["n_failed"] == 1
-    assert any("node 3 failed" in m and "injected failure" in m for m in seen)
+    assert any("client 2 failed: RuntimeError: injected failure in round 1" in m for m in seen)
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING and "failed" in r.getMessage()]
     monkeypatch.undo()
     capsys.readouterr()

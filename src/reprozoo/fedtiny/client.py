@@ -276,7 +276,7 @@ def handle(action: str, config: Mapping[str, Any], arrays: Mapping[str, np.ndarr
     c = config
     fail_here = int(c.get(Keys.FAIL_CLIENT, -1)) == partition_id
     if fail_here and int(c.get(Keys.FAIL_ROUND, -1)) == int(c.get(Keys.ROUND, 0)):
-        raise RuntimeError(f"client {partition_id}: injected failure in round {c.get(Keys.ROUND)}")
+        raise RuntimeError(f"injected failure in round {c.get(Keys.ROUND)}")
     if int(c.get(Keys.THREADS, 0)) > 0:
         torch.set_num_threads(int(c[Keys.THREADS]))
     device = str(resolve_device(str(c.get(Keys.DEVICE, "cpu"))))  # "auto": this client's own choice

@@ -18,14 +18,15 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from flwr.app import Context, Message, MetricRecord, RecordDict
+from flwr.app import Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid, ServerApp
 
 from reprozoo.core.experiment import TorchExperimentConfig
 from reprozoo.core.run import build_config
 from reprozoo.fedtiny.client import handle
-from reprozoo.fedtiny.protocol import Keys, from_record, to_record
+from reprozoo.fedtiny.protocol import Keys, failure_reason, from_record, to_record
 from reprozoo.fedtiny.server import experiment_jobs
 
 __all__ = ["client_app", "server_app", "config_from_run_config"]
@@ -37,9 +38,17 @@ client_app = ClientApp()
 
 
 def _reply(msg: Message, context: Context, action: str) -> Message:
-    config = dict(msg.content[Keys.CONFIG])
-    arrays = from_record(msg.content[Keys.ARRAYS]) if Keys.ARRAYS in msg.content.array_records else {}
-    out, metrics = handle(action, config, arrays, int(context.node_config["partition-id"]))
+    """Run :func:`handle`; an exception becomes an error reply whose reason is one line naming this
+    client's partition (:func:`~reprozoo.fedtiny.protocol.failure_reason`), so the server can name the
+    client and go on, and Flower logs no traceback."""
+    partition_id = int(context.node_config["partition-id"])
+    try:
+        config = dict(msg.content[Keys.CONFIG])
+        arrays = from_record(msg.content[Keys.ARRAYS]) if Keys.ARRAYS in msg.content.array_records else {}
+        out, metrics = handle(action, config, arrays, partition_id)
+    except Exception as exc:  # noqa: BLE001 - a failing client is an error reply, not a crash
+        log.info("client %d: %s failed", partition_id, action, exc_info=True)
+        return Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, failure_reason(partition_id, exc)), reply_to=msg)
     return Message(RecordDict({Keys.ARRAYS: to_record(out), Keys.METRICS: MetricRecord(metrics)}), reply_to=msg)
 
 
@@ -80,5 +89,5 @@ def _main(grid: Grid, context: Context) -> None:
     config = config_from_run_config(dict(context.run_config))
     for job in experiment_jobs(config):
         out = job(grid)
-        log.warning("fedtiny %s: top1=%.2f %% density=%.4f bytes=%d failed rounds=%s", job, out["top1"],
-                    out["density"], out["bytes"], out["failed_rounds"])
+        log.warning("fedtiny %s: top1=%.2f %% density=%.4f bytes=%d failures=%s", job, out["top1"],
+                    out["density"], out["bytes"], out["failures"])

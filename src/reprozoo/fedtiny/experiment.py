@@ -180,8 +180,8 @@ def run(config: FedTinyConfig, out_dir: Path) -> Result:
             losses = {n: round(float(v), 4) for n, v in zip(out["abns"]["names"], out["abns"]["losses"], strict=True)}
             result.notes.append(f"{ds} d={d:g} seed={s}: ABNS mean losses {losses} after {out['abns']['after_round']} "
                                 f"warm-up round(s) -> chose {out['abns']['chosen']}")
-        for rnd, nodes in out["failed_rounds"]:
-            result.notes.append(f"{ds} d={d:g} seed={s} {m}: round {rnd} completed without failed node(s) {nodes}")
+        for rnd, who, why in out["failures"]:  # one line each: the client's partition index and its reason
+            result.notes.append(f"{ds} d={d:g} seed={s} {m}: round {rnd} completed without {who} ({why})")
         if out["abns"] and out["abns"].get("failed"):
             result.notes.append(f"{ds} d={d:g} seed={s} {m}: {out['abns']['failed']} failed ABNS quer(y/ies) "
                                 "left out of the candidate selection")

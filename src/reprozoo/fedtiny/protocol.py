@@ -20,7 +20,7 @@ import numpy as np
 if TYPE_CHECKING:  # annotations only
     from flwr.app import ArrayRecord
 
-__all__ = ["Keys", "client_config", "to_record", "from_record", "nbytes"]
+__all__ = ["Keys", "client_config", "failure_reason", "failed_partition", "to_record", "from_record", "nbytes"]
 
 
 class Keys:
@@ -129,6 +129,20 @@ def client_config(config: Any, dataset: str, seed: int, threads: int = 1) -> dic
     record = {key: kind(getattr(config, name)) for key, name, kind in _FROM_CONFIG}
     record.update({Keys.DATASET: str(dataset), Keys.SEED: int(seed), Keys.THREADS: int(threads)})
     return record
+
+
+def failure_reason(partition_id: int, exc: BaseException) -> str:
+    """The one-line reason of an error reply: ``"client <partition>: <ExceptionType>: <first line>"`` (the
+    client's data partition index, not the Flower node id; no traceback)."""
+    text = str(exc).strip().splitlines()
+    return f"client {int(partition_id)}: {type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def failed_partition(reason: str) -> int | None:
+    """The partition index that :func:`failure_reason` put in an error reply's ``reason`` (None for an error
+    that did not come from a FedTiny client handler, e.g. a node that went away)."""
+    head = str(reason).split(":", 1)[0].split()
+    return int(head[1]) if len(head) == 2 and head[0] == "client" and head[1].isdigit() else None
 
 
 def to_record(arrays: Mapping[str, np.ndarray]) -> ArrayRecord:

@@ -48,7 +48,8 @@ class ServerJob:
     ``curve`` [(round, top1 in percent)], ``density`` (achieved),
     ``flops_per_round`` (mean per client and round, FLOPs), ``peak_mem_mb`` (modelled, max over clients
     and rounds), ``state_mem_mb`` (the same without activations), ``bytes`` (all payload bytes both ways),
-    ``history``, ``abns``, ``failed_rounds`` [(round, [failed node ids])], ``n_failed`` (failed client
+    ``history``, ``abns``, ``failures`` [(round, "client <partition>", one-line reason)] (ABNS queries
+    at the round after the warm-up, 0 without one), ``n_failed`` (failed client
     replies in all, ABNS queries included; 0 when every client answered), ``seconds``.
 
     Each node serves the data partition of its index, so a grid with more than ``config.n_clients``
@@ -157,7 +158,8 @@ class ServerJob:
             "state_mem_mb": max(e["mem_state_bytes"] for e in hist) / 2**20 if hist else 0.0,
             "bytes": strategy.bytes_down + strategy.bytes_up,
             "history": strategy.history, "abns": strategy.abns,
-            "failed_rounds": [(e["round"], e["failed_nodes"]) for e in strategy.history if e["n_failed"]],
+            "failures": [(e["round"], who, why) for e in strategy.history for who, why in e["failed"]]
+            + [(strategy.abns["after_round"], who, why) for who, why in strategy.abns.get("failures", [])],
             "n_failed": sum(int(e["n_failed"]) for e in strategy.history) + int(strategy.abns.get("failed", 0)),
             "seconds": seconds,
         }

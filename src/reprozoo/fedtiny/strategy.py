@@ -37,7 +37,7 @@ from flwr.serverapp.strategy.strategy_utils import sample_nodes
 
 from reprozoo.core.progress import log as progress_log
 from reprozoo.fedtiny.bn import merge_bn_stats
-from reprozoo.fedtiny.protocol import Keys, from_record, nbytes, to_record
+from reprozoo.fedtiny.protocol import Keys, failed_partition, from_record, nbytes, to_record
 from reprozoo.fedtiny.pruning import (
     adjust_count,
     adjust_layers,
@@ -162,8 +162,20 @@ class FedTinyStrategy(FedAvg):
         for r in ok:
             self.bytes_up += nbytes(from_record(r.content[Keys.ARRAYS]))
         for r in bad:
-            report("node %s failed: %s", r.metadata.src_node_id, r.error.reason)
+            report("%s failed: %s", *self.failure(r))
         return ok, bad
+
+    @staticmethod
+    def failure(reply: Message) -> tuple[str, str]:
+        """(who, why) of an error reply: ``"client <partition>"`` (read from the reason, see
+        :func:`~reprozoo.fedtiny.protocol.failed_partition`; ``"node <Flower node id>"`` for an error that
+        did not come from a client handler) and the reason's first line without that prefix."""
+        reason = (reply.error.reason or f"error code {reply.error.code}").strip()
+        first = reason.splitlines()[0] if reason else ""
+        partition = failed_partition(first)
+        if partition is None:
+            return f"node {reply.metadata.src_node_id}", first
+        return f"client {partition}", first.split(":", 1)[1].strip()
 
     # -- ABNS (adaptive BN selection) ---------------------------------------------------------------
     def warm_up(self, grid: Grid, timeout: float | None = None) -> None:
@@ -236,6 +248,7 @@ class FedTinyStrategy(FedAvg):
         self.abns = {"names": [c[0] for c in cands], "losses": (losses @ (weights / weights.sum())).tolist(),
                      "chosen": cands[best][0], "failed": len(bad) + len(bad2), "after_round": self.round_offset,
                      "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0}
+        self.abns["failures"] = [self.failure(r) for r in bad + bad2]
         log.info("ABNS: mean losses %s -> %s", self.abns["losses"], cands[best][0])
         return cands[best][1].copy(), merged_states[best]
 
@@ -291,7 +304,7 @@ class FedTinyStrategy(FedAvg):
                         replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
         ok, bad = self._split(replies)
         entry: dict[str, Any] = {"round": server_round + self.round_offset, "n_ok": len(ok), "n_failed": len(bad),
-                                 "failed_nodes": [int(r.metadata.src_node_id) for r in bad],
+                                 "failed": [self.failure(r) for r in bad],
                                  "seconds": time.perf_counter() - self._t0}
         self.history.append(entry)
         if not ok:
