@@ -334,7 +334,8 @@ def test_protocol_names_round_trip_and_client_config_comes_from_the_config():
     assert Keys.grad_idx("fc.weight").startswith(Keys.GRAD) and Keys.grad_val("fc.weight").startswith(Keys.GRAD)
     config = Config.from_preset("quick", **{**TINY, "lr": 0.2, "device": "cpu"})
     record = client_config(config, "MNIST", 3, threads=1)
-    assert record[Keys.LR] == 0.2 and record[Keys.N_CLIENTS] == 3 and record[Keys.SEED] == 3
+    assert record[Keys.LR] == 0.2 and record[Keys.N_TEST] == 300 and record[Keys.SEED] == 3
+    assert "n-clients" not in record  # a client's partition and their count come from its node config
     assert record[Keys.DEVICE] == "cpu" and record[Keys.DATASET] == "MNIST" and record[Keys.THREADS] == 1
     assert all(isinstance(v, (int, float, str)) for v in record.values())  # ConfigRecord value types
 
@@ -351,6 +352,55 @@ def test_clients_move_their_data_and_model_once():
     assert client._working_model.cache_info().misses == 1 and client._working_model.cache_info().hits == 11
     assert client._partitions.cache_info().misses == 1
     assert out["density"] == pytest.approx(0.05, abs=1e-3)
+
+
+def test_clients_read_their_partition_from_the_node_config():
+    """The split follows the node's own ``num-partitions`` (not the server's n_clients); a node config
+    without partition-id / num-partitions is an error reply saying how to start the SuperNode."""
+    from flwr.app import ConfigRecord, Context, Message, RecordDict
+
+    from reprozoo.fedtiny.client import federated_data, handle
+    from reprozoo.fedtiny.deployment import client_app
+    from reprozoo.fedtiny.protocol import Keys, client_config
+
+    config = client_config(Config.from_preset("quick", **TINY), "MNIST", 0)
+    config.update({Keys.N_CAND: 0, Keys.ABNS_SAMPLES: 10**6})
+    for k, n in ((1, 4), (2, 3)):
+        _, metrics = handle(Keys.LOSSES, config, {}, partition_id=k, num_partitions=n)
+        assert metrics[Keys.NUM_EXAMPLES] == len(federated_data("MNIST", TINY["n_train"], n, 0.5, 0).clients[k][1])
+    with pytest.raises(ValueError, match=r"partition_id=4 outside \[0, num_partitions=4\)"):
+        handle(Keys.LOSSES, config, {}, partition_id=4, num_partitions=4)
+    from reprozoo.fedtiny.simulation import _local_identity
+
+    with _local_identity():  # Flower stamps messages with the task's identity
+        msg = Message(RecordDict({Keys.CONFIG: ConfigRecord(config)}), dst_node_id=7, message_type="query.losses")
+        reply = client_app(msg, Context(run_id=0, node_id=7, node_config={}, state=RecordDict(), run_config={}))
+    assert reply.has_error() and "--node-config 'partition-id=K num-partitions=N'" in reply.error.reason
+
+
+def test_evaluation_on_the_clients_equals_the_servers():
+    """evaluate_on="clients" (a server without a test set): every client evaluates its shard of the same
+    test images; the pooled top1 equals the server's own evaluation, and SNIP (server data) is refused."""
+    (server, clients), _ = run_federated([tiny_job("Random"), tiny_job("Random", evaluate_on="clients")], 3,
+                                         engine="local")
+    assert clients["top1"] == pytest.approx(server["top1"], abs=1e-9)
+    assert [r for r, _ in clients["curve"]] == [1, 2] and clients["bytes"] == server["bytes"]
+    with pytest.raises(ConfigError, match="SNIP"):
+        Config.from_preset("quick", methods=("SNIP", "Random"), evaluate_on="clients")
+
+
+def test_deployment_server_app_evaluates_on_the_clients_without_data(monkeypatch):
+    from reprozoo.datasets import DataNotFoundError
+    from reprozoo.fedtiny import deployment
+
+    config = Config.from_preset("smoke")
+    assert deployment._server_has_data(config)
+
+    def missing(*args, **kwargs):
+        raise DataNotFoundError("data file 'train-images-idx3-ubyte.gz' not found")
+
+    monkeypatch.setattr(deployment, "federated_data", missing)
+    assert not deployment._server_has_data(config)
 
 
 @pytest.mark.gpu

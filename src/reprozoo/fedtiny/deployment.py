@@ -25,7 +25,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from reprozoo.core.experiment import TorchExperimentConfig
 from reprozoo.core.run import build_config
-from reprozoo.fedtiny.client import handle
+from reprozoo.fedtiny.client import federated_data, handle
 from reprozoo.fedtiny.protocol import Keys, failure_reason, from_record, to_record
 from reprozoo.fedtiny.server import experiment_jobs
 
@@ -41,11 +41,17 @@ def _reply(msg: Message, context: Context, action: str) -> Message:
     """Run :func:`handle`; an exception becomes an error reply whose reason is one line naming this
     client's partition (:func:`~reprozoo.fedtiny.protocol.failure_reason`), so the server can name the
     client and go on, and Flower logs no traceback."""
-    partition_id = int(context.node_config["partition-id"])
+    node = context.node_config
+    if "partition-id" not in node or "num-partitions" not in node:
+        return Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION,
+                             f"node {context.node_id}: its node config {dict(node)} lacks partition-id / "
+                             "num-partitions; start the SuperNode with --node-config 'partition-id=K "
+                             "num-partitions=N'"), reply_to=msg)
+    partition_id = int(node["partition-id"])
     try:
         config = dict(msg.content[Keys.CONFIG])
         arrays = from_record(msg.content[Keys.ARRAYS]) if Keys.ARRAYS in msg.content.array_records else {}
-        out, metrics = handle(action, config, arrays, partition_id)
+        out, metrics = handle(action, config, arrays, partition_id, int(node["num-partitions"]))
     except Exception as exc:  # noqa: BLE001 - a failing client is an error reply, not a crash
         log.info("client %d: %s failed", partition_id, action, exc_info=True)
         return Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, failure_reason(partition_id, exc)), reply_to=msg)
@@ -67,6 +73,11 @@ def _train(msg: Message, context: Context) -> Message:
     return _reply(msg, context, Keys.TRAIN)
 
 
+@client_app.evaluate()
+def _evaluate(msg: Message, context: Context) -> Message:
+    return _reply(msg, context, Keys.EVALUATE)
+
+
 # -- server -------------------------------------------------------------------------------------------
 def config_from_run_config(run_config: Mapping[str, Any]) -> TorchExperimentConfig:
     """The :class:`~reprozoo.fedtiny.experiment.FedTinyConfig` of a Flower run config: ``preset`` (default
@@ -80,6 +91,18 @@ def config_from_run_config(run_config: Mapping[str, Any]) -> TorchExperimentConf
     return config
 
 
+def _server_has_data(config: TorchExperimentConfig) -> bool:
+    """Whether this machine can load every data set of ``config`` (its test set for the evaluation)."""
+    from reprozoo.datasets import DataNotFoundError
+
+    try:
+        for ds in config.datasets:
+            federated_data(ds, config.n_train, config.n_clients, config.alpha, config.seeds[0])
+    except DataNotFoundError:
+        return False
+    return True
+
+
 #: The ServerApp of ``flwr run``: every run of the run config's experiment, on the deployment's nodes.
 server_app = ServerApp()
 
@@ -87,6 +110,11 @@ server_app = ServerApp()
 @server_app.main()
 def _main(grid: Grid, context: Context) -> None:
     config = config_from_run_config(dict(context.run_config))
+    if config.evaluate_on == "server" and not _server_has_data(config):
+        log.warning("fedtiny: this server holds no copy of %s: the clients evaluate (evaluate_on='clients')%s",
+                    ", ".join(config.datasets),
+                    "; SNIP, which needs the server's public batch, is skipped" if "SNIP" in config.methods else "")
+        config = config.replace(evaluate_on="clients", methods=tuple(m for m in config.methods if m != "SNIP"))
     for job in experiment_jobs(config):
         out = job(grid)
         log.warning("fedtiny %s: top1=%.2f %% density=%.4f bytes=%d failures=%s", job, out["top1"],

@@ -73,6 +73,9 @@ class FedTinyConfig(TorchExperimentConfig):
     abns_samples: int = knob(256, ge=1)  # samples per client for the ABNS statistics and losses
     synflow_iters: int = knob(100, ge=1)  # SynFlow pruning iterations
     eval_every: int = knob(4, ge=1)  # rounds between test evaluations (accuracy-vs-round curve)
+    #: "server" (its own test set) or "clients" (federated evaluation: each client its shard of the same test
+    #: images, pooled; for a server that holds no data; a deployment's ServerApp switches to it by itself)
+    evaluate_on: str = knob("server", choices=("server", "clients"))
     n_curve: int = knob(1000, ge=1)  # test images behind each curve point (final top1: all n_test)
     #: "flower" (Flower simulation engine, Ray) or "local" (in process)
     engine: str = knob("flower", choices=("flower", "local"))
@@ -123,6 +126,9 @@ class FedTinyConfig(TorchExperimentConfig):
         if self.fail_round > self.rounds:
             raise ConfigError(f"fail_round={self.fail_round} should be -1 (off) or a round in "
                               f"[0, rounds={self.rounds}] (0 = the ABNS queries); it would never fail")
+        if self.evaluate_on == "clients" and "SNIP" in self.methods:
+            raise ConfigError("evaluate_on='clients' (a server without data) cannot run SNIP, which scores the "
+                              "weights on the server's public batch; drop SNIP from methods or use 'server'")
         if "FedTiny" in self.methods and self.warmup_rounds >= self.rounds:
             raise ConfigError(f"warmup_rounds={self.warmup_rounds} should be below rounds={self.rounds}: FedTiny "
                               "trains the chosen candidate in the rounds after the warm-up")

@@ -84,10 +84,16 @@ class FedTinyStrategy(FedAvg):
     whole_model : bool, adjust every layer each adjustment round (FedDST-style) instead of one
     grad_batches : int, batches of the client's growth gradient
     fraction_train, min_train_nodes, min_available_nodes : as in Flower's FedAvg
+    client_eval : callable ``round -> n`` or None
+        Federated evaluation (a server without a test set): after round t with ``n = client_eval(t) > 0``
+        every node evaluates the global model on its shard of the first n test images
+        (:func:`~reprozoo.fedtiny.client.test_order`) and ``client_evals[t]`` gets the pooled
+        ``(loss, top1 %, images)``; None = no client evaluation (the server evaluates, ``evaluate_fn``).
 
     Attributes
     ----------
     mask : Mask (current), history : list of dict per round, abns : dict (losses, chosen) after ABNS,
+    client_evals : dict round -> (loss, top1 %, images) of the federated evaluation,
     bytes_down, bytes_up : int, payload bytes sent to / received from clients so far.
     """
 
@@ -95,7 +101,8 @@ class FedTinyStrategy(FedAvg):
                  mask: Mask | None = None, candidates: Sequence[tuple[str, Mask, dict[str, np.ndarray]]] | None = None,
                  delta_t: int = 0, t_end: int = 0, adjust_alpha: float = 0.2, layer_order: str = "output_to_input",
                  whole_model: bool = False, grad_batches: int = 1, fraction_train: float = 1.0,
-                 min_train_nodes: int = 2, min_available_nodes: int = 2, warmup_rounds: int = 0) -> None:
+                 min_train_nodes: int = 2, min_available_nodes: int = 2, warmup_rounds: int = 0,
+                 client_eval: Callable[[int], int] | None = None) -> None:
         super().__init__(fraction_train=fraction_train, min_train_nodes=min_train_nodes,
                          min_available_nodes=min_available_nodes)
         # evaluation is centralised (evaluate_fn on the server's test set): no client evaluate round
@@ -122,6 +129,8 @@ class FedTinyStrategy(FedAvg):
         self.warmup_rounds = int(warmup_rounds)
         if self.warmup_rounds < 0 or (self.warmup_rounds and self.candidates is None):
             raise ValueError(f"warmup_rounds={warmup_rounds} should be >= 0, and 0 without candidates")
+        self.client_eval = client_eval
+        self.client_evals: dict[int, tuple[float, float, int]] = {}
         self.round_offset = 0  # rounds already run (warm-up) before Flower's loop counts from 1 again
         self._warming = False
         self._n_adjusted = 0  # adjustment rounds so far (FedTiny cycles through the layers with it)
@@ -153,13 +162,13 @@ class FedTinyStrategy(FedAvg):
         replies = list(grid.send_and_receive(msgs, timeout=timeout or 3600))
         return self._split(replies)
 
-    def _split(self, replies: Iterable[Message]) -> tuple[list[Message], list[Message]]:
+    def _split(self, replies: Iterable[Message], count_bytes: bool = True) -> tuple[list[Message], list[Message]]:
         ok, bad = [], []
         for r in replies:
             (bad if r.has_error() else ok).append(r)
         # aggregate in partition order: the arrival order varies between runs and float sums depend on it
         ok.sort(key=lambda r: (float(r.content[Keys.METRICS].get(Keys.PARTITION, 0.0)), r.metadata.src_node_id))
-        for r in ok:
+        for r in ok if count_bytes else ():  # evaluation traffic is not the method's cost
             self.bytes_up += nbytes(from_record(r.content[Keys.ARRAYS]))
         for r in bad:
             report("%s failed: %s", *self.failure(r))
@@ -299,6 +308,32 @@ class FedTinyStrategy(FedAvg):
         self.bytes_down += nbytes(packet) * len(node_ids)
         record = RecordDict({Keys.ARRAYS: to_record(packet), Keys.CONFIG: self._config(**extra)})
         return [Message(record, dst_node_id=n, message_type="train") for n in node_ids]
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                           grid: Grid) -> Iterable[Message]:
+        """Federated evaluation (``client_eval``): the global model to every node (the union of their test
+        shards is the whole evaluation set), only in the rounds ``client_eval`` names; else no message."""
+        t = server_round + self.round_offset
+        n = self.client_eval(t) if self.client_eval is not None else 0
+        if n <= 0:
+            return []
+        self._eval_round = t
+        packet = to_record(pack_state(from_record(arrays), self._np_mask))
+        cfg = self._config(**{Keys.ROUND: t, Keys.EVAL_N: int(n), **dict(config)})
+        return [Message(RecordDict({Keys.ARRAYS: packet, Keys.CONFIG: cfg}), dst_node_id=node, message_type="evaluate")
+                for node in grid.get_node_ids()]
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        """Pooled loss and top-1 (percent) over the clients' shards; ``client_evals[round]`` records them."""
+        ok, _ = self._split(replies, count_bytes=False)
+        if not ok:
+            return None
+        m = [r.content[Keys.METRICS] for r in ok]
+        n = sum(float(x[Keys.NUM_EXAMPLES]) for x in m)
+        loss = sum(float(x[Keys.LOSS_SUM]) for x in m) / max(n, 1.0)
+        top1 = 100.0 * sum(float(x[Keys.CORRECT]) for x in m) / max(n, 1.0)
+        self.client_evals[self._eval_round] = (loss, top1, int(n))
+        return MetricRecord({"top1": top1, "loss": loss})
 
     def aggregate_train(self, server_round: int,
                         replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
