@@ -380,13 +380,11 @@ def test_clients_read_their_partition_from_the_node_config():
 
 def test_evaluation_on_the_clients_equals_the_servers():
     """evaluate_on="clients" (a server without a test set): every client evaluates its shard of the same
-    test images; the pooled top1 equals the server's own evaluation, and SNIP (server data) is refused."""
+    test images; the pooled top1 equals the server's own evaluation."""
     (server, clients), _ = run_federated([tiny_job("Random"), tiny_job("Random", evaluate_on="clients")], 3,
                                          engine="local")
     assert clients["top1"] == pytest.approx(server["top1"], abs=1e-9)
     assert [r for r, _ in clients["curve"]] == [1, 2] and clients["bytes"] == server["bytes"]
-    with pytest.raises(ConfigError, match="SNIP"):
-        Config.from_preset("quick", methods=("SNIP", "Random"), evaluate_on="clients")
 
 
 def test_deployment_server_app_evaluates_on_the_clients_without_data(monkeypatch):

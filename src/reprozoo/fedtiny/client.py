@@ -29,8 +29,9 @@ from reprozoo.fedtiny.protocol import Keys
 from reprozoo.fedtiny.pruning import topk_pruned_gradient
 from reprozoo.fedtiny.sparse import Mask, pack_state, unpack_state
 
-__all__ = ["ARCHS", "DATASETS", "DATASET_INFO", "test_order", "build_model", "dirichlet_split", "FederatedData", "federated_data",
-           "local_train", "mean_loss", "layer_gradients", "handle", "state_of", "load_state", "model_shapes"]
+__all__ = ["ARCHS", "DATASETS", "DATASET_INFO", "eval_order", "build_model", "dirichlet_split", "FederatedData",
+           "federated_data", "local_train", "mean_loss", "layer_gradients", "handle", "state_of", "load_state",
+           "model_shapes"]
 
 
 ARCHS = {"cnn16": (16, 32, 64), "cnn32": (32, 64, 128)}
@@ -264,7 +265,7 @@ def _partitions(dataset: str, n_train: int, n_clients: int, alpha: float, seed: 
     return tuple((x.to(device), y.to(device)) for x, y in data.clients)
 
 
-def test_order(n_test_total: int, n_test: int, seed: int) -> torch.Tensor:
+def eval_order(n_test_total: int, n_test: int, seed: int) -> torch.Tensor:
     """The run's evaluation order of the test set: a seeded permutation, cut to ``n_test`` (0 = all).  The
     server evaluates on it; with federated evaluation, client k of K evaluates rows ``order[k::K]``, so the
     clients' shards together are the server's test set."""
@@ -286,7 +287,7 @@ def handle(action: str, config: Mapping[str, Any], arrays: Mapping[str, np.ndarr
     ``train``: unpack the sparse model, masked local SGD, and in an adjustment round the top-K buffer of
         the pruned positions of each layer in ``adjust-layers`` (``grad/<name>/idx`` and ``.../val``).
     ``evaluate``: the received model's summed loss and correct predictions on this client's shard of the
-        first ``eval-n`` test images (:func:`test_order`); metrics ``loss-sum``, ``correct``, ``num-examples``.
+        first ``eval-n`` test images (:func:`eval_order`); metrics ``loss-sum``, ``correct``, ``num-examples``.
 
     The data split is the Dirichlet split of ``n-train`` images over ``num_partitions`` clients (seeded by
     the run's ``seed``): a pure function of them, so every node computes its own shard.
@@ -336,7 +337,7 @@ def handle(action: str, config: Mapping[str, Any], arrays: Mapping[str, np.ndarr
         state, _ = unpack_state(arrays, shapes)
         load_state(model, state)
         xt, yt = data.test
-        rows = test_order(len(yt), int(c.get(Keys.N_TEST, 0)), int(c[Keys.SEED]))
+        rows = eval_order(len(yt), int(c.get(Keys.N_TEST, 0)), int(c[Keys.SEED]))
         rows = rows[:int(c.get(Keys.EVAL_N, len(rows)))][partition_id::num_partitions]
         xs, ys = xt[rows].to(device), yt[rows].to(device)
         loss, acc = mean_loss(model, xs, ys) if len(ys) else (0.0, 0.0)

@@ -74,7 +74,8 @@ class FedTinyConfig(TorchExperimentConfig):
     synflow_iters: int = knob(100, ge=1)  # SynFlow pruning iterations
     eval_every: int = knob(4, ge=1)  # rounds between test evaluations (accuracy-vs-round curve)
     #: "server" (its own test set) or "clients" (federated evaluation: each client its shard of the same test
-    #: images, pooled; for a server that holds no data; a deployment's ServerApp switches to it by itself)
+    #: images, pooled; for a server that holds no data, where a deployment's ServerApp switches to it by
+    #: itself; SNIP still loads the server's public batch)
     evaluate_on: str = knob("server", choices=("server", "clients"))
     n_curve: int = knob(1000, ge=1)  # test images behind each curve point (final top1: all n_test)
     #: "flower" (Flower simulation engine, Ray) or "local" (in process)
@@ -90,8 +91,8 @@ class FedTinyConfig(TorchExperimentConfig):
                      "rounds": 100, "delta_t": 5, "t_end": 70, "n_train": 20000, "arch": "cnn32", "local_epochs": 2,
                      "eval_every": 10},
         "full": {"datasets": ("CIFAR-10-subset",), "densities": (0.01, 0.02, 0.05), "seeds": (0, 1, 2),
-                 "methods": _METHODS, "n_clients": 100, "fraction_train": 0.1, "rounds": 500, "delta_t": 10, "t_end": 300,
-                 "local_epochs": 5, "batch_size": 64, "lr": 0.1, "arch": "resnet8", "n_train": 10000,
+                 "methods": _METHODS, "n_clients": 100, "fraction_train": 0.1, "rounds": 500, "delta_t": 10,
+                 "t_end": 300, "local_epochs": 5, "batch_size": 64, "lr": 0.1, "arch": "resnet8", "n_train": 10000,
                  "eval_every": 25},
         "smoke": {"seeds": (0,), "methods": _METHODS, "n_clients": 3, "n_train": 300, "n_test": 500, "rounds": 2,
                   "delta_t": 1, "t_end": 2, "warmup_rounds": 1, "candidates": ("erk-magnitude", "uniform-random"),
@@ -126,9 +127,6 @@ class FedTinyConfig(TorchExperimentConfig):
         if self.fail_round > self.rounds:
             raise ConfigError(f"fail_round={self.fail_round} should be -1 (off) or a round in "
                               f"[0, rounds={self.rounds}] (0 = the ABNS queries); it would never fail")
-        if self.evaluate_on == "clients" and "SNIP" in self.methods:
-            raise ConfigError("evaluate_on='clients' (a server without data) cannot run SNIP, which scores the "
-                              "weights on the server's public batch; drop SNIP from methods or use 'server'")
         if "FedTiny" in self.methods and self.warmup_rounds >= self.rounds:
             raise ConfigError(f"warmup_rounds={self.warmup_rounds} should be below rounds={self.rounds}: FedTiny "
                               "trains the chosen candidate in the rounds after the warm-up")

@@ -31,12 +31,12 @@ from reprozoo.fedtiny.baselines import ROLES, random_mask, snip_mask, synflow_ma
 from reprozoo.fedtiny.client import (
     DATASET_INFO,
     build_model,
+    eval_order,
     federated_data,
     load_state,
     mean_loss,
     model_shapes,
     state_of,
-    test_order,
 )
 from reprozoo.fedtiny.cost import CostModel
 from reprozoo.fedtiny.protocol import client_config, from_record, to_record
@@ -137,7 +137,7 @@ class ServerJob:
         evaluate = None
         if on_server:
             xt, yt = data.test
-            sel = test_order(len(yt), cfg.n_test, self.seed)
+            sel = eval_order(len(yt), cfg.n_test, self.seed)
             xt, yt = xt[sel].to(device), yt[sel].to(device)
             xc, yc = xt[:cfg.n_curve], yt[:cfg.n_curve]  # curve points on a fixed subset; final top1 on all
             net = build_model(cfg.arch, n_classes, in_chans, 0).to(device)

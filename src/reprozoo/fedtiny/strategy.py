@@ -87,7 +87,7 @@ class FedTinyStrategy(FedAvg):
     client_eval : callable ``round -> n`` or None
         Federated evaluation (a server without a test set): after round t with ``n = client_eval(t) > 0``
         every node evaluates the global model on its shard of the first n test images
-        (:func:`~reprozoo.fedtiny.client.test_order`) and ``client_evals[t]`` gets the pooled
+        (:func:`~reprozoo.fedtiny.client.eval_order`) and ``client_evals[t]`` gets the pooled
         ``(loss, top1 %, images)``; None = no client evaluation (the server evaluates, ``evaluate_fn``).
 
     Attributes
