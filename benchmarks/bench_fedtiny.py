@@ -35,8 +35,9 @@ def main() -> None:
     from reprozoo.fedtiny.simulation import run_federated
 
     torch.set_num_threads(1)
+    # the selection at initialisation (warmup_rounds=0): a round's cost, not the warm-up's C x w sparse rounds
     common = dict(n_clients=10, n_train=args.n_train, rounds=args.rounds, delta_t=2, t_end=args.rounds,
-                  eval_every=args.rounds, n_curve=500, abns_samples=200, n_test=0, device=args.device)
+                  warmup_rounds=0, eval_every=args.rounds, n_curve=500, abns_samples=200, n_test=0, device=args.device)
     config = FedTinyConfig.from_preset("quick", **common)
     warm = config.replace(rounds=1, t_end=1)  # data loading, allocator and kernel warm-up
     jobs = [ServerJob(warm, "Random", "MNIST", 0.05, 0), ServerJob(config, "FedAvg-dense", "MNIST", 0.05, 0),

@@ -54,10 +54,12 @@ def test_sizes_up_to_the_dataset_pass_and_all_presets_validate():
 
 def test_data_sizes_match_the_shipped_data():
     from reprozoo.datasets import load_cifar10_subset, load_mnist
+    from reprozoo.fedtiny.client import DATASET_INFO
 
     for name, load in (("MNIST", load_mnist), ("CIFAR-10-subset", load_cifar10_subset)):
         ds = load()
         assert DATA_SIZES[name] == (len(ds.tensors("train")[1]), len(ds.tensors("test")[1]))
+        assert DATASET_INFO[name] == (ds.n_classes, tuple(ds.shape))  # what a server without data builds from
     assert inspect.signature(federated_data).parameters["n_public"].default == _N_PUBLIC
 
 

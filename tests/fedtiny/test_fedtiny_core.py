@@ -67,6 +67,28 @@ def test_erk_caps_small_layers_at_one_and_rescales_the_rest():
     assert max(ratios) == pytest.approx(min(ratios))
 
 
+@pytest.mark.parametrize("allocation", ["uniform", "er", "erk"])
+@pytest.mark.parametrize("floor", [0.0, 0.1, 0.2, 0.5])
+def test_min_layer_density_floors_every_layer_and_keeps_the_total(allocation, floor):
+    """The per-layer floor: each layer keeps >= min(ceil(floor * numel), budget // layers), the total stays
+    exact, and floor 0 is the allocation itself; the ER classifier of cnn16 (58 of 640 at d = 0.05)
+    gets 128 at floor 0.2."""
+    from reprozoo.fedtiny.sparse import _shapes
+
+    shapes = _shapes(_model())
+    numel = {n: math.prod(s) for n, s in shapes.items()}
+    budget = round(0.05 * sum(numel.values()))
+    counts = layer_counts(shapes, 0.05, allocation, min_density=floor)
+    assert sum(counts.values()) == budget
+    assert all(counts[n] >= min(math.ceil(floor * numel[n]), budget // len(shapes)) for n in shapes)
+    if floor == 0.0:
+        assert counts == layer_counts(shapes, 0.05, allocation)
+    assert layer_counts(shapes, 0.05, "er")["fc.weight"] == 58
+    assert layer_counts(shapes, 0.05, "er", min_density=0.2)["fc.weight"] == 128
+    with pytest.raises(ValueError, match="min_density"):
+        layer_counts(shapes, 0.05, allocation, min_density=1.0)
+
+
 @pytest.mark.parametrize("criterion", ["magnitude", "random"])
 def test_make_mask_density_and_magnitude_criterion(criterion):
     model = _model()

@@ -15,7 +15,7 @@ from reprozoo.fedtiny.simulation import run_federated  # noqa: E402
 from reprozoo.fedtiny.sparse import Mask  # noqa: E402
 from reprozoo.fedtiny.strategy import FedTinyStrategy  # noqa: E402
 
-TINY = dict(n_clients=3, n_train=240, rounds=2, delta_t=1, t_end=3, abns_samples=48, synflow_iters=3,
+TINY = dict(n_clients=3, n_train=240, rounds=2, delta_t=1, t_end=3, warmup_rounds=0, abns_samples=48, synflow_iters=3,
             eval_every=1, n_curve=200, n_test=300, candidates=("erk-magnitude", "uniform-random", "er-magnitude"),
             device="cpu")
 
@@ -39,11 +39,32 @@ def test_fedtiny_protocol_in_process_keeps_density_and_zeros():
     assert 0.0 <= out["top1"] <= 100.0 and out["bytes"] > 0 and out["flops_per_round"] > 0  # top1 in percent
 
 
+def test_candidate_warm_up_before_abns_is_charged_to_fedtiny():
+    """warmup_rounds=w: every candidate trains w masked rounds (history entries tagged with it), ABNS runs
+    after round w on the warmed-up candidates, and the chosen one trains the remaining rounds; rounds,
+    bytes and FLOPs of the warm-up count in the job's totals; w=0 is the selection at initialisation."""
+    (warm, cold), _ = run_federated([tiny_job("FedTiny", warmup_rounds=1, rounds=3),
+                                     tiny_job("FedTiny", warmup_rounds=0, rounds=3)], 3, engine="local")
+    pool = TINY["candidates"]
+    assert [e.get("warmup") for e in warm["history"]] == [*pool, None, None]
+    assert [e["round"] for e in warm["history"]] == [1, 1, 1, 2, 3]
+    assert warm["abns"]["after_round"] == 1 and cold["abns"]["after_round"] == 0
+    assert [e["round"] for e in cold["history"]] == [1, 2, 3]
+    assert [r for r, _ in warm["curve"]] == [1, 2, 3] and [r for r, _ in cold["curve"]] == [0, 1, 2, 3]
+    # the warm-up trains C candidates in round 1: more bytes and FLOPs than selecting at initialisation
+    assert warm["bytes"] > cold["bytes"] and warm["flops_per_round"] > cold["flops_per_round"]
+    assert warm["density"] == pytest.approx(0.05, abs=1e-3)
+    # the warmed-up candidates' losses are below those at initialisation (about ln 10)
+    assert min(warm["abns"]["losses"]) < min(cold["abns"]["losses"])
+    with pytest.raises(ConfigError, match="warmup_rounds=3 should be below rounds=3"):
+        tiny_job("FedTiny", warmup_rounds=3, rounds=3)
+
+
 def test_failing_client_does_not_stop_the_round():
     (out,), _ = run_federated([tiny_job("FedDST", fail_client=1, fail_round=2)], 3, engine="local")
     assert [e["n_failed"] for e in out["history"]] == [0, 1]
     assert [e["n_ok"] for e in out["history"]] == [3, 2]
-    assert out["failed_rounds"] and out["failed_rounds"][0][0] == 2
+    assert out["failures"] == [(2, "client 1", "RuntimeError: injected failure in round 2")]
     assert out["n_failed"] == 1  # the failure is recorded in the job's result
     assert out["density"] == pytest.approx(0.05, abs=1e-3)
 
@@ -58,13 +79,24 @@ def test_strategy_rejects_mask_shape_mismatch():
         FedTinyStrategy(shapes={"fc.weight": (10, 64)}, base_config={}, delta_t=2, t_end=5)
 
 
-def test_flower_simulation_engine_three_clients_two_rounds():
-    """One real round trip through Flower's simulation engine (Ray): ABNS + 2 rounds + a failing client."""
-    job = tiny_job("FedTiny", fail_client=2, fail_round=1)
-    (out,), seconds = run_federated([job], 3, engine="flower", num_cpus=2)
-    assert out["history"][0]["n_failed"] == 1 and out["history"][1]["n_failed"] == 0
-    assert out["density"] == pytest.approx(0.05, abs=1e-3)
-    assert 0.0 <= out["top1"] <= 100.0
+@pytest.mark.parametrize("engine", ["local", "flower"])
+def test_a_failing_client_is_named_by_its_partition_in_one_line(engine, tmp_path, capfd):
+    """``--set fail_client=1 --set fail_round=2`` on both engines (Flower's: a real round trip through its
+    simulation engine, ABNS + 2 rounds): the run goes on without client 1 in round 2, and result.json and
+    report.md name client 1 (its partition index, not a Flower node id) with a one-line reason; no
+    traceback is printed."""
+    import reprozoo
+
+    settings = {**TINY, "methods": ("FedTiny",), "engine": engine, "num_cpus": 2, "fail_client": 1, "fail_round": 2}
+    device = settings.pop("device")
+    result = reprozoo.run("fedtiny", preset="quick", out=tmp_path / "run", overrides=settings, device=device)
+    line = "MNIST d=0.05 seed=0 FedTiny: round 2 completed without client 1 (RuntimeError: injected failure in round 2)"
+    assert line in result.notes
+    assert line in json.loads((tmp_path / "run" / "result.json").read_text())["notes"]
+    assert f"- {line}" in (tmp_path / "run" / "report.md").read_text()
+    assert "Traceback" not in "".join(capfd.readouterr())
+    rec = {(r.method, r.metric): r.value for r in result.records}
+    assert rec[("FedTiny", "density")] == pytest.approx(0.05, abs=1e-3) and 0.0 <= rec[("FedTiny", "top1")] <= 100.0
 
 
 def test_smoke_experiment_is_real_and_deterministic(tmp_path):
@@ -239,7 +271,7 @@ def test_run_federated_rejects_a_grid_of_another_size():
 
 
 def test_client_failure_messages_respect_quiet(monkeypatch, capsys, caplog):
-    """"node 2 failed" goes through reprozoo.core.progress.log (silent when quiet), not a WARNING log."""
+    """"client 2 failed" goes through reprozoo.core.progress.log (silent when quiet), not a WARNING log."""
     import logging
 
     import reprozoo.core.progress as progress
@@ -251,7 +283,7 @@ def test_client_failure_messages_respect_quiet(monkeypatch, capsys, caplog):
     with caplog.at_level(logging.WARNING):
         (out,), _ = run_federated([job], 3, engine="local")
     assert out["n_failed"] == 1
-    assert any("node 3 failed" in m and "injected failure" in m for m in seen)
+    assert any("client 2 failed: RuntimeError: injected failure in round 1" in m for m in seen)
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING and "failed" in r.getMessage()]
     monkeypatch.undo()
     capsys.readouterr()
@@ -302,7 +334,8 @@ def test_protocol_names_round_trip_and_client_config_comes_from_the_config():
     assert Keys.grad_idx("fc.weight").startswith(Keys.GRAD) and Keys.grad_val("fc.weight").startswith(Keys.GRAD)
     config = Config.from_preset("quick", **{**TINY, "lr": 0.2, "device": "cpu"})
     record = client_config(config, "MNIST", 3, threads=1)
-    assert record[Keys.LR] == 0.2 and record[Keys.N_CLIENTS] == 3 and record[Keys.SEED] == 3
+    assert record[Keys.LR] == 0.2 and record[Keys.N_TEST] == 300 and record[Keys.SEED] == 3
+    assert "n-clients" not in record  # a client's partition and their count come from its node config
     assert record[Keys.DEVICE] == "cpu" and record[Keys.DATASET] == "MNIST" and record[Keys.THREADS] == 1
     assert all(isinstance(v, (int, float, str)) for v in record.values())  # ConfigRecord value types
 
@@ -319,6 +352,53 @@ def test_clients_move_their_data_and_model_once():
     assert client._working_model.cache_info().misses == 1 and client._working_model.cache_info().hits == 11
     assert client._partitions.cache_info().misses == 1
     assert out["density"] == pytest.approx(0.05, abs=1e-3)
+
+
+def test_clients_read_their_partition_from_the_node_config():
+    """The split follows the node's own ``num-partitions`` (not the server's n_clients); a node config
+    without partition-id / num-partitions is an error reply saying how to start the SuperNode."""
+    from flwr.app import ConfigRecord, Context, Message, RecordDict
+
+    from reprozoo.fedtiny.client import federated_data, handle
+    from reprozoo.fedtiny.deployment import client_app
+    from reprozoo.fedtiny.protocol import Keys, client_config
+
+    config = client_config(Config.from_preset("quick", **TINY), "MNIST", 0)
+    config.update({Keys.N_CAND: 0, Keys.ABNS_SAMPLES: 10**6})
+    for k, n in ((1, 4), (2, 3)):
+        _, metrics = handle(Keys.LOSSES, config, {}, partition_id=k, num_partitions=n)
+        assert metrics[Keys.NUM_EXAMPLES] == len(federated_data("MNIST", TINY["n_train"], n, 0.5, 0).clients[k][1])
+    with pytest.raises(ValueError, match=r"partition_id=4 outside \[0, num_partitions=4\)"):
+        handle(Keys.LOSSES, config, {}, partition_id=4, num_partitions=4)
+    from reprozoo.fedtiny.simulation import _local_identity
+
+    with _local_identity():  # Flower stamps messages with the task's identity
+        msg = Message(RecordDict({Keys.CONFIG: ConfigRecord(config)}), dst_node_id=7, message_type="query.losses")
+        reply = client_app(msg, Context(run_id=0, node_id=7, node_config={}, state=RecordDict(), run_config={}))
+    assert reply.has_error() and "--node-config 'partition-id=K num-partitions=N'" in reply.error.reason
+
+
+def test_evaluation_on_the_clients_equals_the_servers():
+    """evaluate_on="clients" (a server without a test set): every client evaluates its shard of the same
+    test images; the pooled top1 equals the server's own evaluation."""
+    (server, clients), _ = run_federated([tiny_job("Random"), tiny_job("Random", evaluate_on="clients")], 3,
+                                         engine="local")
+    assert clients["top1"] == pytest.approx(server["top1"], abs=1e-9)
+    assert [r for r, _ in clients["curve"]] == [1, 2] and clients["bytes"] == server["bytes"]
+
+
+def test_deployment_server_app_evaluates_on_the_clients_without_data(monkeypatch):
+    from reprozoo.datasets import DataNotFoundError
+    from reprozoo.fedtiny import deployment
+
+    config = Config.from_preset("smoke")
+    assert deployment._server_has_data(config)
+
+    def missing(*args, **kwargs):
+        raise DataNotFoundError("data file 'train-images-idx3-ubyte.gz' not found")
+
+    monkeypatch.setattr(deployment, "federated_data", missing)
+    assert not deployment._server_has_data(config)
 
 
 @pytest.mark.gpu

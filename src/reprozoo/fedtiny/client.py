@@ -29,12 +29,17 @@ from reprozoo.fedtiny.protocol import Keys
 from reprozoo.fedtiny.pruning import topk_pruned_gradient
 from reprozoo.fedtiny.sparse import Mask, pack_state, unpack_state
 
-__all__ = ["ARCHS", "DATASETS", "build_model", "dirichlet_split", "FederatedData", "federated_data",
-           "local_train", "mean_loss", "layer_gradients", "handle", "state_of", "load_state", "model_shapes"]
+__all__ = ["ARCHS", "DATASETS", "DATASET_INFO", "eval_order", "build_model", "dirichlet_split", "FederatedData",
+           "federated_data", "local_train", "mean_loss", "layer_gradients", "handle", "state_of", "load_state",
+           "model_shapes"]
 
 
 ARCHS = {"cnn16": (16, 32, 64), "cnn32": (32, 64, 128)}
-DATASETS = ("MNIST", "CIFAR-10-subset")
+#: (classes, input shape C x H x W) of each shipped data set, known without loading it (a server that holds
+#: no data builds the model from these; checked against the loaders in tests/fedtiny)
+DATASET_INFO: dict[str, tuple[int, tuple[int, int, int]]] = {"MNIST": (10, (1, 28, 28)),
+                                                             "CIFAR-10-subset": (10, (3, 32, 32))}
+DATASETS = tuple(DATASET_INFO)
 
 
 def build_model(arch: str, n_classes: int, in_chans: int, seed: int) -> nn.Module:
@@ -260,9 +265,18 @@ def _partitions(dataset: str, n_train: int, n_clients: int, alpha: float, seed: 
     return tuple((x.to(device), y.to(device)) for x, y in data.clients)
 
 
+def eval_order(n_test_total: int, n_test: int, seed: int) -> torch.Tensor:
+    """The run's evaluation order of the test set: a seeded permutation, cut to ``n_test`` (0 = all).  The
+    server evaluates on it; with federated evaluation, client k of K evaluates rows ``order[k::K]``, so the
+    clients' shards together are the server's test set."""
+    order = torch.randperm(n_test_total, generator=torch.Generator().manual_seed(seed))
+    return order[:n_test] if n_test else order
+
+
 def handle(action: str, config: Mapping[str, Any], arrays: Mapping[str, np.ndarray],
-           partition_id: int) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-    """Run one protocol step on client ``partition_id``; returns ``(arrays, metrics)`` to send back.
+           partition_id: int, num_partitions: int) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Run one protocol step on client ``partition_id`` of ``num_partitions`` (a node's own settings: its
+    node config in a deployment); returns ``(arrays, metrics)`` to send back.
 
     Actions
     -------
@@ -272,19 +286,24 @@ def handle(action: str, config: Mapping[str, Any], arrays: Mapping[str, np.ndarr
         the mean loss on the same samples (eval mode); metric ``loss-{i}``.
     ``train``: unpack the sparse model, masked local SGD, and in an adjustment round the top-K buffer of
         the pruned positions of each layer in ``adjust-layers`` (``grad/<name>/idx`` and ``.../val``).
+    ``evaluate``: the received model's summed loss and correct predictions on this client's shard of the
+        first ``eval-n`` test images (:func:`eval_order`); metrics ``loss-sum``, ``correct``, ``num-examples``.
+
+    The data split is the Dirichlet split of ``n-train`` images over ``num_partitions`` clients (seeded by
+    the run's ``seed``): a pure function of them, so every node computes its own shard.
     """
     c = config
     fail_here = int(c.get(Keys.FAIL_CLIENT, -1)) == partition_id
     if fail_here and int(c.get(Keys.FAIL_ROUND, -1)) == int(c.get(Keys.ROUND, 0)):
-        raise RuntimeError(f"client {partition_id}: injected failure in round {c.get(Keys.ROUND)}")
+        raise RuntimeError(f"injected failure in round {c.get(Keys.ROUND)}")
     if int(c.get(Keys.THREADS, 0)) > 0:
         torch.set_num_threads(int(c[Keys.THREADS]))
     device = str(resolve_device(str(c.get(Keys.DEVICE, "cpu"))))  # "auto": this client's own choice
-    split = (str(c[Keys.DATASET]), int(c[Keys.N_TRAIN]), int(c[Keys.N_CLIENTS]), float(c[Keys.ALPHA]),
+    if not 0 <= partition_id < num_partitions:
+        raise ValueError(f"partition_id={partition_id} outside [0, num_partitions={num_partitions})")
+    split = (str(c[Keys.DATASET]), int(c[Keys.N_TRAIN]), int(num_partitions), float(c[Keys.ALPHA]),
              int(c[Keys.SEED]))
     data = federated_data(*split)
-    if not 0 <= partition_id < len(data.clients):
-        raise ValueError(f"partition_id={partition_id} outside [0, {len(data.clients)})")
     x, y = _partitions(*split, device)[partition_id]
     in_chans, h, w = data.input_shape
     model, shapes, cost = _working_model(str(c[Keys.ARCH]), data.n_classes, in_chans, (h, w), device)
@@ -314,8 +333,20 @@ def handle(action: str, config: Mapping[str, Any], arrays: Mapping[str, np.ndarr
         metrics[Keys.FLOPS] = flops
         return out, metrics
 
+    if action == Keys.EVALUATE:
+        state, _ = unpack_state(arrays, shapes)
+        load_state(model, state)
+        xt, yt = data.test
+        rows = eval_order(len(yt), int(c.get(Keys.N_TEST, 0)), int(c[Keys.SEED]))
+        rows = rows[:int(c.get(Keys.EVAL_N, len(rows)))][partition_id::num_partitions]
+        xs, ys = xt[rows].to(device), yt[rows].to(device)
+        loss, acc = mean_loss(model, xs, ys) if len(ys) else (0.0, 0.0)
+        return {}, {Keys.NUM_EXAMPLES: float(len(ys)), Keys.LOSS_SUM: loss * len(ys),
+                    Keys.CORRECT: float(round(acc * len(ys) / 100.0)), Keys.PARTITION: float(partition_id)}
+
     if action != Keys.TRAIN:
-        raise ValueError(f"unknown action {action!r}; valid: {Keys.BN_STATS}, {Keys.LOSSES}, {Keys.TRAIN}")
+        raise ValueError(f"unknown action {action!r}; valid: {Keys.BN_STATS}, {Keys.LOSSES}, {Keys.TRAIN}, "
+                         f"{Keys.EVALUATE}")
     dense = bool(c.get(Keys.DENSE, False))
     state, masks = unpack_state(arrays, shapes)
     load_state(model, state)

@@ -20,7 +20,7 @@ import numpy as np
 if TYPE_CHECKING:  # annotations only
     from flwr.app import ArrayRecord
 
-__all__ = ["Keys", "client_config", "to_record", "from_record", "nbytes"]
+__all__ = ["Keys", "client_config", "failure_reason", "failed_partition", "to_record", "from_record", "nbytes"]
 
 
 class Keys:
@@ -34,13 +34,15 @@ class Keys:
     BN_STATS = "bnstats"      # ABNS round trip 1: per-BN-layer statistics of each candidate
     LOSSES = "losses"         # ABNS round trip 2: each candidate's loss under the merged statistics
     TRAIN = "train"
-    # config record: data split and model (the client derives its partition from them)
+    EVALUATE = "evaluate"     # federated evaluation (``evaluate_on="clients"``): each client's test shard
+    # config record: data split and model (with the node config's partition-id / num-partitions)
     DATASET = "dataset"
     SEED = "seed"
     N_TRAIN = "n-train"
-    N_CLIENTS = "n-clients"
+    N_TEST = "n-test"
     ALPHA = "alpha"
     ARCH = "arch"
+    EVAL_N = "eval-n"         # federated evaluation: the first eval-n test images (after the run's shuffle)
     # config record: local training
     DEVICE = "device"
     THREADS = "num-threads"
@@ -61,6 +63,8 @@ class Keys:
     N_CAND = "n-candidates"
     # metrics of a reply (and of a round, on the server: LOSS and N_FAILED)
     NUM_EXAMPLES = "num-examples"
+    LOSS_SUM = "loss-sum"     # evaluate reply: summed cross-entropy and correct predictions on the shard
+    CORRECT = "correct"
     PARTITION = "partition-id"
     LOSS = "train-loss"
     FLOPS = "flops"
@@ -114,7 +118,7 @@ class Keys:
 
 #: (key, config field, type) of the experiment-config fields every client needs, sent in every message
 _FROM_CONFIG: tuple[tuple[str, str, type], ...] = (
-    (Keys.N_TRAIN, "n_train", int), (Keys.N_CLIENTS, "n_clients", int), (Keys.ALPHA, "alpha", float),
+    (Keys.N_TRAIN, "n_train", int), (Keys.N_TEST, "n_test", int), (Keys.ALPHA, "alpha", float),
     (Keys.ARCH, "arch", str), (Keys.DEVICE, "device", str), (Keys.LR, "lr", float),
     (Keys.MOMENTUM, "momentum", float), (Keys.WD, "weight_decay", float), (Keys.EPOCHS, "local_epochs", int),
     (Keys.BATCH, "batch_size", int), (Keys.ABNS_SAMPLES, "abns_samples", int),
@@ -129,6 +133,20 @@ def client_config(config: Any, dataset: str, seed: int, threads: int = 1) -> dic
     record = {key: kind(getattr(config, name)) for key, name, kind in _FROM_CONFIG}
     record.update({Keys.DATASET: str(dataset), Keys.SEED: int(seed), Keys.THREADS: int(threads)})
     return record
+
+
+def failure_reason(partition_id: int, exc: BaseException) -> str:
+    """The one-line reason of an error reply: ``"client <partition>: <ExceptionType>: <first line>"`` (the
+    client's data partition index, not the Flower node id; no traceback)."""
+    text = str(exc).strip().splitlines()
+    return f"client {int(partition_id)}: {type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def failed_partition(reason: str) -> int | None:
+    """The partition index that :func:`failure_reason` put in an error reply's ``reason`` (None for an error
+    that did not come from a FedTiny client handler, e.g. a node that went away)."""
+    head = str(reason).split(":", 1)[0].split()
+    return int(head[1]) if len(head) == 2 and head[0] == "client" and head[1].isdigit() else None
 
 
 def to_record(arrays: Mapping[str, np.ndarray]) -> ArrayRecord:

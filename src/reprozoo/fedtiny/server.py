@@ -28,7 +28,16 @@ from reprozoo.core.device import resolve_device
 from reprozoo.core.experiment import TorchExperimentConfig
 from reprozoo.core.progress import log
 from reprozoo.fedtiny.baselines import ROLES, random_mask, snip_mask, synflow_mask
-from reprozoo.fedtiny.client import build_model, federated_data, load_state, mean_loss, model_shapes, state_of
+from reprozoo.fedtiny.client import (
+    DATASET_INFO,
+    build_model,
+    eval_order,
+    federated_data,
+    load_state,
+    mean_loss,
+    model_shapes,
+    state_of,
+)
 from reprozoo.fedtiny.cost import CostModel
 from reprozoo.fedtiny.protocol import client_config, from_record, to_record
 from reprozoo.fedtiny.sparse import candidate_pool
@@ -48,7 +57,8 @@ class ServerJob:
     ``curve`` [(round, top1 in percent)], ``density`` (achieved),
     ``flops_per_round`` (mean per client and round, FLOPs), ``peak_mem_mb`` (modelled, max over clients
     and rounds), ``state_mem_mb`` (the same without activations), ``bytes`` (all payload bytes both ways),
-    ``history``, ``abns``, ``failed_rounds`` [(round, [failed node ids])], ``n_failed`` (failed client
+    ``history``, ``abns``, ``failures`` [(round, "client <partition>", one-line reason)] (ABNS queries
+    at the round after the warm-up, 0 without one), ``n_failed`` (failed client
     replies in all, ABNS queries included; 0 when every client answered), ``seconds``.
 
     Each node serves the data partition of its index, so a grid with more than ``config.n_clients``
@@ -79,17 +89,21 @@ class ServerJob:
                              "run_federated(jobs, n_clients) needs the config's n_clients")
         t0 = time.perf_counter()
         device = resolve_device(cfg.device)
-        # 1. data split, dense initial model, cost model (the same on the server and every client)
-        data = federated_data(self.dataset, cfg.n_train, cfg.n_clients, cfg.alpha, self.seed)
-        in_chans, h, w = data.input_shape
-        model = build_model(cfg.arch, data.n_classes, in_chans, self.seed)
+        # 1. dense initial model and cost model (the same on the server and every client); the server loads
+        #    the data set only to evaluate on its test set or for SNIP's public batch
+        n_classes, input_shape = DATASET_INFO[self.dataset]
+        on_server = cfg.evaluate_on == "server"
+        data = (federated_data(self.dataset, cfg.n_train, cfg.n_clients, cfg.alpha, self.seed)
+                if on_server or m == "SNIP" else None)
+        in_chans = input_shape[0]
+        model = build_model(cfg.arch, n_classes, in_chans, self.seed)
         shapes = model_shapes(model)
-        cost = CostModel.from_model(model, data.input_shape)
+        cost = CostModel.from_model(model, input_shape)
         # 2. the method's initial mask (or FedTiny's candidate pool), on the CPU
         gen = torch.Generator().manual_seed(self.seed)
         kw: dict[str, Any] = {}
         if m == "FedTiny":
-            pool = candidate_pool(model, self.density, cfg.candidates, gen)
+            pool = candidate_pool(model, self.density, cfg.candidates, gen, cfg.min_layer_density)
             init = state_of(model)
             cands = []
             for name, mk in pool:
@@ -97,7 +111,7 @@ class ServerJob:
                 for n, t in mk.masks.items():
                     st[n] = st[n] * t.numpy()
                 cands.append((name, mk, st))
-            kw = dict(candidates=cands, delta_t=cfg.delta_t)
+            kw = dict(candidates=cands, delta_t=cfg.delta_t, warmup_rounds=cfg.warmup_rounds)
         elif m == "FedDST":
             kw = dict(mask=random_mask(model, self.density, gen), delta_t=cfg.delta_t, whole_model=True)
         elif m == "Random":
@@ -105,42 +119,56 @@ class ServerJob:
         elif m == "SNIP":
             kw = dict(mask=snip_mask(model, self.density, *data.public))
         elif m == "SynFlow":
-            kw = dict(mask=synflow_mask(model, self.density, data.input_shape, cfg.synflow_iters))
+            kw = dict(mask=synflow_mask(model, self.density, input_shape, cfg.synflow_iters))
         if "mask" in kw:
             kw["mask"].apply(model)
+        def eval_rows(rnd: int) -> int:  # test images behind round rnd's point: curve subset, all at the end
+            return 0 if rnd % cfg.eval_every and rnd != cfg.rounds else (10**9 if rnd == cfg.rounds else cfg.n_curve)
+
         base = client_config(cfg, self.dataset, self.seed, threads=torch.get_num_threads())
         strategy = FedTinyStrategy(shapes=shapes, base_config=base, t_end=cfg.t_end,
                                    adjust_alpha=cfg.adjust_alpha, layer_order=cfg.layer_order,
                                    grad_batches=cfg.grad_batches, fraction_train=cfg.fraction_train,
-                                   min_train_nodes=min(2, cfg.n_clients), min_available_nodes=cfg.n_clients, **kw)
-        # 3. centralised evaluation on the test set, on the device (moved once)
+                                   min_train_nodes=min(2, cfg.n_clients), min_available_nodes=cfg.n_clients,
+                                   client_eval=None if on_server else eval_rows, **kw)
+        # 3. centralised evaluation on the server's test set, on the device (moved once); without one
+        #    (evaluate_on="clients") every client evaluates its shard of the same images (federated evaluation)
         curve: list[tuple[int, float]] = []
-        xt, yt = data.test
-        sel = torch.randperm(len(yt), generator=torch.Generator().manual_seed(self.seed))
-        sel = sel[:cfg.n_test] if cfg.n_test else sel
-        xt, yt = xt[sel].to(device), yt[sel].to(device)
-        xc, yc = xt[:cfg.n_curve], yt[:cfg.n_curve]  # curve points on a fixed subset; final top1 on all
-        net = build_model(cfg.arch, data.n_classes, in_chans, 0).to(device)
+        evaluate = None
+        if on_server:
+            xt, yt = data.test
+            sel = eval_order(len(yt), cfg.n_test, self.seed)
+            xt, yt = xt[sel].to(device), yt[sel].to(device)
+            xc, yc = xt[:cfg.n_curve], yt[:cfg.n_curve]  # curve points on a fixed subset; final top1 on all
+            net = build_model(cfg.arch, n_classes, in_chans, 0).to(device)
 
-        def evaluate(rnd: int, arrays: ArrayRecord) -> MetricRecord | None:
-            if rnd % cfg.eval_every and rnd != cfg.rounds:
-                return None
-            load_state(net, from_record(arrays))
-            loss, acc = mean_loss(net, xc, yc)
-            curve.append((rnd, acc))
-            return MetricRecord({"top1": acc, "loss": loss})
+            def evaluate(rnd: int, arrays: ArrayRecord) -> MetricRecord | None:
+                if not eval_rows(rnd):
+                    return None
+                load_state(net, from_record(arrays))
+                loss, acc = mean_loss(net, xc, yc)
+                curve.append((rnd, acc))
+                return MetricRecord({"top1": acc, "loss": loss})
 
         # 4. ABNS (FedTiny) and the federated rounds
         result = strategy.start(grid, to_record(state_of(model)), num_rounds=cfg.rounds, evaluate_fn=evaluate)
         final = from_record(result.arrays) if result.arrays is not None else state_of(model)
-        load_state(net, final)
-        _, top1 = mean_loss(net, xt, yt)
+        if on_server:
+            load_state(net, final)
+            _, top1 = mean_loss(net, xt, yt)
+        else:
+            curve = [(t, acc) for t, (_, acc, _) in sorted(strategy.client_evals.items()) if t != cfg.rounds]
+            final_eval = strategy.client_evals.get(cfg.rounds)
+            if final_eval is None:
+                raise RuntimeError(f"{self}: every client failed the final evaluation (round {cfg.rounds})")
+            top1 = final_eval[1]
+            curve.append((cfg.rounds, top1))
         mask = strategy.mask
         if mask is not None:
             zeros_ok = all(np.all(final[n][~mask.masks[n].numpy()] == 0) for n in mask.names)
             if not zeros_ok:
                 raise AssertionError("pruned weights are non-zero after training")
-        hist = [e for e in strategy.history if "flops" in e]
+        hist = [e for e in strategy.history if "flops" in e]  # warm-up rounds included (charged to FedTiny)
         abns_flops = 0.0
         if m == "FedTiny":
             nnz = {n: int(t.sum()) for n, t in mask.masks.items()}
@@ -152,12 +180,13 @@ class ServerJob:
         return {
             "method": m, "seed": self.seed, "top1": float(top1), "curve": curve,
             "density": mask.density if mask is not None else 1.0,
-            "flops_per_round": float(np.mean([e["flops"] for e in hist])) + abns_flops / cfg.rounds if hist else 0.0,
+            "flops_per_round": (float(np.sum([e["flops"] for e in hist])) + abns_flops) / cfg.rounds,
             "peak_mem_mb": max(e["mem_bytes"] for e in hist) / 2**20 if hist else 0.0,
             "state_mem_mb": max(e["mem_state_bytes"] for e in hist) / 2**20 if hist else 0.0,
             "bytes": strategy.bytes_down + strategy.bytes_up,
             "history": strategy.history, "abns": strategy.abns,
-            "failed_rounds": [(e["round"], e["failed_nodes"]) for e in strategy.history if e["n_failed"]],
+            "failures": [(e["round"], who, why) for e in strategy.history for who, why in e["failed"]]
+            + [(strategy.abns["after_round"], who, why) for who, why in strategy.abns.get("failures", [])],
             "n_failed": sum(int(e["n_failed"]) for e in strategy.history) + int(strategy.abns.get("failed", 0)),
             "seconds": seconds,
         }

@@ -226,7 +226,7 @@ def run_federated(jobs: Sequence[Callable[[Grid], Any]], n_clients: int, engine:
     started it, puts the caller's SIGINT/SIGTERM handlers back (Ray replaces SIGTERM's at init; they are
     also put back right after ``ray.init``) and is re-raised.
 
-    Output: client failures ("node 2 failed: ...") go through :func:`reprozoo.core.progress.log`
+    Output: client failures ("client 1 failed: ...", the partition index) go through :func:`reprozoo.core.progress.log`
     (silent under ``--quiet`` and pytest) and the ``reprozoo.fedtiny`` logger at INFO. Flower's
     own logger is set to WARNING (ERROR when quiet; INFO with ``verbose``) for the run, and its
     "run_simulation is deprecated" banner is filtered out (we call ``run_simulation`` on purpose:

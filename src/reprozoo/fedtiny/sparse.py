@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from reprozoo.core.checks import check_choice
+from reprozoo.core.checks import check_choice, check_float
 from reprozoo.sparsity import check_density, density_report, topk_keep
 
 __all__ = [
@@ -99,19 +99,39 @@ def erk_densities(model: nn.Module, density: float) -> dict[str, float]:
     return layer_densities(_shapes(model), density, "erk")
 
 
-def layer_counts(shapes: Mapping[str, Sequence[int]], density: float, allocation: str = "erk") -> dict[str, int]:
+def layer_counts(shapes: Mapping[str, Sequence[int]], density: float, allocation: str = "erk",
+                 min_density: float = 0.0) -> dict[str, int]:
     """Integer nnz per layer, summing exactly to ``round(density * N)`` (N = prunable weights).
 
     Rounding: floor of each layer's share, then the remaining units go to the layers with the largest
     fractional parts that are below their cap (largest-remainder rule).  Every layer keeps >= 1 weight.
+
+    ``min_density`` (an addition of ours, 0 = off): every layer keeps at least
+    ``min(ceil(min_density * numel_l), floor(B / L))`` weights (B = the global budget, L = layers; the cap
+    at an equal share of the budget keeps every floor affordable), paid for by the layers above their
+    floor in proportion to their share; e.g. at d = 0.05 with ``min_density=0.2`` the 640-weight classifier
+    of ``cnn16`` keeps >= 128 weights where the ER allocation gives it 58.  O(L^2) for L layers.
     """
     dens = layer_densities(shapes, density, allocation)
+    min_density = check_float(min_density, "min_density", low=0.0, high=1.0, high_inclusive=False)
     numel = {n: math.prod(s) for n, s in shapes.items()}
     target = max(len(shapes), round(density * sum(numel.values())))
     exact = {n: dens[n] * numel[n] for n in shapes}
+    if min_density > 0:
+        floor = {n: min(numel[n], math.ceil(min_density * numel[n]), target // len(shapes)) for n in shapes}
+        fixed: dict[str, float] = {}
+        while True:  # fix the layers below their floor, rescale the rest to the remaining budget
+            free = [n for n in shapes if n not in fixed]
+            scale = (target - sum(fixed.values())) / sum(exact[n] for n in free) if free else 1.0
+            under = [n for n in free if exact[n] * scale < floor[n]]
+            if not under:
+                break
+            fixed.update({n: float(floor[n]) for n in under})
+        exact = {n: fixed.get(n, min(float(numel[n]), exact[n] * scale)) for n in shapes}
     counts = {n: min(numel[n], max(1, math.floor(exact[n]))) for n in shapes}
     rest = target - sum(counts.values())
     order = sorted(shapes, key=lambda n: exact[n] - math.floor(exact[n]), reverse=True)
+    lowest = {n: max(1, math.floor(exact[n])) if min_density > 0 and n in fixed else 1 for n in shapes}
     while rest != 0:
         moved = False
         for n in order if rest > 0 else order[::-1]:
@@ -119,7 +139,7 @@ def layer_counts(shapes: Mapping[str, Sequence[int]], density: float, allocation
                 counts[n] += 1
                 rest -= 1
                 moved = True
-            elif rest < 0 and counts[n] > 1:
+            elif rest < 0 and counts[n] > lowest[n]:
                 counts[n] -= 1
                 rest += 1
                 moved = True
@@ -213,7 +233,7 @@ class Mask:
 
 
 def make_mask(model: nn.Module, density: float, allocation: str = "erk", criterion: str = "magnitude",
-              generator: torch.Generator | None = None) -> Mask:
+              generator: torch.Generator | None = None, min_density: float = 0.0) -> Mask:
     """A mask of ``model`` at exactly ``round(density * N)`` kept weights.
 
     Parameters
@@ -225,12 +245,13 @@ def make_mask(model: nn.Module, density: float, allocation: str = "erk", criteri
         Keep the largest |w| of each layer (ties: :func:`reprozoo.sparsity.topk_keep`'s rule), or a uniformly
         random subset of it.
     generator : torch.Generator, optional  (used by ``random``)
+    min_density : float in [0, 1), per-layer floor (see :func:`layer_counts`; 0 = off)
 
     Complexity O(N log N) for N prunable weights.
     """
     check_choice(criterion, "criterion", CRITERIA)
     shapes = _shapes(model)
-    counts = layer_counts(shapes, density, allocation)
+    counts = layer_counts(shapes, density, allocation, min_density)
     params = dict(model.named_parameters())
     masks = {}
     for n, k in counts.items():
@@ -244,12 +265,13 @@ def make_mask(model: nn.Module, density: float, allocation: str = "erk", criteri
 
 
 def candidate_pool(model: nn.Module, density: float, candidates: Sequence[str],
-                   generator: torch.Generator | None = None) -> list[tuple[str, Mask]]:
+                   generator: torch.Generator | None = None, min_density: float = 0.0) -> list[tuple[str, Mask]]:
     """The coarsely pruned candidates of FedTiny's adaptive BN selection (ABNS), all at exactly the same nnz.
 
     Parameters
     ----------
     candidates : sequence of "allocation-criterion" strings, e.g. ``("erk-magnitude", "uniform-random")``.
+    min_density : per-layer floor of every candidate (an addition of ours, see :func:`layer_counts`; 0 = off)
 
     Returns a list of ``(name, Mask)``; the weights are the shared dense initial model's (the candidates
     differ by mask only, not by initialisation seed: the reference code's bug is not reproduced).
@@ -262,7 +284,7 @@ def candidate_pool(model: nn.Module, density: float, candidates: Sequence[str],
         if len(parts) != 2:
             raise ValueError(f"candidate {c!r} should read 'allocation-criterion', allocation in {ALLOCATIONS}, "
                              f"criterion in {CRITERIA}")
-        out.append((str(c), make_mask(model, density, parts[0], parts[1], generator)))
+        out.append((str(c), make_mask(model, density, parts[0], parts[1], generator, min_density)))
     return out
 
 

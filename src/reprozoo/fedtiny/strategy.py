@@ -37,7 +37,7 @@ from flwr.serverapp.strategy.strategy_utils import sample_nodes
 
 from reprozoo.core.progress import log as progress_log
 from reprozoo.fedtiny.bn import merge_bn_stats
-from reprozoo.fedtiny.protocol import Keys, from_record, nbytes, to_record
+from reprozoo.fedtiny.protocol import Keys, failed_partition, from_record, nbytes, to_record
 from reprozoo.fedtiny.pruning import (
     adjust_count,
     adjust_layers,
@@ -76,15 +76,24 @@ class FedTinyStrategy(FedAvg):
         Initial (or fixed) mask; None with ``candidates=None`` means dense FedAvg.
     candidates : list of (name, Mask, state dict) or None
         FedTiny's candidate pool; when given, :meth:`start` runs ABNS first and ``mask`` is ignored.
+    warmup_rounds : int >= 0, rounds of masked FedAvg of every candidate before ABNS (an addition of ours,
+        :meth:`warm_up`; 0 = the paper's selection at initialisation). They count as rounds of the run:
+        ``start(num_rounds=R)`` then trains the chosen candidate R - warmup_rounds more rounds.
     delta_t, t_end, adjust_alpha : schedule of mask adjustments (ΔT, T_end, α); ``delta_t=0`` fixes the mask
     layer_order : "output_to_input" | "input_to_output"
     whole_model : bool, adjust every layer each adjustment round (FedDST-style) instead of one
     grad_batches : int, batches of the client's growth gradient
     fraction_train, min_train_nodes, min_available_nodes : as in Flower's FedAvg
+    client_eval : callable ``round -> n`` or None
+        Federated evaluation (a server without a test set): after round t with ``n = client_eval(t) > 0``
+        every node evaluates the global model on its shard of the first n test images
+        (:func:`~reprozoo.fedtiny.client.eval_order`) and ``client_evals[t]`` gets the pooled
+        ``(loss, top1 %, images)``; None = no client evaluation (the server evaluates, ``evaluate_fn``).
 
     Attributes
     ----------
     mask : Mask (current), history : list of dict per round, abns : dict (losses, chosen) after ABNS,
+    client_evals : dict round -> (loss, top1 %, images) of the federated evaluation,
     bytes_down, bytes_up : int, payload bytes sent to / received from clients so far.
     """
 
@@ -92,7 +101,8 @@ class FedTinyStrategy(FedAvg):
                  mask: Mask | None = None, candidates: Sequence[tuple[str, Mask, dict[str, np.ndarray]]] | None = None,
                  delta_t: int = 0, t_end: int = 0, adjust_alpha: float = 0.2, layer_order: str = "output_to_input",
                  whole_model: bool = False, grad_batches: int = 1, fraction_train: float = 1.0,
-                 min_train_nodes: int = 2, min_available_nodes: int = 2) -> None:
+                 min_train_nodes: int = 2, min_available_nodes: int = 2, warmup_rounds: int = 0,
+                 client_eval: Callable[[int], int] | None = None) -> None:
         super().__init__(fraction_train=fraction_train, min_train_nodes=min_train_nodes,
                          min_available_nodes=min_available_nodes)
         # evaluation is centralised (evaluate_fn on the server's test set): no client evaluate round
@@ -116,6 +126,14 @@ class FedTinyStrategy(FedAvg):
         if self.candidates is not None and self.delta_t == 0:
             report("FedTinyStrategy: delta_t=0 disables progressive pruning (ABNS + fixed mask only)")
         self.layer_order, self.whole_model, self.grad_batches = layer_order, bool(whole_model), int(grad_batches)
+        self.warmup_rounds = int(warmup_rounds)
+        if self.warmup_rounds < 0 or (self.warmup_rounds and self.candidates is None):
+            raise ValueError(f"warmup_rounds={warmup_rounds} should be >= 0, and 0 without candidates")
+        self.client_eval = client_eval
+        self.client_evals: dict[int, tuple[float, float, int]] = {}
+        self.round_offset = 0  # rounds already run (warm-up) before Flower's loop counts from 1 again
+        self._warming = False
+        self._n_adjusted = 0  # adjustment rounds so far (FedTiny cycles through the layers with it)
         self.history: list[dict[str, Any]] = []
         self.abns: dict[str, Any] = {}
         self.bytes_down = 0
@@ -144,19 +162,57 @@ class FedTinyStrategy(FedAvg):
         replies = list(grid.send_and_receive(msgs, timeout=timeout or 3600))
         return self._split(replies)
 
-    def _split(self, replies: Iterable[Message]) -> tuple[list[Message], list[Message]]:
+    def _split(self, replies: Iterable[Message], count_bytes: bool = True) -> tuple[list[Message], list[Message]]:
         ok, bad = [], []
         for r in replies:
             (bad if r.has_error() else ok).append(r)
         # aggregate in partition order: the arrival order varies between runs and float sums depend on it
         ok.sort(key=lambda r: (float(r.content[Keys.METRICS].get(Keys.PARTITION, 0.0)), r.metadata.src_node_id))
-        for r in ok:
+        for r in ok if count_bytes else ():  # evaluation traffic is not the method's cost
             self.bytes_up += nbytes(from_record(r.content[Keys.ARRAYS]))
         for r in bad:
-            report("node %s failed: %s", r.metadata.src_node_id, r.error.reason)
+            report("%s failed: %s", *self.failure(r))
         return ok, bad
 
+    @staticmethod
+    def failure(reply: Message) -> tuple[str, str]:
+        """(who, why) of an error reply: ``"client <partition>"`` (read from the reason, see
+        :func:`~reprozoo.fedtiny.protocol.failed_partition`; ``"node <Flower node id>"`` for an error that
+        did not come from a client handler) and the reason's first line without that prefix."""
+        reason = (reply.error.reason or f"error code {reply.error.code}").strip()
+        first = reason.splitlines()[0] if reason else ""
+        partition = failed_partition(first)
+        if partition is None:
+            return f"node {reply.metadata.src_node_id}", first
+        return f"client {partition}", first.split(":", 1)[1].strip()
+
     # -- ABNS (adaptive BN selection) ---------------------------------------------------------------
+    def warm_up(self, grid: Grid, timeout: float | None = None) -> None:
+        """Masked FedAvg of every candidate for ``warmup_rounds`` rounds before ABNS (an addition of ours:
+        at the random initialisation every candidate's loss is about ln(#classes) and the selection is
+        blind).  Round r trains every candidate once on the sampled clients, masks fixed (no grow/drop);
+        its messages, bytes, FLOPs and memory go into ``history`` / ``bytes_*`` like any round's, each
+        entry tagged ``warmup=<candidate>``.  Replaces each candidate's state with its warmed-up one.
+        Costs C times a sparse round per warm-up round (C candidates); clients never hold a dense model."""
+        cands = self.candidates
+        assert cands is not None
+        arrays = [to_record(st) for _, _, st in cands]
+        self._warming = True
+        try:
+            for rnd in range(1, self.warmup_rounds + 1):
+                for i, (name, mask, _) in enumerate(cands):
+                    self.mask = mask
+                    replies = grid.send_and_receive(self.configure_train(rnd, arrays[i], ConfigRecord(), grid),
+                                                    timeout=timeout or 3600)
+                    agg, _ = self.aggregate_train(rnd, replies)
+                    self.history[-1]["warmup"] = name
+                    if agg is not None:
+                        arrays[i] = agg
+        finally:
+            self._warming, self.mask = False, None
+        self.candidates = [(name, mask, from_record(a)) for (name, mask, _), a in zip(cands, arrays, strict=True)]
+        self.round_offset = self.warmup_rounds
+
     def run_abns(self, grid: Grid, timeout: float | None = None) -> tuple[Mask, dict[str, np.ndarray]]:
         """The two ABNS round trips; returns the chosen (mask, state with merged BN statistics)."""
         cands = self.candidates
@@ -199,30 +255,49 @@ class FedTinyStrategy(FedAvg):
         weights = np.array([float(r.content[Keys.METRICS][Keys.NUM_EXAMPLES]) for r in ok2])
         best = select_candidate(losses, weights)
         self.abns = {"names": [c[0] for c in cands], "losses": (losses @ (weights / weights.sum())).tolist(),
-                     "chosen": cands[best][0], "failed": len(bad) + len(bad2),
+                     "chosen": cands[best][0], "failed": len(bad) + len(bad2), "after_round": self.round_offset,
                      "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0}
+        self.abns["failures"] = [self.failure(r) for r in bad + bad2]
         log.info("ABNS: mean losses %s -> %s", self.abns["losses"], cands[best][0])
         return cands[best][1].copy(), merged_states[best]
 
     def start(self, grid: Grid, initial_arrays: ArrayRecord, num_rounds: int = 3, timeout: float = 3600,
               train_config: ConfigRecord | None = None, evaluate_config: ConfigRecord | None = None,
               evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None):
-        """ABNS (when there are candidates), then Flower's FedAvg loop (``Strategy.start``)."""
+        """Warm-up and ABNS (when there are candidates), then Flower's FedAvg loop (``Strategy.start``) for the
+        remaining ``num_rounds - warmup_rounds`` rounds; rounds (history, ``evaluate_fn``, the schedule) are
+        numbered from the first warm-up round."""
         if self.candidates is not None:
+            if self.warmup_rounds:
+                if self.warmup_rounds >= num_rounds:
+                    raise ValueError(f"warmup_rounds={self.warmup_rounds} should be below num_rounds={num_rounds}")
+                self.warm_up(grid, timeout)
             self.mask, state = self.run_abns(grid, timeout)
             initial_arrays = to_record(state)
-        return super().start(grid, initial_arrays, num_rounds, timeout, train_config, evaluate_config, evaluate_fn)
+        offset = self.round_offset
+        if evaluate_fn is not None and offset:
+            inner = evaluate_fn
+
+            def evaluate_fn(rnd: int, arrays: ArrayRecord) -> MetricRecord | None:
+                return inner(rnd + offset, arrays)
+        return super().start(grid, initial_arrays, num_rounds - offset, timeout, train_config, evaluate_config,
+                             evaluate_fn)
 
     # -- rounds: masked FedAvg and progressive pruning ----------------------------------------------
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
         self._t0, self._c0 = time.perf_counter(), time.process_time()
         node_ids = self._nodes(grid)
-        extra: dict[str, Any] = {Keys.ROUND: server_round, **dict(config)}
+        t = server_round + self.round_offset  # the run's round (after any warm-up rounds)
+        extra: dict[str, Any] = {Keys.ROUND: t, **dict(config)}
         self._pending = {}
-        if self.mask is not None and self.delta_t > 0 and is_adjust_round(server_round, self.delta_t, self.t_end):
-            alpha_t = cosine_alpha(server_round, self.adjust_alpha, self.t_end)
-            layers = adjust_layers(server_round, self.delta_t, self.mask.names, self.layer_order, self.whole_model)
+        if (self.mask is not None and self.delta_t > 0 and not self._warming
+                and is_adjust_round(t, self.delta_t, self.t_end)):
+            alpha_t = cosine_alpha(t, self.adjust_alpha, self.t_end)
+            # the n-th adjustment round adjusts the n-th layer in order (from the output after a warm-up too)
+            self._n_adjusted += 1
+            layers = adjust_layers(self._n_adjusted * self.delta_t, self.delta_t, self.mask.names, self.layer_order,
+                                   self.whole_model)
             ks = {n: adjust_count(int(self.mask.masks[n].sum()), alpha_t) for n in layers}
             self._pending = {n: k for n, k in ks.items() if k > 0}
             if self._pending:
@@ -234,15 +309,41 @@ class FedTinyStrategy(FedAvg):
         record = RecordDict({Keys.ARRAYS: to_record(packet), Keys.CONFIG: self._config(**extra)})
         return [Message(record, dst_node_id=n, message_type="train") for n in node_ids]
 
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                           grid: Grid) -> Iterable[Message]:
+        """Federated evaluation (``client_eval``): the global model to every node (the union of their test
+        shards is the whole evaluation set), only in the rounds ``client_eval`` names; else no message."""
+        t = server_round + self.round_offset
+        n = self.client_eval(t) if self.client_eval is not None else 0
+        if n <= 0:
+            return []
+        self._eval_round = t
+        packet = to_record(pack_state(from_record(arrays), self._np_mask))
+        cfg = self._config(**{Keys.ROUND: t, Keys.EVAL_N: int(n), **dict(config)})
+        return [Message(RecordDict({Keys.ARRAYS: packet, Keys.CONFIG: cfg}), dst_node_id=node, message_type="evaluate")
+                for node in grid.get_node_ids()]
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        """Pooled loss and top-1 (percent) over the clients' shards; ``client_evals[round]`` records them."""
+        ok, _ = self._split(replies, count_bytes=False)
+        if not ok:
+            return None
+        m = [r.content[Keys.METRICS] for r in ok]
+        n = sum(float(x[Keys.NUM_EXAMPLES]) for x in m)
+        loss = sum(float(x[Keys.LOSS_SUM]) for x in m) / max(n, 1.0)
+        top1 = 100.0 * sum(float(x[Keys.CORRECT]) for x in m) / max(n, 1.0)
+        self.client_evals[self._eval_round] = (loss, top1, int(n))
+        return MetricRecord({"top1": top1, "loss": loss})
+
     def aggregate_train(self, server_round: int,
                         replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
         ok, bad = self._split(replies)
-        entry: dict[str, Any] = {"round": server_round, "n_ok": len(ok), "n_failed": len(bad),
-                                 "failed_nodes": [int(r.metadata.src_node_id) for r in bad],
+        entry: dict[str, Any] = {"round": server_round + self.round_offset, "n_ok": len(ok), "n_failed": len(bad),
+                                 "failed": [self.failure(r) for r in bad],
                                  "seconds": time.perf_counter() - self._t0}
         self.history.append(entry)
         if not ok:
-            report("round %d: every client failed; the global model is unchanged", server_round)
+            report("round %d: every client failed; the global model is unchanged", server_round + self.round_offset)
             return None, None
         np_mask = self._np_mask
         weights = [float(r.content[Keys.METRICS][Keys.NUM_EXAMPLES]) for r in ok]
