@@ -78,7 +78,9 @@ def topk_keep(scores: Tensor, k: int) -> Tensor:
     above = flat > tau
     tied = flat == tau
     excess = k - above.sum()  # entries tied at τ that are kept as well (a 0-d tensor: no host sync)
-    from_end = tied.flip(0).cumsum(0).flip(0)  # number of tied entries at this flat index or after it
+    # tied entries at or before each flat index (int32 halves the memory traffic of the cumulative sum)
+    upto = tied.cumsum(0, dtype=torch.int32 if n < 2**31 else torch.int64)
+    from_end = upto[-1] - upto + tied  # tied entries at this flat index or after it
     return (above | (tied & (from_end <= excess))).view_as(scores)
 
 

@@ -59,7 +59,11 @@ def test_deep_preset_config_and_validation():
     assert cfg.depths == (2, 4, 8, 16, 32) and cfg.datasets == ("Cora",)
     # the authors' dense deep runs: no dropout, no weight decay, lr 0.005 (was the shallow Kipf & Welling recipe)
     assert (cfg.dense_dropout, cfg.dense_weight_decay, cfg.dense_lr) == (0.0, 0.0, 0.005)
-    assert Config.from_preset("quick").seeds == (0, 1, 2, 3, 4)
+    quick = Config.from_preset("quick")  # the accuracy-vs-sparsity sweep: 0.9 on 3 seeds, 0.5 and 0.99 on seed 0
+    assert (quick.seeds, quick.sparsities, quick.sweep_seeds) == ((0, 1, 2), (0.9, 0.5, 0.99), 1)
+    assert Config.from_preset("smoke").sparsities == (0.9,) and Config.from_preset("robust").sparsities == (0.9,)
+    with pytest.raises(ConfigError, match="sweep_seeds"):
+        Config.from_preset("quick", sweep_seeds=4)
     with pytest.raises(ConfigError, match="sparsit"):
         Config.from_preset("quick", sparsities=(1.0,))
     with pytest.raises(ConfigError, match="archs"):
@@ -72,6 +76,18 @@ def test_deep_preset_config_and_validation():
         Config.from_preset("quick", protocol="fast")
     cfg = Config.from_preset("quick").with_strings({"sparsities": "0.5,0.9", "archs": "GCN,GAT"})
     assert cfg.sparsities == (0.5, 0.9) and cfg.archs == ("GCN", "GAT")
+
+
+def test_sweep_runs_the_other_sparsities_on_the_first_seeds_only(tmp_path):
+    cfg = Config.from_preset("smoke", seeds=(0, 1), sparsities=(0.9, 0.5), sweep_seeds=1, epochs=2, hidden=8)
+    result = run(cfg, tmp_path)
+    seeds = {(r.method, r.setting): set() for r in result.records}
+    for r in result.records:
+        seeds[(r.method, r.setting)].add(r.seed)
+    for m in ("UGT-GCN", "EdgePopup-GCN", "Dense-GCN"):  # the dense line is compared over the same seeds
+        assert seeds[(m, "s=0.9,L=2")] == {0, 1} and seeds[(m, "s=0.5,L=2")] == {0}
+    assert "figures/top1_vs_sparsity_Cora_L2.png" in result.figures
+    assert any("0.5) with 1 seed only (0; sweep_seeds)" in n for n in result.notes)
 
 
 @pytest.mark.slow
