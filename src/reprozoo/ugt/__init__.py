@@ -21,6 +21,7 @@ from reprozoo.ugt.analysis import (
 )
 from reprozoo.ugt.baselines import dense_baseline, edge_popup_baseline, ugt_method
 from reprozoo.ugt.models import ARCHS, GAT, GCN, GIN, UGTGAT, UGTGCN, UGTGIN, DenseLinear, build_model, check_graph
+from reprozoo.ugt.sampler import TorchNeighborSampler, has_compiled_sampler, neighbor_loader
 from reprozoo.ugt.schedule import (
     ConstantSparsitySchedule,
     LinearSparsitySchedule,
@@ -46,6 +47,7 @@ from reprozoo.ugt.train import (
     check_model_dtype,
     evaluate_accuracy,
     fit_node_classifier,
+    fit_node_classifier_minibatch,
     is_ugt_model,
     prepare_inputs,
 )
@@ -56,6 +58,7 @@ __all__ = [
     "masked_modules", "refresh_masks", "reset_ticket_", "score_parameters", "set_sparsity", "sparsify_",
     "ConstantSparsitySchedule", "LinearSparsitySchedule", "PolynomialSparsitySchedule", "make_schedule",
     "FitResult", "check_model_dtype", "evaluate_accuracy", "fit_node_classifier", "is_ugt_model", "prepare_inputs",
+    "fit_node_classifier_minibatch", "TorchNeighborSampler", "neighbor_loader", "has_compiled_sampler",
     "dense_baseline", "edge_popup_baseline", "ugt_method",
     "OODSplit", "expected_calibration_error", "mean_average_distance", "ood_auroc", "ood_split",
     "perturb_edges", "perturb_features",

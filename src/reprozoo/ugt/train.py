@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -30,7 +31,8 @@ from reprozoo.ugt.schedule import ConstantSparsitySchedule, LinearSparsitySchedu
 from reprozoo.ugt.sparse import current_sparsity, layer_sparsities, score_parameters, set_sparsity
 
 __all__ = [
-    "FitResult", "prepare_inputs", "check_model_dtype", "fit_node_classifier", "evaluate_accuracy", "is_ugt_model",
+    "FitResult", "prepare_inputs", "check_model_dtype", "fit_node_classifier", "fit_node_classifier_minibatch",
+    "evaluate_accuracy", "is_ugt_model",
 ]
 
 
@@ -137,6 +139,55 @@ def _restore(model: nn.Module, snap: dict[str, Tensor]) -> None:
         params[k].copy_(v)
 
 
+def _check_targets(model: nn.Module, y: Tensor, n: int, train_mask: Tensor, val_mask: Tensor,
+                   test_mask: Tensor) -> None:
+    """``ValueError`` / ``TypeError`` for labels and masks that cannot serve ``n`` nodes (see
+    :func:`fit_node_classifier`)."""
+    if not isinstance(y, Tensor):
+        raise TypeError(f"y should be an int64 tensor of shape ({n},), got {type(y).__name__}")
+    if y.dtype != torch.int64:
+        raise TypeError(f"y should be an int64 tensor of shape ({n},), got dtype {y.dtype} and shape "
+                        f"{tuple(y.shape)}; pass y.long()")
+    if y.dim() != 1 or y.shape[0] != n:
+        raise ValueError(f"y should be an int64 tensor of shape ({n},), got dtype {y.dtype} and shape "
+                         f"{tuple(y.shape)}")
+    n_out = getattr(model, "out_channels", None)
+    if int(y.min()) < 0 or (n_out is not None and int(y.max()) >= n_out):
+        raise ValueError(f"y holds labels in [{int(y.min())}, {int(y.max())}] but the model has {n_out} outputs")
+    for name, m in (("train_mask", train_mask), ("val_mask", val_mask), ("test_mask", test_mask)):
+        if not isinstance(m, Tensor) or m.dtype != torch.bool or tuple(m.shape) != (n,):
+            raise ValueError(f"{name} should be a bool tensor of shape ({n},)")
+        if not bool(m.any()):
+            raise ValueError(f"{name} selects no node")
+    for (a, ma), (b, mb) in ((("train_mask", train_mask), ("val_mask", val_mask)),
+                             (("train_mask", train_mask), ("test_mask", test_mask)),
+                             (("val_mask", val_mask), ("test_mask", test_mask))):
+        if torch.equal(ma, mb):  # model selection or the test would read the training nodes only
+            raise ValueError(f"{a} and {b} select the same nodes; give disjoint train / validation / test "
+                             "masks (validation picks the epoch, the test is read once)")
+
+
+def _optimiser(model: nn.Module, epochs: int, lr: float, weight_decay: float | None,
+               schedule: _Schedule | None) -> tuple[bool, float, _Schedule | None, torch.optim.Optimizer]:
+    """``(is UGT, final sparsity, schedule, optimiser)``: AdamW on the scores (UGT) or Adam on every trainable
+    parameter (dense), with the defaults of :func:`fit_node_classifier`."""
+    ugt = is_ugt_model(model)
+    if ugt:
+        final = model._ugt_state.sparsity
+        if schedule is None:
+            schedule = LinearSparsitySchedule(final, epochs)
+        wd = 0.0 if weight_decay is None else check_float(weight_decay, "weight_decay", low=0.0)
+        return True, schedule.final, schedule, torch.optim.AdamW(list(score_parameters(model)), lr=lr,
+                                                                 weight_decay=wd)
+    if schedule is not None and not isinstance(schedule, ConstantSparsitySchedule):
+        raise ValueError("schedule is only meaningful for a UGT model (converted with sparsify_)")
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("model has no trainable parameter")
+    wd = 5e-4 if weight_decay is None else check_float(weight_decay, "weight_decay", low=0.0)
+    return False, 0.0, schedule, torch.optim.Adam(params, lr=lr, weight_decay=wd)
+
+
 def fit_node_classifier(
     model: nn.Module,
     x: Tensor,
@@ -199,46 +250,9 @@ def fit_node_classifier(
     x, adj = prepare_inputs(x, edge_index)
     check_model_dtype(model, x)
     n = int(x.shape[0])
-    if not isinstance(y, Tensor):
-        raise TypeError(f"y should be an int64 tensor of shape ({n},), got {type(y).__name__}")
-    if y.dtype != torch.int64:
-        raise TypeError(f"y should be an int64 tensor of shape ({n},), got dtype {y.dtype} and shape "
-                        f"{tuple(y.shape)}; pass y.long()")
-    if y.dim() != 1 or y.shape[0] != n:
-        raise ValueError(f"y should be an int64 tensor of shape ({n},), got dtype {y.dtype} and shape "
-                         f"{tuple(y.shape)}")
-    n_out = getattr(model, "out_channels", None)
-    if int(y.min()) < 0 or (n_out is not None and int(y.max()) >= n_out):
-        raise ValueError(f"y holds labels in [{int(y.min())}, {int(y.max())}] but the model has {n_out} outputs")
-    for name, m in (("train_mask", train_mask), ("val_mask", val_mask), ("test_mask", test_mask)):
-        if not isinstance(m, Tensor) or m.dtype != torch.bool or tuple(m.shape) != (n,):
-            raise ValueError(f"{name} should be a bool tensor of shape ({n},)")
-        if not bool(m.any()):
-            raise ValueError(f"{name} selects no node")
-    for (a, ma), (b, mb) in ((("train_mask", train_mask), ("val_mask", val_mask)),
-                             (("train_mask", train_mask), ("test_mask", test_mask)),
-                             (("val_mask", val_mask), ("test_mask", test_mask))):
-        if torch.equal(ma, mb):  # model selection or the test would read the training nodes only
-            raise ValueError(f"{a} and {b} select the same nodes; give disjoint train / validation / test "
-                             "masks (validation picks the epoch, the test is read once)")
-
-    ugt = is_ugt_model(model)
-    if ugt:
-        final = model._ugt_state.sparsity
-        if schedule is None:
-            schedule = LinearSparsitySchedule(final, epochs)
-        final = schedule.final
-        params = list(score_parameters(model))
-        wd = 0.0 if weight_decay is None else check_float(weight_decay, "weight_decay", low=0.0)
-        opt = torch.optim.AdamW(params, lr=lr, weight_decay=wd)
-    else:
-        if schedule is not None and not isinstance(schedule, ConstantSparsitySchedule):
-            raise ValueError("schedule is only meaningful for a UGT model (converted with sparsify_)")
-        params = [p for p in model.parameters() if p.requires_grad]
-        if not params:
-            raise ValueError("model has no trainable parameter")
-        wd = 5e-4 if weight_decay is None else check_float(weight_decay, "weight_decay", low=0.0)
-        opt = torch.optim.Adam(params, lr=lr, weight_decay=wd)
+    _check_targets(model, y, n, train_mask, val_mask, test_mask)
+    ugt, final, schedule, opt = _optimiser(model, epochs, lr, weight_decay, schedule)
+    params = list(opt.param_groups[0]["params"])
 
     # Everything below stays on the data's device: the best epoch is tracked as tensors and the
     # best parameters are kept with torch.where, so the loop never waits for the device.
@@ -280,6 +294,130 @@ def fit_node_classifier(
     seconds = time.perf_counter() - t0
     _restore(model, best_state)
     train_acc, val_acc, test_acc = evaluate_accuracy(model, x, adj, y, [train_mask, val_mask, test_mask])
+    return FitResult(
+        best_epoch=int(best_epoch), train_acc=train_acc, val_acc=val_acc, test_acc=test_acc, epochs=epochs,
+        seconds=seconds, sparsity=current_sparsity(model) if ugt else 0.0,
+        layer_sparsity=layer_sparsities(model) if ugt else {}, history=hist,
+    )
+
+
+@torch.no_grad()
+def _sampled_accuracy(model: nn.Module, loader, device: torch.device) -> Tensor:
+    """Accuracy (a 0-d fraction on ``device``) of ``model`` on the seed nodes of every batch of ``loader``."""
+    model.eval()
+    hits = torch.zeros((), device=device)
+    total = 0
+    for batch in loader:
+        batch = batch.to(device)
+        pred = model(batch.x, batch.edge_index)[:batch.batch_size].argmax(dim=1)
+        hits += (pred == batch.y[:batch.batch_size]).sum()
+        total += batch.batch_size
+    return hits / total
+
+
+def fit_node_classifier_minibatch(
+    model: nn.Module,
+    x: Tensor,
+    edge_index: Tensor,
+    y: Tensor,
+    train_mask: Tensor,
+    val_mask: Tensor,
+    test_mask: Tensor,
+    *,
+    num_neighbors: Sequence[int] = (10, 10),
+    batch_size: int = 512,
+    epochs: int = 400,
+    lr: float = 0.01,
+    weight_decay: float | None = None,
+    schedule: _Schedule | None = None,
+    weight_l1: float = 0.0,
+    generator: torch.Generator | None = None,
+    sampler: str = "auto",
+) -> FitResult:
+    """:func:`fit_node_classifier` on sampled neighbourhoods, for graphs too large for full-batch training.
+
+    Each epoch visits the training nodes in shuffled mini-batches of ``batch_size`` seeds; each batch is
+    the ``len(num_neighbors)``-hop neighbourhood sampled by PyG's ``NeighborLoader``
+    (:func:`~reprozoo.ugt.sampler.neighbor_loader`; the pure-torch sampler when ``pyg-lib`` is absent), and
+    the loss is read on the seeds. A UGT model takes its sparsity ``s_t`` from ``schedule`` once per epoch
+    and its masks are refreshed after every step (one global threshold over all scores, O(#scores)).
+    Validation (every epoch, at the final sparsity) and the final train / validation / test accuracies are
+    read on sampled neighbourhoods too (the same fan-outs), each node once; the best-validation epoch is
+    kept as in full-batch training. An addition of ours: the paper trains full-batch only.
+
+    Parameters as :func:`fit_node_classifier` (``x`` dense (N, F), ``edge_index`` (2, E)), plus
+    ``num_neighbors`` (neighbours per node at each hop, -1 = all; the model should have as many layers),
+    ``batch_size`` (seed nodes per batch), ``generator`` (CPU generator of the shuffling and sampling;
+    default torch's global one) and ``sampler`` (``"auto"``, ``"torch"``, ``"pyg"``). The model runs on
+    its own device; batches are sampled on the CPU and moved there.
+
+    Cost per epoch: O(B · Π fan-outs) sampled nodes per batch of B seeds, one forward/backward each.
+    """
+    from torch_geometric.data import Data
+
+    from reprozoo.ugt.sampler import neighbor_loader
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model should be a torch.nn.Module, got {type(model).__name__}")
+    epochs = check_int(epochs, "epochs", low=1)
+    lr = check_float(lr, "lr", low=0.0, low_inclusive=False)
+    weight_l1 = check_float(weight_l1, "weight_l1", low=0.0)
+    check_graph(x, edge_index)
+    if x.layout != torch.strided or edge_index.layout != torch.strided:
+        raise ValueError("x should be a dense (N, F) tensor and edge_index a (2, E) tensor for mini-batch training")
+    check_model_dtype(model, x)
+    n = int(x.shape[0])
+    _check_targets(model, y, n, train_mask, val_mask, test_mask)
+    ugt, final, schedule, opt = _optimiser(model, epochs, lr, weight_decay, schedule)
+    params = list(opt.param_groups[0]["params"])
+    device = next(model.parameters()).device
+    data = Data(x=x.cpu(), edge_index=edge_index.cpu(), y=y.cpu(), num_nodes=n)
+
+    def loader(mask: Tensor, shuffle: bool):
+        return neighbor_loader(data, num_neighbors, input_nodes=mask.cpu(), batch_size=batch_size,
+                               shuffle=shuffle, generator=generator, sampler=sampler)
+
+    train_loader, val_loader = loader(train_mask, True), loader(val_mask, False)
+    n_train = int(train_mask.sum())
+    best_val = torch.full((), -1.0, device=device)
+    best_epoch = torch.full((), -1, dtype=torch.int64, device=device)
+    best_state = _snapshot(model)
+    losses: list[Tensor] = []
+    val_accs: list[Tensor] = []
+    hist: dict[str, list[float]] = {"loss": [], "val_acc": [], "sparsity": []}
+    t0 = time.perf_counter()
+    for epoch in range(epochs):
+        model.train()
+        s_t = schedule(epoch) if ugt else 0.0
+        if ugt:
+            set_sparsity(model, s_t)
+        total = torch.zeros((), device=device)
+        for batch in train_loader:  # one step per mini-batch of seed nodes
+            batch = batch.to(device)
+            out = model(batch.x, batch.edge_index)[:batch.batch_size]
+            loss = F.cross_entropy(out, batch.y[:batch.batch_size])
+            if ugt and weight_l1 > 0:
+                loss = loss + weight_l1 * sum(torch.sigmoid(s).mean() for s in params)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.detach() * batch.batch_size
+        if ugt:
+            set_sparsity(model, final)
+        val_acc = _sampled_accuracy(model, val_loader, device)
+        losses.append(total / n_train)
+        val_accs.append(val_acc)
+        hist["sparsity"].append(s_t)
+        better = val_acc > best_val
+        best_val = torch.where(better, val_acc, best_val)
+        best_epoch = torch.where(better, epoch, best_epoch)
+        _keep_if(best_state, model, better)
+    hist["loss"] = torch.stack(losses).tolist()
+    hist["val_acc"] = [100.0 * a for a in torch.stack(val_accs).tolist()]
+    seconds = time.perf_counter() - t0
+    _restore(model, best_state)
+    train_acc, val_acc, test_acc = (100.0 * float(_sampled_accuracy(model, loader(m, False), device))
+                                    for m in (train_mask, val_mask, test_mask))
     return FitResult(
         best_epoch=int(best_epoch), train_acc=train_acc, val_acc=val_acc, test_acc=test_acc, epochs=epochs,
         seconds=seconds, sparsity=current_sparsity(model) if ugt else 0.0,
