@@ -77,6 +77,24 @@ def test_smoke_preset_end_to_end(tmp_path):
     json.dumps(result.to_dict())
 
 
+def test_a_diverged_training_is_recorded_and_the_others_go_on(tmp_path, monkeypatch):
+    from reprozoo.compound_bn import experiment
+    from reprozoo.compound_bn.losses import TrainingDiverged
+
+    def diverging(cfg, data, norm, loss_name, seed, **kw):
+        if norm == "CBN":  # as CBN+LDAM-DRW with group_by=samples did at one seed of the quick preset
+            raise TrainingDiverged("logits contain NaN or infinite values")
+        return train_and_evaluate(cfg, data, norm, loss_name, seed, **kw)
+
+    monkeypatch.setattr(experiment, "train_and_evaluate", diverging)
+    cfg = dataclasses.replace(Config.from_preset("smoke"), figures=False)
+    result = run(cfg, tmp_path)
+    cbn = {r.metric: r.value for r in result.records if r.method == "CBN+CE"}
+    assert cbn == {"diverged": 1}
+    assert any(r.method == "BN+CE" and r.metric == "top1" for r in result.records)
+    assert any("CBN+CE group_by=classes seed 0 diverged" in n for n in result.notes)
+
+
 @pytest.mark.slow
 def test_mnist_lt_cbn_not_worse_than_bn_on_tail():
     """End to end: MNIST-LT (rho = 100), BN vs CBN + dual path over 3 seeds; loose margin."""

@@ -25,7 +25,7 @@ from torch import nn
 
 from reprozoo.compound_bn.dual_path import CONSISTENCY, DualPathLoss
 from reprozoo.compound_bn.layers import CompoundBatchNorm2d, compound_layers
-from reprozoo.compound_bn.losses import LOSSES, LongTailLoss, NormedLinear
+from reprozoo.compound_bn.losses import LOSSES, LongTailLoss, NormedLinear, TrainingDiverged
 from reprozoo.core.device import resolve_device
 from reprozoo.core.experiment import ConfigError, TorchExperimentConfig, knob
 from reprozoo.core.progress import log, track
@@ -384,9 +384,19 @@ def run(config: Config, out_dir: Path) -> Result:
                     for g in cfg.group_by if grouped else cfg.group_by[:1]:
                         t0 = time.perf_counter()
                         label = f"{v['method']}" + (f" group_by={g}" if grouped else "")
-                        model, acc = train_and_evaluate(cfg, data, v["norm"], v["loss"], seed, **kw, group_by=g,
-                                                        desc=f"{dataset} {setting} {label} seed {seed}")
+                        try:
+                            model, acc = train_and_evaluate(cfg, data, v["norm"], v["loss"], seed, **kw,
+                                                            group_by=g, desc=f"{dataset} {setting} {label} seed {seed}")
+                        except TrainingDiverged as exc:  # reported, not hidden: the other trainings go on
+                            result.notes.append(f"{dataset} {setting}: {label} seed {seed} diverged ({exc}); "
+                                                "its accuracies are missing from the means")
+                            for gg in [g] if grouped else cfg.group_by:
+                                result.add(dataset, v["method"], v["role"], "diverged", 1, seed=seed,
+                                           setting=settings[gg])
+                            log(f"{label} seed {seed}: diverged")
+                            continue
                         metrics = {m: acc[m] for m in ("top1", "many", "medium", "few") if np.isfinite(acc[m])}
+                        metrics["diverged"] = 0
                         metrics["seconds"] = time.perf_counter() - t0
                         metrics["train_cpu_seconds"] = acc["train_cpu_seconds"]
                         for gg in [g] if grouped else cfg.group_by:  # BN: the same model in every table

@@ -19,7 +19,8 @@ from torch import nn
 
 from reprozoo.core.checks import check_choice, check_float, check_int
 
-__all__ = ["LOSSES", "LDAMLoss", "LongTailLoss", "NormedLinear", "as_labels", "check_logits_target",
+__all__ = ["LOSSES", "LDAMLoss", "LongTailLoss", "NormedLinear", "TrainingDiverged", "as_labels",
+           "check_logits_target",
            "class_balanced_weights"]
 
 LOSSES = ("CE", "CE-DRW", "LDAM-DRW")
@@ -90,7 +91,7 @@ def check_logits_target(logits: Any, target: Any, n_classes: int) -> None:
         raise ValueError(f"target should lie in [0, {n_classes}) (C = len(class_counts)), got values in "
                          f"[{lo}, {hi}]")
     if not bool(torch.isfinite(logits.detach()).all()):
-        raise ValueError("logits contain NaN or infinite values (did training diverge? try a lower lr)")
+        raise TrainingDiverged("logits contain NaN or infinite values (did training diverge? try a lower lr)")
 
 
 def on_host(*tensors: torch.Tensor) -> bool:
@@ -108,6 +109,10 @@ def class_balanced_weights(class_counts: Any, beta: float = 0.9999) -> torch.Ten
     beta = check_float(beta, "beta", low=0.0, high=1.0, high_inclusive=False)
     w = (1.0 - beta) / (1.0 - np.power(beta, counts.astype(np.float64)))
     return torch.as_tensor(w / w.sum() * counts.size, dtype=torch.float32)
+
+
+class TrainingDiverged(ValueError):
+    """Non-finite logits reached a loss: the training diverged (the experiment records it and goes on)."""
 
 
 class NormedLinear(nn.Module):
