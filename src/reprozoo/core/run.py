@@ -47,23 +47,32 @@ class Terminated(KeyboardInterrupt):
 
 
 @contextlib.contextmanager
-def sigterm_raises() -> Iterator[None]:
-    """While inside, SIGTERM raises :class:`Terminated` (once; a second SIGTERM during the clean-up is
-    ignored). Outside the main thread (an embedding application) SIGTERM is left alone."""
+def _first_signal_raises(signals: tuple[int, ...]) -> Iterator[None]:
+    """While inside, the first of ``signals`` raises (SIGTERM :class:`Terminated`, SIGINT ``KeyboardInterrupt``)
+    and all of ``signals`` are ignored from then on, so a second one cannot cut the clean-up short. Outside the
+    main thread (an embedding application) signals are left alone."""
 
     def handler(signum, frame):
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise Terminated
+        for sig in signals:
+            signal.signal(sig, signal.SIG_IGN)
+        raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
 
     try:
-        previous = signal.signal(signal.SIGTERM, handler)
+        previous = {sig: signal.signal(sig, handler) for sig in signals}
     except ValueError:  # not the main thread
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def sigterm_raises() -> contextlib.AbstractContextManager[None]:
+    """While inside, SIGTERM raises :class:`Terminated` (once; a second SIGTERM during the clean-up is
+    ignored). Outside the main thread (an embedding application) SIGTERM is left alone."""
+    return _first_signal_raises((signal.SIGTERM,))
 
 
 @contextlib.contextmanager
@@ -469,7 +478,7 @@ def _run_parallel(preset, root, seeds, device, threads, jobs, finish, on_start, 
     def ordered(done: list[dict]) -> list[dict]:
         return sorted(done, key=lambda e: order.index(e["name"]) if e["name"] in order else len(order))
 
-    with _first_signal_only():
+    with _first_signal_raises((signal.SIGINT, signal.SIGTERM)):
         try:
             while todo or running:
                 while todo and len(running) < jobs:
@@ -507,25 +516,3 @@ def _run_parallel(preset, root, seeds, device, threads, jobs, finish, on_start, 
             exc.entries, exc.where, exc.summary = entries, where, summary  # type: ignore[attr-defined]
             raise
     return entries
-
-
-@contextlib.contextmanager
-def _first_signal_only() -> Iterator[None]:
-    """While inside, the first SIGINT raises ``KeyboardInterrupt`` and the first SIGTERM :class:`Terminated`;
-    after either, both are ignored, so an impatient second Ctrl-C cannot cut short the clean-up that stops the
-    children and writes the summary. Outside the main thread, signals are left alone."""
-    def handler(signum, frame):
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_IGN)
-        raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
-
-    try:
-        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
