@@ -236,7 +236,7 @@ def test_out_empty_folder_or_previous_run_is_replaced(tmp_path, monkeypatch, bef
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
 
 
-@pytest.mark.parametrize("out", [".", "", "/", "{tmp}", "{tmp}/work/file/sub", "file"])
+@pytest.mark.parametrize("out", [".", "", "/", "{tmp}", "{tmp}/work/file/sub", "file", "/proc/reprozoo-x"])
 def test_unusable_out_is_refused_before_running(tmp_path, monkeypatch, out):
     calls = _recording_fake(monkeypatch)
     work = tmp_path / "work"
@@ -317,6 +317,15 @@ def test_repeated_seeds_run_once_with_a_warning(tmp_path, monkeypatch, args, see
         assert f"warning: {warned} given more than once" in res.output
     else:
         assert "warning" not in res.output
+
+
+def test_a_setting_given_twice_warns_and_the_last_one_wins(tmp_path, monkeypatch):
+    calls = _recording_fake(monkeypatch)
+    res = runner.invoke(app, ["run", "fake", "--set", "seeds=1", "--set", "seeds=2", "--out", str(tmp_path / "r"),
+                              "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert calls[0].seeds == (2,) and "--set seeds= given more than once ('1', '2'); the last one is used" \
+        in _flat(res)
 
 
 def test_repeated_dataset_runs_once(tmp_path, monkeypatch):

@@ -116,7 +116,11 @@ def _parse_sets(pairs: list[str]) -> dict[str, str]:
         if "=" not in pair:
             raise _usage_error(f"--set expects key=value, got {pair!r}")
         k, v = pair.split("=", 1)
-        out[k.strip()] = v
+        k = k.strip()
+        if k in out and out[k] != v:
+            err.print(f"[yellow]warning:[/] --set {escape(k)}= given more than once ({escape(repr(out[k]))}, "
+                      f"{escape(repr(v))}); the last one is used")
+        out[k] = v
     return out
 
 

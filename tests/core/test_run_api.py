@@ -1,6 +1,7 @@
 """reprozoo.run / run_all from Python: the same run folder as the CLI; device, threads and units."""
 
 import json
+import os
 from dataclasses import dataclass
 
 import pytest
@@ -74,8 +75,8 @@ def test_python_run_on_a_real_method(tmp_path):
     result = reprozoo.run("udbgl", preset="smoke", out=tmp_path / "r", overrides={"alpha": 0.01}, quiet=True)
     d = json.loads((tmp_path / "r" / "result.json").read_text())
     assert d["config"]["alpha"] == 0.01 and d["environment"]["device"] == "cpu"
-    assert d["environment"]["threads"] == "1"
-    assert 0 <= float(d["environment"]["cpu_seconds"]) < 60  # user + system CPU of the run, recorded beside seconds
+    assert d["environment"]["threads"] == 1
+    assert 0 <= d["environment"]["cpu_seconds"] < 60  # user + system CPU of the run, recorded beside seconds
     assert (tmp_path / "r" / "report.md").is_file() and result.records
 
 
@@ -133,16 +134,25 @@ def test_threads_are_applied_during_the_run_recorded_and_restored(tmp_path, fake
     result = reprozoo.run("torchy", out=tmp_path / "r", threads=1, quiet=True)
     seen = {r.metric: r.value for r in result.records if r.metric.endswith("threads")}
     assert seen == {"torch_threads": 1, "blas_threads": 1}
-    assert result.environment["threads"] == "1"
+    assert result.environment["threads"] == 1
     assert torch.get_num_threads() == before
     res = runner.invoke(app, ["run", "torchy", "--threads", "0", "--out", str(tmp_path / "z")])
     assert res.exit_code == 2 and "threads" in res.output
+
+
+def test_threads_over_the_cpu_count_are_capped_with_a_warning(tmp_path, fakes):
+    cpus = os.cpu_count() or 1
+    with pytest.warns(UserWarning, match=f"threads={cpus + 7} is more than this machine's {cpus} CPUs"):
+        result = reprozoo.run("torchy", out=tmp_path / "r", threads=cpus + 7, quiet=True)
+    assert result.environment["threads"] == cpus
 
 
 def test_run_all_from_python(tmp_path, fakes):
     entries = reprozoo.run_all("quick", tmp_path / "all", seeds=[0], quiet=True)
     assert [e["status"] for e in entries] == ["ok", "ok"]
     assert (tmp_path / "all" / "summary.md").is_file() and (tmp_path / "all" / "plain" / "result.json").is_file()
+    header = (tmp_path / "all" / "summary.md").read_text().splitlines()[2]
+    assert header.startswith("preset `quick`; seeds 0; 1 method(s) at a time on ") and " at git " in header
 
 
 # -- units and formats -----------------------------------------------------------------------------

@@ -142,11 +142,21 @@ def test_checksum_mismatch_is_reported(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("labels, match", [(np.array([1, 2, np.nan, 1.0]), "NaN"),
-                                           (np.array([1.5, 2.5, 1.5, 2.5]), "integer")])
+                                           (np.array([1.5, 2.5, 1.5, 2.5]), "integer"),
+                                           (np.ones(4), "single class")])
 def test_bad_labels_are_rejected(tmp_path, labels, match):
     p = tmp_path / "badlabels.mat"
     scipy.io.savemat(p, {"X": _cell([np.ones((4, 2))], "row"), "y": labels})
     with pytest.raises(ValueError, match=match):
+        load_multiview(p)
+
+
+def test_a_view_with_nan_is_rejected_naming_the_file_and_view(tmp_path):
+    p = tmp_path / "nanview.mat"
+    view = np.ones((4, 2))
+    view[1, 1] = np.nan
+    scipy.io.savemat(p, {"X": _cell([np.ones((4, 3)), view], "row"), "y": np.arange(4)})
+    with pytest.raises(ValueError, match=r"nanview\.mat: view 1 holds 1 NaN"):
         load_multiview(p)
 
 

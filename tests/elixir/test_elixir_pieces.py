@@ -194,7 +194,7 @@ def test_clipping_equals_clip_grad_norm():
 
 def test_overflow_skips_step_and_lowers_scale():
     model, optim = elixir(tiny(), dtype=torch.bfloat16)
-    before = model.state_dict()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
     scale = optim.scale
     optim.backward(gpt_step(model, batch()) * float("inf"))
     assert optim.step() is False
@@ -260,6 +260,49 @@ def test_a_wrapped_model_refuses_copy_and_pickle_with_advice():
 def test_initial_scale_must_be_positive(scale):
     with pytest.raises(ValueError, match="initial_scale="):
         elixir(tiny(), initial_scale=scale)
+
+
+@pytest.mark.parametrize("tokens, match", [
+    (torch.zeros(2, T + 1, dtype=torch.long), f"idx has {T + 1} tokens per sequence; the model takes 1 to seq_len={T}"),
+    (torch.full((2, 4), V), f"ids in \\[{V}, {V}\\]; the model takes ids in \\[0, vocab_size={V}\\)"),
+    (torch.full((2, 4), -1), "ids in \\[-1, -1\\]"),
+    (torch.zeros(2, 4), "integer token ids, got torch.float32"),
+    (torch.zeros(8, dtype=torch.long), "a \\(B, T\\) tensor"),
+])
+def test_gpt_names_bad_token_input(tokens, match):
+    with pytest.raises(ValueError, match=match):
+        tiny()(tokens)
+
+
+def test_gpt_step_and_random_tokens_check_their_input():
+    with pytest.raises(ValueError, match="T >= 2"):
+        gpt_step(tiny(), torch.zeros(2, 1, dtype=torch.long))
+    with pytest.raises(ValueError, match="vocab_size"):
+        random_tokens(1, 9, 0)
+    with pytest.raises(ValueError, match="batch"):
+        random_tokens(-1, 9, 32)
+
+
+def test_a_too_long_example_input_is_named_not_blamed_on_the_budget():
+    model = tiny()
+    with pytest.raises(ValueError, match=f"idx has {T + 8} tokens"):
+        wrap(model, torch.optim.Adam(model.parameters()), memory_budget=10**6, step_fn=gpt_step,
+             example_input=random_tokens(2, T + 9, V), min_chunk_bytes=4096)
+
+
+def test_frozen_parameters_get_advice_and_stay_unchanged_when_passed():
+    model = tiny()
+    model.wpe.weight.requires_grad_(False)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    with pytest.raises(ValueError, match="1 of them frozen, requires_grad=False"):
+        wrap(model, torch.optim.Adam(trainable), step_fn=gpt_step, example_input=batch(), min_chunk_bytes=4096)
+    frozen_before = model.wpe.weight.detach().clone()
+    model, optim = elixir(model)  # the optimizer over every parameter, as the message says
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    train(model, optim)
+    after = model.state_dict()
+    assert torch.equal(after["wpe.weight"], frozen_before)
+    assert not torch.equal(after["wte.weight"], before["wte.weight"])  # the others trained
 
 
 # -- MoE -----------------------------------------------------------------------------------------

@@ -156,6 +156,24 @@ def test_a_corrupt_mat_file_is_a_usage_error_before_anything_runs(tmp_path):
     assert not (out / "result.json").exists()
 
 
+@pytest.mark.parametrize("problem, match", [("nan", "view 0 holds 1 NaN"), ("one class", "single class")])
+def test_a_mat_file_with_nan_or_one_class_is_a_usage_error(tmp_path, problem, match):
+    view, y = np.random.default_rng(0).random((12, 3)), np.arange(12) % 3
+    if problem == "nan":
+        view[2, 1] = np.nan
+    else:
+        y[:] = 1
+    path = tmp_path / "mine.mat"
+    cells = np.empty((1, 2), dtype=object)
+    cells[0, 0], cells[0, 1] = view, view
+    scipy.io.savemat(path, {"X": cells, "Y": y})
+    out = tmp_path / "run"
+    res = CliRunner().invoke(app, ["run", "udbgl", "--preset", "smoke", "--dataset", str(path), "--out", str(out)])
+    text = " ".join(res.output.split())
+    assert res.exit_code == 2 and "mine.mat" in text and match in text, text
+    assert not out.exists()
+
+
 def test_two_spellings_of_one_file_are_merged_with_a_warning(tmp_path, monkeypatch):
     shutil.copy(DATA / "Texas.mat", tmp_path / "a.mat")
     monkeypatch.chdir(tmp_path)

@@ -128,7 +128,7 @@ def test_ugt_gcn_on_cora_reaches_reference_accuracy():
         ("protocol", "fast", r"protocol='fast' is not valid"),
         ("depths", "2,0", r"depths\[1\]=0 should be >= 1"),
         ("sparsities", "", r"sparsities is empty"),
-        ("dense", "maybe", r"--set dense='maybe': expected a bool"),
+        ("dense", "maybe", r"dense='maybe': expected a bool"),
     ],
 )
 def test_every_knob_is_validated_up_front(key, text, field_pattern):

@@ -159,7 +159,7 @@ class ExperimentConfig:
             if key == "preset":
                 raise ConfigError("preset cannot be changed with --set; use --preset")
             if key not in names:
-                raise ConfigError(f"unknown --set key {key!r}; valid keys: {', '.join(sorted(names))}")
+                raise ConfigError(f"unknown setting {key!r}; valid keys: {', '.join(sorted(names))}")
             parsed[key] = _parse_like(getattr(self, key), text, key, hints.get(key))
         return self.replace(**parsed)
 
@@ -303,7 +303,7 @@ def _parse_scalar(text: str, like: Any, key: str) -> Any:
             return value
     except (ValueError, ZeroDivisionError):
         kind = {"bool": "a bool (true/false)", "int": "an int", "float": "a finite float (e.g. 0.1, 1e-3, 16/255)"}
-        raise ConfigError(f"--set {key}={text!r}: expected {kind.get(type(like).__name__, type(like).__name__)}") \
+        raise ConfigError(f"{key}={text!r}: expected {kind.get(type(like).__name__, type(like).__name__)}") \
             from None
     if like is None:
         try:
@@ -380,7 +380,7 @@ def _parse_like(current: Any, text: str, key: str, hint: Any = None) -> Any:
             return tuple(_parse_typed(t, item_types[0], key) for t in items)
         if item_types:  # fixed length, e.g. tuple[int, int]
             if len(items) != len(item_types):
-                raise ConfigError(f"--set {key}={text!r}: expected {len(item_types)} comma-separated items")
+                raise ConfigError(f"{key}={text!r}: expected {len(item_types)} comma-separated items")
             return tuple(_parse_typed(t, tp, key) for t, tp in zip(items, item_types, strict=True))
         if current:  # no usable annotation: parse like the first current item
             return tuple(_parse_scalar(t, current[0], key) for t in items)

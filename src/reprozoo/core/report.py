@@ -174,16 +174,18 @@ def primary_comparison(
     return rows
 
 
-def write_summary(entries: list[dict], path: str | Path) -> Path:
+def write_summary(entries: list[dict], path: str | Path, header: str = "") -> Path:
     """``summary.md`` of ``run all``: one section per method (status, primary metric vs best baseline).
 
     ``entries``: dicts with keys name, status ("ok", "failed", "skipped" (no such preset),
     "interrupted", "terminated" or "not started" (run all was stopped first)), seconds (absent or None for a
     skipped method: shown as "—"),
     cpu_seconds (of a complete run), metric, rows (from :func:`primary_comparison`), error (why it failed or
-    was skipped), folder.
+    was skipped), folder. ``header``: a line under the title saying what was run (preset, seeds, commit...).
+    Seconds are wall-clock seconds of each method's run; CPU seconds its user + system time, worker
+    processes included.
     """
-    lines = ["# reprozoo run all", ""]
+    lines = ["# reprozoo run all", ""] + ([header, ""] if header else [])
     lines += ["| method | status | seconds | CPU seconds | primary metric | folder |", "|---|---|---|---|---|---|"]
     for e in entries:
         seconds, cpu = (f"{e[k]:.1f}" if e.get(k) is not None else "—" for k in ("seconds", "cpu_seconds"))

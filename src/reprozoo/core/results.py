@@ -10,7 +10,8 @@ The JSON shape is the ``result.json`` schema of ARCHITECTURE.md::
 ``environment`` is ``{"python", "torch", "reprozoo", "git", "device", "threads"}``: ``torch`` is the
 installed version (``"not installed"`` without it), ``git`` the short commit of the checkout
 reprozoo runs from, with ``-dirty`` when it has uncommitted or untracked changes (``unknown`` outside git),
-``device`` the device the run actually used and ``threads`` the torch/BLAS thread count it ran with.
+``device`` the device the run actually used, ``threads`` the torch/BLAS thread count it ran with (an int)
+and ``cpu_seconds`` the run's user + system CPU time (a float).
 """
 
 from __future__ import annotations
@@ -98,7 +99,8 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
-def environment(device: str = "cpu", threads: int | None = None, cpu_seconds: float | None = None) -> dict[str, str]:
+def environment(device: str = "cpu", threads: int | None = None,
+                cpu_seconds: float | None = None) -> dict[str, Any]:
     """Versions that identify where a run happened: python, torch (installed version, read with
     :mod:`importlib.metadata` so it does not depend on what the method imported), reprozoo, git
     (commit, ``-dirty`` with uncommitted changes), the device used and the thread count; and the run's
@@ -112,9 +114,9 @@ def environment(device: str = "cpu", threads: int | None = None, cpu_seconds: fl
         "device": device,
     }
     if threads is not None:
-        env["threads"] = str(threads)
+        env["threads"] = int(threads)
     if cpu_seconds is not None:
-        env["cpu_seconds"] = f"{cpu_seconds:.1f}"
+        env["cpu_seconds"] = round(float(cpu_seconds), 1)
     return env
 
 
@@ -127,7 +129,7 @@ class Result:
     config: dict[str, Any]
     started: str = field(default_factory=utc_now)
     seconds: float = 0.0
-    environment: dict[str, str] = field(default_factory=environment)
+    environment: dict[str, Any] = field(default_factory=environment)
     records: list[Record] = field(default_factory=list)
     figures: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)

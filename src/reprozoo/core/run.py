@@ -26,17 +26,19 @@ import multiprocessing
 import os
 import shutil
 import signal
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
+from reprozoo import __version__
 from reprozoo.core import registry
 from reprozoo.core.checks import ConfigError
 from reprozoo.core.experiment import check_seeds
 from reprozoo.core.report import primary_comparison, write_run, write_summary
-from reprozoo.core.results import Result, environment, utc_now
+from reprozoo.core.results import Result, environment, git_commit, utc_now
 from reprozoo.core.threads import resolve_threads, thread_limits
 
 __all__ = ["run", "run_all", "build_config", "check_out", "Terminated", "sigterm_raises"]
@@ -171,6 +173,11 @@ def check_out(out: str | Path, *, previous_run_ok: bool = True) -> Path:
             raise ConfigError(f"{shown} cannot be created: {str(parent)!r} is not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ConfigError(f"{shown} cannot be written: no write permission in {str(parent)!r}")
+    try:  # permissions do not tell everything (root, read-only or virtual file systems such as /proc)
+        os.rmdir(tempfile.mkdtemp(prefix=".reprozoo-probe-", dir=parent))
+    except OSError as exc:
+        raise ConfigError(f"{shown} cannot be written: a folder cannot be created in {str(parent)!r} "
+                          f"({exc.strerror or exc})") from None
     return path
 
 
@@ -349,17 +356,21 @@ def run_all(
     root = check_out(out if out is not None else default_out("all"), previous_run_ok=False)
     root.mkdir(parents=True, exist_ok=True)
     summary = root / "summary.md"
+    header = (f"preset `{preset}`; seeds {', '.join(map(str, seeds)) if seeds else 'of each preset'}; "
+              f"{jobs} method(s) at a time on {os.cpu_count()} CPUs; started {utc_now()}; "
+              f"reprozoo {__version__} at git {git_commit()}")
     entries: list[dict] = []
     current: dict = {}  # the method running now (name, spec, t0, written); empty between methods
 
     def finish(entry: dict) -> None:
         entries.append(entry)
-        write_summary(entries, summary)
+        write_summary(entries, summary, header)
         if on_done is not None:
             on_done(entry)
 
     if jobs > 1:
-        return _run_parallel(preset, root, seeds, device, threads, jobs, finish, on_start, entries, summary)
+        return _run_parallel(preset, root, seeds, device, threads, jobs, finish, on_start, entries, summary,
+                             header)
 
     with sigterm_raises():
         try:
@@ -386,7 +397,7 @@ def run_all(
                              "error": f"{type(exc).__name__}: {exc}", "folder": ""}
                 current.clear()
                 finish(entry)
-            write_summary(entries, summary)  # also when no method ran
+            write_summary(entries, summary, header)  # also when no method ran
         except KeyboardInterrupt as exc:
             status = "terminated" if isinstance(exc, Terminated) else "interrupted"
             if not current:  # between methods (e.g. while the last one's tables printed)
@@ -400,7 +411,7 @@ def run_all(
                 where = f"during {current['name']}"
                 entries.append({"name": current["name"], "status": status,
                                 "seconds": time.perf_counter() - current["t0"]})
-            write_summary(entries, summary)
+            write_summary(entries, summary, header)
             exc.entries, exc.where, exc.summary = entries, where, summary  # type: ignore[attr-defined]
             raise
     return entries
@@ -441,7 +452,8 @@ def _run_in_child(conn, name: str, preset: str, folder: Path, seeds, device, thr
         conn.close()
 
 
-def _run_parallel(preset, root, seeds, device, threads, jobs, finish, on_start, entries, summary) -> list[dict]:
+def _run_parallel(preset, root, seeds, device, threads, jobs, finish, on_start, entries, summary,
+                  header) -> list[dict]:
     """:func:`run_all` with up to ``jobs`` methods in child processes at once (fork where the platform has it,
     so a method registered at run time is seen by the children). On an interrupt every child still running
     gets SIGTERM (it removes its partial folder, as a single run does) and is listed as stopped."""
@@ -496,7 +508,7 @@ def _run_parallel(preset, root, seeds, device, threads, jobs, finish, on_start, 
                     entry.pop("died", None)
                     finish(entry)
             entries[:] = ordered(entries)
-            write_summary(entries, summary)
+            write_summary(entries, summary, header)
         except KeyboardInterrupt as exc:
             status = "terminated" if isinstance(exc, Terminated) else "interrupted"
             stopped = [item[0] for item in running.values()]
@@ -511,7 +523,7 @@ def _run_parallel(preset, root, seeds, device, threads, jobs, finish, on_start, 
             done = {e["name"] for e in entries}
             entries[:] = ordered(entries) + [{"name": n, "status": "not started", "error": f"run all was {status}"}
                                              for n in todo if n not in done]
-            write_summary(entries, summary)
+            write_summary(entries, summary, header)
             where = f"during {', '.join(stopped)}" if stopped else "between methods"
             exc.entries, exc.where, exc.summary = entries, where, summary  # type: ignore[attr-defined]
             raise

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import warnings
 from collections.abc import Iterator
 
 from reprozoo.core.checks import check_int
@@ -22,10 +23,13 @@ _ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 def resolve_threads(threads: int | None, default: int = 1) -> int:
-    """``threads`` (or ``default`` when None), checked to be an int >= 1 and capped at the CPU count."""
-    n = default if threads is None else threads
-    n = check_int(n, "threads", low=1)
-    return min(n, os.cpu_count() or 1)
+    """``threads`` (or ``default`` when None), checked to be an int >= 1 and capped at the CPU count (with a
+    warning when the cap lowers a count the caller asked for)."""
+    n = check_int(default if threads is None else threads, "threads", low=1)
+    cpus = os.cpu_count() or 1
+    if threads is not None and n > cpus:
+        warnings.warn(f"threads={n} is more than this machine's {cpus} CPUs; using {cpus}", stacklevel=2)
+    return min(n, cpus)
 
 
 @contextlib.contextmanager

@@ -271,7 +271,9 @@ def _finish(views: list[np.ndarray], labels: np.ndarray, path: Path) -> tuple[li
     if np.issubdtype(labels.dtype, np.complexfloating) or np.any(np.mod(labels, 1) != 0):
         raise ValueError(f"{path}: labels should be integer class codes, got non-integer values")
     n = labels.size
-    _, labels = np.unique(labels, return_inverse=True)
+    classes, labels = np.unique(labels, return_inverse=True)
+    if classes.size < 2:
+        raise ValueError(f"{path}: the labels hold a single class ({classes[0]!r}); clustering needs at least 2")
     out = []
     for i, v in enumerate(views):
         v = np.asarray(v)
@@ -283,7 +285,10 @@ def _finish(views: list[np.ndarray], labels: np.ndarray, path: Path) -> tuple[li
             v = v.T  # stored d × n
         elif v.shape[0] != n:
             raise ValueError(f"{path}: view {i} has shape {v.shape}, but there are {n} labels")
-        out.append(np.ascontiguousarray(v, dtype=np.float64))
+        v = np.ascontiguousarray(v, dtype=np.float64)
+        if not np.isfinite(v).all():
+            raise ValueError(f"{path}: view {i} holds {int((~np.isfinite(v)).sum())} NaN or infinite values")
+        out.append(v)
     if not out:
         raise ValueError(f"{path}: the view cell array is empty")
     return out, labels.astype(np.int64)

@@ -116,6 +116,7 @@ class GPT(nn.Module):
                 m.reset_parameters()
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        _check_tokens(idx, "idx", self.seq_len, self.wte.num_embeddings)
         pos = torch.arange(idx.shape[1], device=idx.device)
         x = self.wte(idx) + self.wpe(pos)
         for block in self.blocks:
@@ -128,11 +129,31 @@ class GPT(nn.Module):
         return torch.stack(losses).sum() if losses else 0.0
 
 
+def _check_tokens(idx, name: str, seq_len: int, vocab_size: int) -> None:
+    """``idx`` should be a (B, T) integer tensor with 1 <= T <= seq_len and ids in [0, vocab_size). The id range
+    is read only for CPU tensors (on an accelerator it would cost a host sync every step; the embedding's
+    own device assertion catches it there)."""
+    if not isinstance(idx, torch.Tensor) or idx.ndim != 2 or idx.dtype.is_floating_point or idx.is_complex() \
+            or idx.dtype == torch.bool:
+        raise ValueError(f"{name} should be a (B, T) tensor of integer token ids, got "
+                         f"{getattr(idx, 'dtype', type(idx).__name__)} of shape {tuple(getattr(idx, 'shape', ()))}")
+    if not 1 <= idx.shape[1] <= seq_len:
+        raise ValueError(f"{name} has {idx.shape[1]} tokens per sequence; the model takes 1 to seq_len={seq_len}")
+    if idx.device.type == "cpu" and idx.numel():
+        lo, hi = int(idx.min()), int(idx.max())
+        if lo < 0 or hi >= vocab_size:
+            raise ValueError(f"{name} holds token ids in [{lo}, {hi}]; the model takes ids in [0, "
+                             f"vocab_size={vocab_size})")
+
+
 def gpt_step(model: nn.Module, batch: torch.Tensor, aux_weight: float = 0.01) -> torch.Tensor:
     """Next-token cross-entropy of ``model`` on ``batch`` (B, T) (+ ``aux_weight`` x the MoE balance loss).
 
     The ``step_fn`` Elixir profiles: it runs the forward and returns the scalar loss (no backward).
     """
+    if not isinstance(batch, torch.Tensor) or batch.ndim != 2 or batch.shape[1] < 2:
+        raise ValueError("batch should be a (B, T) tensor of token ids with T >= 2 (inputs are batch[:, :-1], "
+                         f"targets batch[:, 1:]), got {getattr(batch, 'shape', type(batch).__name__)}")
     logits = model(batch[:, :-1])
     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), batch[:, 1:].reshape(-1))
     inner = getattr(model, "module", model)  # an ElixirModule / DDP wraps the GPT
@@ -143,6 +164,8 @@ def gpt_step(model: nn.Module, batch: torch.Tensor, aux_weight: float = 0.01) ->
 def random_tokens(batch: int, seq_len: int, vocab_size: int, seed: int = 0,
                   device: str | torch.device = "cpu") -> torch.Tensor:
     """``(batch, seq_len)`` int64 token ids drawn uniformly from ``[0, vocab_size)`` by a seeded generator."""
+    for name, v in (("batch", batch), ("seq_len", seq_len), ("vocab_size", vocab_size)):
+        check_int(v, name, low=1)
     gen = torch.Generator().manual_seed(seed)
     return torch.randint(0, vocab_size, (batch, seq_len), generator=gen).to(device)
 

@@ -63,7 +63,11 @@ def check_optimizer(optimizer, params: list, offload_from_cuda: bool = False) ->
     ids = {id(p) for g in groups for p in g["params"]}
     missing = [i for i, p in enumerate(params) if id(p) not in ids]
     if missing:
-        raise ValueError(f"optimizer does not hold {len(missing)} of the model's {len(params)} parameters; "
+        frozen = sum(not params[i].requires_grad for i in missing)
+        why = (f" ({frozen} of them frozen, requires_grad=False: Elixir's chunks hold every parameter, so pass the "
+               "frozen ones too; they get a zero gradient, which leaves them unchanged unless the optimizer applies "
+               "weight decay)" if frozen else "")
+        raise ValueError(f"optimizer does not hold {len(missing)} of the model's {len(params)} parameters{why}; "
                          "build it on model.parameters()")
     # only what the class's constructor takes: a group also holds derived keys (AdamW's decoupled_weight_decay)
     accepted = inspect.signature(type(optimizer).__init__).parameters
