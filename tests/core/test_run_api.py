@@ -71,6 +71,30 @@ def test_python_run_writes_the_same_folder_as_the_cli(tmp_path, fakes):
     assert Result.load(tmp_path / "py" / "result.json").records == result.records
 
 
+@dataclass
+class _RangeCfg(ExperimentConfig):
+    datasets: tuple[str, ...] = ("D",)
+    low: int = 0
+    high: int = 1
+
+    def validate(self) -> None:
+        super().validate()
+        if self.low >= self.high:
+            raise ConfigError(f"low={self.low} should be below high={self.high}")
+
+
+def test_typed_and_string_overrides_are_validated_together(monkeypatch, fakes):
+    from reprozoo.core.run import build_config
+
+    registry.register(registry.ExperimentSpec(name="ranged", title="r", field="test", paper="none",
+                                              config=_RangeCfg, run=_run, primary_metric="ACC"))
+    # low=5 alone breaks low < high; with high="10" (a --set string) applied in the same step it holds
+    _, cfg = build_config("ranged", overrides={"low": 5, "high": "10"})
+    assert (cfg.low, cfg.high) == (5, 10)
+    with pytest.raises(ConfigError, match="low=5 should be below high=3"):
+        build_config("ranged", overrides={"low": 5, "high": "3"})
+
+
 def test_python_run_on_a_real_method(tmp_path):
     result = reprozoo.run("udbgl", preset="smoke", out=tmp_path / "r", overrides={"alpha": 0.01}, quiet=True)
     d = json.loads((tmp_path / "r" / "result.json").read_text())

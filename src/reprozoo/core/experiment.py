@@ -143,7 +143,11 @@ class ExperimentConfig:
             return {}
 
     def with_strings(self, pairs: dict[str, str]) -> ExperimentConfig:
-        """Apply ``--set key=value`` strings, each parsed to the field's declared type.
+        """A copy with ``--set key=value`` strings applied (see :meth:`parse_strings`), validated once."""
+        return self.replace(**self.parse_strings(pairs))
+
+    def parse_strings(self, pairs: dict[str, str]) -> dict[str, Any]:
+        """``--set key=value`` strings parsed to the fields' declared types (not applied).
 
         The type is the field's annotation (``int``, ``float``, ``bool``, ``str``, ``X | None``,
         ``tuple[float, ...]``, ...), or, where it gives none, the type of the current value.
@@ -161,7 +165,7 @@ class ExperimentConfig:
             if key not in names:
                 raise ConfigError(f"unknown setting {key!r}; valid keys: {', '.join(sorted(names))}")
             parsed[key] = _parse_like(getattr(self, key), text, key, hints.get(key))
-        return self.replace(**parsed)
+        return parsed
 
     def check_dataset(self, name: str) -> None:
         """Raise :class:`ConfigError` unless ``name`` is a data set this experiment can run."""

@@ -217,10 +217,10 @@ def build_config(
     values = {k: v for k, v in overrides.items() if k not in strings}
     if "preset" in values:
         raise ConfigError("preset cannot be changed with an override; use preset=/--preset")
-    cfg = cfg.replace(**changes, **values) if changes or values else cfg
-    if strings:
-        cfg = cfg.with_strings(strings)
-    return spec, cfg
+    # one replace, so cross-field checks see typed values, strings and arguments applied together
+    changes.update(values)
+    changes.update(cfg.parse_strings(strings))
+    return spec, cfg.replace(**changes) if changes else cfg
 
 
 def _seed_tuple(seeds: Any) -> tuple:
