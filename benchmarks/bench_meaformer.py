@@ -81,7 +81,7 @@ def part(kind: str, threads: int, links: int) -> dict:
     else:
         kg = kg.subset(links, seed=0, hops=0)
         split = split_links(kg.links, train_ratio=0.3, valid_ratio=0.0, seed=42)
-    tr = MEAformerTrainer(modalities=("structure", "relation"), epochs=2, select="last", token_norm=False, seed=0)
+    tr = MEAformerTrainer(modalities=("structure", "relation"), epochs=2, select="last", seed=0)
     tr.fit(kg, split)
     c, w = time.process_time(), time.perf_counter()
     scores = tr.evaluate("test")

@@ -79,9 +79,9 @@ class MEAformerConfig(TorchExperimentConfig):
     hidden: int = knob(300, ge=1)
     #: FFN width of the fusion transformer (reference: 400)
     intermediate: int = knob(400, ge=1)
-    #: ours: LayerNorm the modality tokens before the fusion transformer (False: the authors' layer, whose
-    #: weights stay near uniform; the parity presets use it)
-    token_norm: bool = True
+    #: ours: LayerNorm the modality tokens before the fusion transformer. Off: the authors' layer (at hidden 300 it
+    #: scored higher Hits@1 in every run measured here: quick, 3 seeds, and parity; see the card)
+    token_norm: bool = False
     #: InfoNCE temperature
     tau: float = knob(0.1, gt=0)
     #: CSLS neighbourhood at evaluation (0: cosine)
@@ -110,11 +110,9 @@ class MEAformerConfig(TorchExperimentConfig):
                   "eval_every": 1, "settings": ("no-surface", "surface"), "noise_levels": (0.4,)},
         # like-for-like with the reference run: full ZH-EN, 4,500 train / 10,500 test, 15 epochs, last epoch
         "parity": {"seeds": (0,), "subset_links": 0, "settings": ("no-surface",), "baselines": (),
-                   "n_train": 4500, "valid_ratio": 0.0, "select": "last", "epochs": 15, "noise_levels": (),
-                   "token_norm": False},
+                   "n_train": 4500, "valid_ratio": 0.0, "select": "last", "epochs": 15, "noise_levels": ()},
         "parity_char": {"seeds": (0,), "subset_links": 0, "settings": ("char",), "baselines": (),
-                        "n_train": 4500, "valid_ratio": 0.0, "select": "last", "epochs": 12, "noise_levels": (),
-                        "token_norm": False},
+                        "n_train": 4500, "valid_ratio": 0.0, "select": "last", "epochs": 12, "noise_levels": ()},
         # the paper's settings: all pairs, 250 epochs, iterative and unsupervised variants (a long run or a GPU)
         "standard": {"datasets": ("ZH-EN", "JA-EN", "FR-EN"), "subset_links": 0, "epochs": 250,
                      "iterative": True, "unsupervised": True,
