@@ -60,6 +60,8 @@ def test_presets_build():
         assert cfg.preset == p
     par = Config.from_preset("parity")
     assert (par.subset_links, par.n_train, par.epochs, par.batch_size, par.select) == (0, 4500, 15, 3500, "last")
+    # every preset runs the authors' fusion layer; token_norm (ours) is opt-in
+    assert not any(Config.from_preset(p).token_norm for p in ("quick", "parity", "parity_char", "standard"))
 
 
 def test_cli_end_to_end_on_a_small_slice(tmp_path):

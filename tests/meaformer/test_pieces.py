@@ -173,7 +173,7 @@ def test_weights_sum_to_one_and_follow_named_order():
     # Eq. 6 from the attention maps, recomputed by hand for one entity (eval mode: no dropout)
     m.eval()
     out = m(g, feats, torch.ones(6, 3, dtype=torch.bool))
-    x = m.hybrid.norm0(out.tokens)  # token_norm (ours, on by default)
+    x = out.tokens  # the authors' layer (token_norm, ours, is off by default)
     _, attn = m.hybrid.attn(x, x, x, need_weights=True, average_attn_weights=False)
     w = torch.softmax(attn.sum(1).sum(1) / math.sqrt(3 * 1), dim=-1)
     assert torch.allclose(out.weights, w, atol=1e-6)

@@ -149,7 +149,7 @@ class MEAformerTrainer:
     def __init__(self, *, modalities: tuple[str, ...] = ("structure", "relation", "attribute", "image"),
                  text_encoder: str = "tfidf", hidden: int = 300, structure_encoder: str = "gat",
                  gat_layers: int = 2, gat_heads: int = 2, fusion: str = "meta", transformer_heads: int = 1,
-                 intermediate: int = 400, ffn: bool = True, fusion_dropout: float = 0.1, token_norm: bool = True,
+                 intermediate: int = 400, ffn: bool = True, fusion_dropout: float = 0.1, token_norm: bool = False,
                  epochs: int = 250,
                  batch_size: int = 3500, lr: float = 5e-4, weight_decay: float = 1e-4, warmup: float = 0.15,
                  clip: float = 1.0, tau: float = 0.1, csls_k: int = 3, select: str = "valid",
