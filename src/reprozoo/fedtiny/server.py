@@ -36,6 +36,7 @@ from reprozoo.fedtiny.client import (
     load_state,
     mean_loss,
     model_shapes,
+    on_device,
     state_of,
 )
 from reprozoo.fedtiny.cost import CostModel
@@ -140,7 +141,7 @@ class ServerJob:
             sel = eval_order(len(yt), cfg.n_test, self.seed)
             xt, yt = xt[sel].to(device), yt[sel].to(device)
             xc, yc = xt[:cfg.n_curve], yt[:cfg.n_curve]  # curve points on a fixed subset; final top1 on all
-            net = build_model(cfg.arch, n_classes, in_chans, 0).to(device)
+            net = on_device(build_model(cfg.arch, n_classes, in_chans, 0), device)
 
             def evaluate(rnd: int, arrays: ArrayRecord) -> MetricRecord | None:
                 if not eval_rows(rnd):
