@@ -1,7 +1,9 @@
 """``reprozoo run fedtiny``: FedTiny against pruning baselines at the same density, on Flower.
 
-Every (dataset, density, seed, method) is one federated run (a server job); all of them run in ONE
-Flower simulation (``engine="flower"``: Ray starts once) or in process (``engine="local"``).
+Every (dataset, density, seed, method) is one federated run (a server job) of Flower's ClientApp and strategy:
+with ``engine="local"`` (the default) the jobs run side by side in ``num_cpus`` processes, each job's clients
+in turn in its process (no Ray); with ``engine="flower"`` all of them run in ONE Flower simulation (Ray
+starts once; each round's clients on ``num_cpus`` actors).  The numbers are the same either way.
 
 Recorded metrics: ``top1`` (final test accuracy in PERCENT, 0-100, the project's convention; the
 accuracy-vs-round curves too), ``client_peak_memory_MB``, ``client_state_memory_MB``,
@@ -163,7 +165,7 @@ def _setting(density: float, alpha: float) -> str:
 
 
 def run(config: FedTinyConfig, out_dir: Path) -> Result:
-    """Run every method on every (dataset, density, seed) through one federated simulation.
+    """Run every method on every (dataset, density, seed): one federated run each (see :func:`_run_jobs`).
 
     ``config.device`` (concrete when the runner calls this): the clients train and the server evaluates
     there; with ``engine="flower"`` the client actors see the driver's GPUs."""
