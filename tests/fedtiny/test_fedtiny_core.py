@@ -336,3 +336,22 @@ def test_mask_shape_mismatch_raises():
         candidate_pool(model, 0.1, ("erk",))
     with pytest.raises(ValueError, match="no Conv2d"):
         prunable_names(nn.ReLU())
+
+
+def test_channels_last_layout_computes_the_same_function():
+    """``on_device`` (the clients' working model and the server's evaluation model) changes the memory layout
+    only: the outputs agree with the NCHW model's up to float rounding; ``channels_last=False`` keeps NCHW
+    (the ``channels_last`` config field reaches the clients in their config record)."""
+    from reprozoo.fedtiny.client import build_model, on_device
+    from reprozoo.fedtiny.experiment import Config
+    from reprozoo.fedtiny.protocol import Keys, client_config
+
+    x = torch.randn(8, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    nchw = build_model("cnn16", 10, 1, seed=0).eval()
+    nhwc = on_device(build_model("cnn16", 10, 1, seed=0), "cpu").eval()
+    assert nhwc.features[4].weight.is_contiguous(memory_format=torch.channels_last)
+    assert not nhwc.features[4].weight.is_contiguous()
+    assert on_device(build_model("cnn16", 10, 1, seed=0), "cpu", channels_last=False).features[4].weight.is_contiguous()
+    with torch.no_grad():
+        torch.testing.assert_close(nhwc(x), nchw(x), rtol=1e-4, atol=1e-5)
+    assert client_config(Config.from_preset("smoke", channels_last=False), "MNIST", 0)[Keys.CHANNELS_LAST] is False

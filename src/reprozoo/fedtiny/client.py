@@ -29,9 +29,9 @@ from reprozoo.fedtiny.protocol import Keys
 from reprozoo.fedtiny.pruning import topk_pruned_gradient
 from reprozoo.fedtiny.sparse import Mask, pack_state, unpack_state
 
-__all__ = ["ARCHS", "DATASETS", "DATASET_INFO", "eval_order", "build_model", "on_device", "dirichlet_split", "FederatedData",
-           "federated_data", "local_train", "mean_loss", "layer_gradients", "handle", "state_of", "load_state",
-           "model_shapes"]
+__all__ = ["ARCHS", "DATASETS", "DATASET_INFO", "eval_order", "build_model", "on_device", "dirichlet_split",
+           "FederatedData", "federated_data", "local_train", "mean_loss", "layer_gradients", "handle", "state_of",
+           "load_state", "model_shapes"]
 
 
 ARCHS = {"cnn16": (16, 32, 64), "cnn32": (32, 64, 128)}
@@ -54,14 +54,16 @@ def build_model(arch: str, n_classes: int, in_chans: int, seed: int) -> nn.Modul
     raise ValueError(f"arch={arch!r} is not valid; choose one of {[*ARCHS, 'resnet8']}")
 
 
-def on_device(model: nn.Module, device: str | torch.device) -> nn.Module:
-    """``model`` moved to ``device`` in the channels-last layout (NHWC), in place; returns it.
+def on_device(model: nn.Module, device: str | torch.device, channels_last: bool = True) -> nn.Module:
+    """``model`` moved to ``device``, in the channels-last layout (NHWC) unless ``channels_last=False``, in
+    place; returns it.
 
-    The same function up to float rounding, and faster on the CPU: oneDNN's convolutions run NHWC without
-    reordering, and max-pooling has a vectorised NHWC kernel where NCHW takes a slow path.  Measured for
-    ``cnn16`` on MNIST, one thread: a training step (batch 32) costs 0.6-0.7x the NCHW one and an
-    evaluation pass (batch 512) 0.4x.  Inputs need no conversion: the weights' layout propagates."""
-    return model.to(device=device, memory_format=torch.channels_last)
+    Channels-last computes the same function up to float rounding, and faster on the CPU: oneDNN's
+    convolutions run NHWC without reordering, and max-pooling has a vectorised NHWC kernel where NCHW
+    takes a slow path.  Measured for ``cnn16`` on MNIST, one thread: a training step (batch 32) costs
+    0.6-0.7x the NCHW one and an evaluation pass (batch 512) 0.4x.  Inputs need no conversion: the
+    weights' layout propagates."""
+    return model.to(device=device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
 def model_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
@@ -258,12 +260,14 @@ def _unprefix(arrays: Mapping[str, np.ndarray], prefix: str) -> dict[str, np.nda
 
 
 @functools.lru_cache(maxsize=8)
-def _working_model(arch: str, n_classes: int, in_chans: int, input_hw: tuple[int, int], device: str):
-    """The model a client process works on, on ``device`` (every message overwrites all its exchanged
-    entries), the shapes of those entries and the cost model: built and moved once per process."""
+def _working_model(arch: str, n_classes: int, in_chans: int, input_hw: tuple[int, int], device: str,
+                   channels_last: bool = True):
+    """The model a client process works on, on ``device`` in the given layout (:func:`on_device`; every
+    message overwrites all its exchanged entries), the shapes of those entries and the cost model: built
+    and moved once per process."""
     model = build_model(arch, n_classes, in_chans, 0)
     shapes, cost = model_shapes(model), CostModel.from_model(model, (in_chans, *input_hw))
-    return on_device(model, device), shapes, cost
+    return on_device(model, device, channels_last), shapes, cost
 
 
 @functools.lru_cache(maxsize=4)
@@ -316,7 +320,8 @@ def handle(action: str, config: Mapping[str, Any], arrays: Mapping[str, np.ndarr
     data = federated_data(*split)
     x, y = _partitions(*split, device)[partition_id]
     in_chans, h, w = data.input_shape
-    model, shapes, cost = _working_model(str(c[Keys.ARCH]), data.n_classes, in_chans, (h, w), device)
+    model, shapes, cost = _working_model(str(c[Keys.ARCH]), data.n_classes, in_chans, (h, w), device,
+                                         bool(c.get(Keys.CHANNELS_LAST, True)))
     gen = torch.Generator().manual_seed(int(c[Keys.SEED]) * 100_003 + int(c.get(Keys.ROUND, 0)) * 101 + partition_id)
     n_abns = min(len(y), int(c.get(Keys.ABNS_SAMPLES, len(y))))
     metrics: dict[str, float] = {Keys.NUM_EXAMPLES: float(len(y)), Keys.PARTITION: float(partition_id)}

@@ -46,6 +46,7 @@ class Keys:
     # config record: local training
     DEVICE = "device"
     THREADS = "num-threads"
+    CHANNELS_LAST = "channels-last"  # the working model's memory layout (NHWC: faster on the CPU)
     LR = "lr"
     MOMENTUM = "momentum"
     WD = "weight-decay"
@@ -123,6 +124,7 @@ _FROM_CONFIG: tuple[tuple[str, str, type], ...] = (
     (Keys.MOMENTUM, "momentum", float), (Keys.WD, "weight_decay", float), (Keys.EPOCHS, "local_epochs", int),
     (Keys.BATCH, "batch_size", int), (Keys.ABNS_SAMPLES, "abns_samples", int),
     (Keys.FAIL_CLIENT, "fail_client", int), (Keys.FAIL_ROUND, "fail_round", int),
+    (Keys.CHANNELS_LAST, "channels_last", bool),
 )
 
 

@@ -141,7 +141,7 @@ class ServerJob:
             sel = eval_order(len(yt), cfg.n_test, self.seed)
             xt, yt = xt[sel].to(device), yt[sel].to(device)
             xc, yc = xt[:cfg.n_curve], yt[:cfg.n_curve]  # curve points on a fixed subset; final top1 on all
-            net = on_device(build_model(cfg.arch, n_classes, in_chans, 0), device)
+            net = on_device(build_model(cfg.arch, n_classes, in_chans, 0), device, cfg.channels_last)
 
             def evaluate(rnd: int, arrays: ArrayRecord) -> MetricRecord | None:
                 if not eval_rows(rnd):
