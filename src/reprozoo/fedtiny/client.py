@@ -208,7 +208,7 @@ def local_train(model: nn.Module, mask: Mask | None, x: torch.Tensor, y: torch.T
 
 
 @torch.no_grad()
-def mean_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 128) -> tuple[float, float]:
+def mean_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> tuple[float, float]:
     """(mean cross-entropy, top-1 accuracy in percent) of ``model`` in eval mode; ``model``, ``x``, ``y`` on one
     device.
 
@@ -261,7 +261,7 @@ def _unprefix(arrays: Mapping[str, np.ndarray], prefix: str) -> dict[str, np.nda
 
 @functools.lru_cache(maxsize=8)
 def _working_model(arch: str, n_classes: int, in_chans: int, input_hw: tuple[int, int], device: str,
-                   channels_last: bool = True):
+                   channels_last: bool = False):
     """The model a client process works on, on ``device`` in the given layout (:func:`on_device`; every
     message overwrites all its exchanged entries), the shapes of those entries and the cost model: built
     and moved once per process."""
@@ -321,7 +321,7 @@ def handle(action: str, config: Mapping[str, Any], arrays: Mapping[str, np.ndarr
     x, y = _partitions(*split, device)[partition_id]
     in_chans, h, w = data.input_shape
     model, shapes, cost = _working_model(str(c[Keys.ARCH]), data.n_classes, in_chans, (h, w), device,
-                                         bool(c.get(Keys.CHANNELS_LAST, True)))
+                                         bool(c.get(Keys.CHANNELS_LAST, False)))
     gen = torch.Generator().manual_seed(int(c[Keys.SEED]) * 100_003 + int(c.get(Keys.ROUND, 0)) * 101 + partition_id)
     n_abns = min(len(y), int(c.get(Keys.ABNS_SAMPLES, len(y))))
     metrics: dict[str, float] = {Keys.NUM_EXAMPLES: float(len(y)), Keys.PARTITION: float(partition_id)}
