@@ -146,3 +146,29 @@ def test_reset_parameters_redraws_everything(cls):
     assert not torch.allclose(model(x, ei), out)
     if kw:
         assert current_sparsity(model) == pytest.approx(0.5, abs=0.01)
+
+
+@pytest.mark.parametrize("cls", [GIN, UGTGIN])
+def test_gin_keeps_sparse_features_sparse(cls):
+    """GIN on sparse features aggregates (A + (1 + ε) I) x as a sparse product once per fit and feeds it sparse to
+    the first linear map (it densified x, an (N, F) copy per forward): same logits and gradients as on dense x."""
+    x, ei = _graph(n=30, f=40)
+    x = x * (x > 0.9)  # ~10 % non-zero, a bag-of-words-like matrix
+    ei = torch.cat([ei, torch.tensor([[0, 3, 7], [5, 5, 20]])], dim=1)  # uneven degrees
+    kw = {"sparsity": 0.5} if cls is UGTGIN else {}
+    torch.manual_seed(0)
+    model = cls(40, 8, 3, 2, **kw).eval()
+    seen = []
+    model.convs[0].nn[0].register_forward_pre_hook(lambda _, args: seen.append(args[0].layout))
+    expected = model(x, ei)
+    expected.square().sum().backward()
+    grads = {k: p.grad.clone() for k, p in model.named_parameters() if p.requires_grad}
+    model.zero_grad()
+    xs, adj = prepare_inputs(x, ei, sparse_features=True)
+    for edges in (adj, ei):  # a CSR adj_t or a (2, E) edge_index
+        out = model(xs, edges)
+        assert torch.allclose(out, expected, atol=1e-5)
+        out.square().sum().backward()
+        assert all(torch.allclose(p.grad, grads[k], atol=1e-4) for k, p in model.named_parameters() if k in grads)
+        model.zero_grad()
+    assert seen == [torch.strided, torch.sparse_csr, torch.sparse_csr]

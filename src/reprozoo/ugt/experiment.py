@@ -5,7 +5,7 @@ Presets (``PRESETS``):
 * ``smoke``: Cora, 2-layer GCN, 30 epochs, one seed (end-to-end check, seconds);
 * ``quick``: Cora and CiteSeer, 2-layer GCN (hidden 256), UGT and Edge-Popup at sparsity 0.9 with 3 seeds
   and at 0.5 and 0.99 with the first seed (accuracy vs sparsity, paper Fig. 2), the dense GCN once per seed,
-  400 epochs (about five CPU-minutes on an idle core, estimated from per-fit costs; see the card);
+  400 epochs (495 CPU-s measured on a loaded 2-core machine, about five minutes expected on an idle core; see the card);
 * ``sweep``: as quick with 3 seeds at every sparsity;
 * ``full``: GCN, GAT and GIN, sparsity 0.1..0.99, 10 seeds (hours on CPU);
 * ``deep``: GCN at depths 2..32 on Cora, UGT vs dense: accuracy and MAD (over-smoothing);

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import warnings
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -157,19 +157,31 @@ class ScoreMask(nn.Module):
         return f"shape={tuple(self.score.shape)}"
 
 
-#: id(x) -> (weak reference to x, x's version, xᵀ as CSR): the transposes of constant sparse feature matrices
-_TRANSPOSED: dict[int, tuple[weakref.ref, int, Tensor]] = {}
+#: (tag, id of each input) -> (weak references to the inputs, their versions, the derived tensor)
+_DERIVED: dict[tuple, tuple[tuple[weakref.ref, ...], tuple[int, ...], Tensor]] = {}
+
+
+def derived_constant(tag: str, inputs: tuple[Tensor, ...], build: Callable[[], Tensor]) -> Tensor:
+    """``build()``, computed once per (``tag``, ``inputs``, the inputs' versions), dropped when an input is freed.
+
+    For tensors derived from the constant inputs of a fit (the transpose of the features, GIN's aggregated
+    first-layer input): every epoch reuses them; an in-place change of an input bumps its version and
+    rebuilds them. ``build`` must depend on ``inputs`` only.
+    """
+    key = (tag, *map(id, inputs))
+    versions = tuple(t._version for t in inputs)
+    hit = _DERIVED.get(key)
+    if hit is not None and hit[1] == versions and all(r() is t for r, t in zip(hit[0], inputs, strict=True)):
+        return hit[2]
+    value = build()
+    refs = tuple(weakref.ref(t, lambda _, k=key: _DERIVED.pop(k, None)) for t in inputs)
+    _DERIVED[key] = (refs, versions, value)
+    return value
 
 
 def _csr_transpose(x: Tensor) -> Tensor:
     """``xᵀ`` of a CSR ``x`` as CSR, built once per (``x``, version) and dropped when ``x`` is freed."""
-    key = id(x)
-    hit = _TRANSPOSED.get(key)
-    if hit is not None and hit[0]() is x and hit[1] == x._version:
-        return hit[2]
-    xt = x.t().to_sparse_csr()
-    _TRANSPOSED[key] = (weakref.ref(x, lambda _, k=key: _TRANSPOSED.pop(k, None)), x._version, xt)
-    return xt
+    return derived_constant("transpose", (x,), lambda: x.t().to_sparse_csr())
 
 
 class _ConstSparseMM(torch.autograd.Function):
