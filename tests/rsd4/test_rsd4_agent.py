@@ -99,11 +99,41 @@ def tiny_agent(env, **kw):
     return RSD4(env, **params)
 
 
+def concat_q(critic, s, a, mem):
+    """The critic's head in the paper's concatenating form (Sec. 4.2): head2(relu(head1([relu(fc([s, a])), mem])))."""
+    x = torch.cat([torch.relu(critic.fc(torch.cat([s, a], -1))), mem], -1)
+    return critic.head2(torch.relu(critic.head1(x))).squeeze(-1)
+
+
+def reference_target(agent, k, s, la, hx, r, d, vmask):
+    """The authors' target (alg/RSD4_OUT_XIN.py): every candidate action through the whole concatenating critic
+    with the LSTM repeated per sample, min of the two target critics, max-shifted softmax operator (optionally
+    divided by the noise density), y = r + gamma (1 - d) softmax; the noise drawn from the agent's generator."""
+    n_k, (b, t) = agent.n_target_samples, r.shape
+    eps = torch.randn((n_k, b, t, agent.layout.action_dim), generator=agent.torch_gen)
+    with torch.no_grad():
+        next_a = agent.actor_targets[k](s, la, hx[k])[0][:, 1:]
+        qs = []
+        for i in range(n_k):
+            cand = torch.where(vmask, (next_a + agent.target_noise * eps[i]).clamp(-1, 1), torch.tensor(-1.0))
+            per_critic = []
+            for j in range(2):
+                c = agent.critic_targets[j]
+                per_critic.append(concat_q(c, s[:, 1:], cand, c.memory(s, la, hx[2 + j])[0][:, 1:]))
+            qs.append(torch.minimum(*per_critic))
+        q = torch.stack(qs, 1)  # (B, K, L) as in the reference
+        e = torch.exp(agent.softmax_beta * (q - q.max(1, keepdim=True).values))
+        if agent.importance_sampling:
+            pdf = torch.exp(-(eps**2 * vmask[:, None].transpose(0, 1)).sum(-1) / 2).transpose(0, 1)
+            e = e / pdf
+        soft = (q * e).sum(1) / e.sum(1)
+    return r + agent.gamma * (1 - d) * soft
+
+
 @pytest.mark.parametrize("importance", [False, True])
 def test_vectorised_target_equals_the_reference_form(importance):
-    """The target of the vectorised update equals the authors' form (alg/RSD4_OUT_XIN.py): every candidate action
-    run through the whole concatenating critic with the LSTM repeated per sample, min of the two target critics,
-    max-shifted softmax operator (optionally divided by the noise density), y = r + gamma (1 - d) softmax."""
+    """The target of the vectorised update (K candidates sharing the target critics' memory, split-weight heads on
+    a (K, B, L, A) grid) equals the authors' repeat-and-concatenate form."""
     torch.manual_seed(0)
     agent = tiny_agent(make_env(), n_target_samples=5, gamma=0.9, importance_sampling=importance)
     for net in agent.actor_targets + agent.critic_targets:  # targets that differ from each other
@@ -119,27 +149,58 @@ def test_vectorised_target_equals_the_reference_form(importance):
     state = agent.torch_gen.get_state()
     y = agent._target(1, s, la, hx, r, d, vmask)
     agent.torch_gen.set_state(state)
-    eps = torch.randn((5, b, t, n.action_dim), generator=agent.torch_gen)
-    with torch.no_grad():
-        next_a = agent.actor_targets[1](s, la, hx[1])[0][:, 1:]
-        qs = []
-        for k in range(5):
-            cand = torch.where(vmask, (next_a + 0.2 * eps[k]).clamp(-1, 1), torch.tensor(-1.0))
-            per_critic = []
-            for j in range(2):
-                c = agent.critic_targets[j]
-                mem = c.memory(s, la, hx[2 + j])[0][:, 1:]
-                x = torch.cat([torch.relu(c.fc(torch.cat([s[:, 1:], cand], -1))), mem], -1)
-                per_critic.append(c.head2(torch.relu(c.head1(x))).squeeze(-1))
-            qs.append(torch.minimum(*per_critic))
-        q = torch.stack(qs, 1)  # (B, K, L) as in the reference
-        e = torch.exp(0.01 * (q - q.max(1, keepdim=True).values))
-        if importance:
-            pdf = torch.exp(-(eps**2 * vmask[:, None].transpose(0, 1)).sum(-1) / 2).transpose(0, 1)
-            e = e / pdf
-        soft = (q * e).sum(1) / e.sum(1)
-    torch.testing.assert_close(y, r + 0.9 * (1 - d) * soft)
+    torch.testing.assert_close(y, reference_target(agent, 1, s, la, hx, r, d, vmask))
 
+
+def reference_iteration(agent):
+    """One iteration in the authors' order (alg/RSD4_OUT_XIN.py ``train``), written plainly: for each twin k, draw
+    a batch, regress critic k on its target, and every ``policy_delay`` iterations take actor k's deterministic
+    policy gradient through critic k (updated) and soft-update critic k's and actor k's targets."""
+    actor_step = agent.n_updates % agent.policy_delay == 0
+    for k in range(2):
+        batch = agent.replay.sample(agent.batch_size, agent.rng, agent.segment_length)
+        s, la, a, h = batch["states"], batch["last_actions"], batch["actions"], batch["hidden"]
+        hx = [(h[j, 0], h[j, 1]) for j in range(4)]
+        vmask = agent._valid[s[:, 0, 0].long()][:, None, :]
+        y = reference_target(agent, k, s, la, hx, agent.batch_rewards(batch), batch["dones"], vmask)
+        critic, s0, la0 = agent.critics[k], s[:, :-1], la[:, :-1]
+        loss = ((concat_q(critic, s0, a, critic.memory(s0, la0, hx[2 + k])[0]) - y) ** 2).mean()
+        agent.critic_optims[k].zero_grad()
+        loss.backward()
+        agent.critic_optims[k].step()
+        if actor_step:
+            pi = torch.where(vmask, agent.actors[k](s0, la0, hx[k])[0], torch.tensor(-1.0))
+            actor_loss = -concat_q(critic, s0, pi, critic.memory(s0, la0, hx[2 + k])[0].detach()).mean()
+            agent.actor_optims[k].zero_grad()
+            actor_loss.backward()
+            agent.actor_optims[k].step()
+            with torch.no_grad():
+                for src, dst in ((critic, agent.critic_targets[k]), (agent.actors[k], agent.actor_targets[k])):
+                    for p, q in zip(src.parameters(), dst.parameters(), strict=True):
+                        q.copy_(agent.tau * p + (1 - agent.tau) * q)
+    agent.n_updates += 1
+
+
+@pytest.mark.parametrize("kw", [{"segment_length": 5}, {"segment_length": None, "importance_sampling": True}])
+def test_train_step_equals_the_reference_update(kw):
+    """``train_step`` (both batches drawn first, target-critic memories shared between the twins' updates where the
+    weights are the same) gives the numbers of the authors' sequential update, up to float rounding: every network,
+    target and optimiser state after iterations with and without the delayed actor step."""
+    agents = []
+    for _ in range(2):
+        agent = tiny_agent(make_env(), n_target_samples=3, gamma=0.95, **kw)
+        agent.learn(60)  # identical runs (seeded): fills the replay
+        agents.append(agent)
+    fast, ref = agents
+    for _ in range(5):
+        fast.train_step()
+        reference_iteration(ref)
+    nets = lambda ag: ag.actors + ag.critics + ag.actor_targets + ag.critic_targets  # noqa: E731
+    for m_fast, m_ref in zip(nets(fast), nets(ref), strict=True):
+        for p, q in zip(m_fast.parameters(), m_ref.parameters(), strict=True):
+            torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+    assert fast.n_updates == ref.n_updates and fast.rng.integers(1 << 30) == ref.rng.integers(1 << 30)
+    torch.testing.assert_close(fast.torch_gen.get_state(), ref.torch_gen.get_state(), rtol=0, atol=0)
 
 @pytest.mark.parametrize("segment", [None, 5])
 def test_tiny_learn_updates_networks(segment):

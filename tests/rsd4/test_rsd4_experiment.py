@@ -129,3 +129,18 @@ def test_jobs_in_processes_give_the_same_records(tmp_path):
     assert numbers(one) == numbers(two) and {r.seed for r in two.records} == {0, 1}
     assert len(numbers(one)) < len(one.records) == len(two.records)
     assert two.figures == one.figures and all((tmp_path / "two" / f).is_file() for f in two.figures)
+
+
+def test_standard_trains_the_sb3_agents_on_the_price_grid_with_vectorised_envs():
+    from reprozoo.rsd4.experiment import RL, _make_env, _train_rl
+
+    std = Config.from_preset("standard")
+    assert set(RL) <= set(std.methods) and std.lam_grid == Config.from_preset("quick").lam_grid
+    assert std.sb3_n_envs == 8
+    with pytest.raises(ConfigError, match=r"sb3_n_envs=8 needs fixed prices \(a non-empty lam_grid\)"):
+        Config.from_preset("standard", lam_grid=())
+    cfg = Config.from_preset("smoke", sb3_n_envs=3, total_timesteps=240, learning_starts=60)
+    agent, wenv, _ = _train_rl("TD3", cfg, lambda split: _make_env(cfg, "trace", 4, "poisson", 0, split), cfg.budget,
+                               0.2, seed=0, fixed=True)
+    assert agent.model.n_envs == 3 and agent.model.num_timesteps >= 240
+    assert wenv.lam == 0.2 and agent.episode_log and all(e["lam"] == 0.2 for e in agent.episode_log)

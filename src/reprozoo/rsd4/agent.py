@@ -544,19 +544,49 @@ class RSD4:
         return batch["rewards"] - self.price() * batch["costs"]
 
     def train_step(self) -> None:
-        """One iteration: update critic/actor 1 then 2 (reference ``train``), each on its own batch."""
+        """One iteration: update critic/actor 1 then 2 (reference ``train``), each on its own batch.
+
+        Both batches are drawn first (the same draws, in the same order, as drawing each before its update). A
+        target critic whose weights are the same in both updates reads both batches in one LSTM pass: ``Q'_2``
+        always (only update 2's own soft update moves it, after its target is computed), ``Q'_1`` when this
+        iteration updates no actor (otherwise update 1's soft update moves ``Q'_1`` before update 2's target).
+        Same numbers as running the two updates one after the other, up to float rounding.
+        """
+        batches = [self._batch() for _ in range(2)]
+        actor_step = self.n_updates % self.policy_delay == 0
+        shared = [None if actor_step else self._target_memory(0, batches), self._target_memory(1, batches)]
         for k in range(2):
-            self._update(k)
+            self._update(k, batches[k], [None if m is None else m[k] for m in shared], actor_step)
         self.n_updates += 1
+
+    def _batch(self) -> dict[str, Any]:
+        """A replay batch on the device, with the LSTM states ``hx`` (actor 1, actor 2, critic 1, critic 2) and the
+        valid-slot mask ``vmask (B, 1, A)`` of each sampled user."""
+        batch = {k: v.to(self.device) for k, v in self.replay.sample(self.batch_size, self.rng,
+                                                                      self.segment_length).items()}
+        h = batch["hidden"]  # (4, 2, 1, B, H)
+        batch["hx"] = [(h[j, 0], h[j, 1]) for j in range(4)]
+        batch["vmask"] = self._valid[batch["states"][:, 0, 0].long()][:, None, :]  # user id of each sequence
+        return batch
+
+    @torch.no_grad()
+    def _target_memory(self, j: int, batches: list[dict[str, Any]]) -> list[torch.Tensor]:
+        """Target critic ``j``'s LSTM memory at steps ``1..L`` of each batch, in one pass over all of them."""
+        s = torch.cat([b["states"] for b in batches])
+        la = torch.cat([b["last_actions"] for b in batches])
+        hx = tuple(torch.cat([b["hx"][2 + j][i] for b in batches], 1) for i in range(2))
+        mem = self.critic_targets[j].memory(s, la, hx)[0][:, 1:]
+        return list(mem.split([b["states"].shape[0] for b in batches]))
 
     @torch.no_grad()
     def _target(self, k: int, s: torch.Tensor, la: torch.Tensor, hx: list, r: torch.Tensor, d: torch.Tensor,
-                vmask: torch.Tensor) -> torch.Tensor:
+                vmask: torch.Tensor, mems: list | None = None) -> torch.Tensor:
         """``y = r + gamma (1 - d) softmax_beta(min_j Q'_j(h', a'_k))`` for a window ``s (B, L+1, S)``: ``(B, L)``.
 
         ``a'_k = clip(pi'_k(h') + sigma eps_k, -1, 1)``, ``eps_k ~ N(0, I)``, ``k = 1..K`` (padding slots at -1);
         the ``K`` candidates share the target critics' LSTM memory (it reads only states and past actions).
-        Cost O(B L (K A H + K H^2)) for the candidate grid plus three LSTM passes.
+        ``mems``: the target critics' memories at steps ``1..L`` where already computed (None entries are computed
+        here). Cost O(B L (K A H + K H^2)) for the candidate grid plus up to three LSTM passes.
         """
         next_a = self.actor_targets[k](s, la, hx[k])[0][:, 1:]  # (B, L, A)
         kk = self.n_target_samples if self.softmax_beta is not None else 1
@@ -567,33 +597,31 @@ class RSD4:
             logw = (0.5 * noise.square() * vmask).sum(-1)
         cand = noise.mul_(self.target_noise).add_(next_a).clamp_(-1.0, 1.0).masked_fill_(~vmask, -1.0)
         s1 = s[:, 1:]
-        q_hat = self.critic_targets[0].head(s1, cand, self.critic_targets[0].memory(s, la, hx[2])[0][:, 1:])
-        q_1 = self.critic_targets[1].head(s1, cand, self.critic_targets[1].memory(s, la, hx[3])[0][:, 1:])
-        q_hat = torch.minimum(q_hat, q_1, out=q_hat)  # (K, B, L)
+        mems = [None, None] if mems is None else mems
+        q = []
+        for j in range(2):
+            critic = self.critic_targets[j]
+            mem = mems[j] if mems[j] is not None else critic.memory(s, la, hx[2 + j])[0][:, 1:]
+            q.append(critic.head(s1, cand, mem))
+        q_hat = torch.minimum(q[0], q[1], out=q[0])  # (K, B, L)
         if self.softmax_beta is None:
             v = q_hat[0]
         else:
             v = softmax_operator(q_hat, self.softmax_beta, dim=0, log_weights=logw)
         return r + self.gamma * (1.0 - d) * v
 
-    def _update(self, k: int) -> None:
-        """Critic ``k`` (and, every ``policy_delay`` iterations, actor ``k`` and both targets) on a fresh batch.
+    def _update(self, k: int, batch: dict[str, Any], mems: list, actor_step: bool) -> None:
+        """Critic ``k`` (and, when ``actor_step``, actor ``k`` and both its targets) on ``batch``.
 
         Vectorised over the batch of sequences and the ``K`` target samples: one ``nn.LSTM`` call per network
         over the whole window (the ``K`` candidates share the target critics' memory), the candidate grid laid out
         ``(K, B, L, A)`` so the softmax reduces over its leading dimension, in-place noise and heads, fused Adam
         and one ``_foreach_lerp_`` per soft update; no host reads.
         """
-        batch = {k: v.to(self.device) for k, v in self.replay.sample(self.batch_size, self.rng,
-                                                                      self.segment_length).items()}
-        s, la, a = batch["states"], batch["last_actions"], batch["actions"]
-        h = batch["hidden"]  # (4, 2, 1, B, H)
-        hx = [(h[j, 0], h[j, 1]) for j in range(4)]
-        user = s[:, 0, 0].long()  # user id of each sampled episode
-        vmask = self._valid[user][:, None, :]  # (B, 1, A)
+        s, la, a, hx, vmask = batch["states"], batch["last_actions"], batch["actions"], batch["hx"], batch["vmask"]
         s0, la0 = s[:, :-1], la[:, :-1]  # the window's steps t (s[:, 1:] are the next steps t+1)
         # ---- target y (SD3 Eq. 6 with the recurrent target networks) ------------------------------------------
-        y = self._target(k, s, la, hx, self.batch_rewards(batch), batch["dones"], vmask)
+        y = self._target(k, s, la, hx, self.batch_rewards(batch), batch["dones"], vmask, mems)
         # ---- critic k --------------------------------------------------------------------------------------
         q = self.critics[k](s0, a, la0, hx[2 + k])[0]
         loss = F.mse_loss(q, y)
@@ -602,7 +630,7 @@ class RSD4:
         self.critic_optims[k].step()
         self._critic_loss = loss.detach()  # kept on the device; read by last_critic_loss
         # ---- delayed actor k and targets ---------------------------------------------------------------------
-        if self.n_updates % self.policy_delay == 0:
+        if actor_step:
             pi = self.actors[k](s0, la0, hx[k])[0].masked_fill(~vmask, -1.0)
             with torch.no_grad():  # the actor's gradient flows through the action input only
                 mem = self.critics[k].memory(s0, la0, hx[2 + k])[0]

@@ -74,7 +74,7 @@ class RSD4Config(TorchExperimentConfig):
     #: reported at the budget by time-sharing two of its policies, chosen on validation episodes; () = the dual
     #: ascent protocol (budget, dual_lr, lam_init)
     lam_grid: tuple[float, ...] = knob((0.1, 0.3, 1.0), ge=0, unique=True)
-    total_timesteps: int = knob(10_000, ge=1)  # environment steps per RL agent (and per price of lam_grid)
+    total_timesteps: int = knob(20_000, ge=1)  # environment steps per RL agent (and per price of lam_grid)
     learning_starts: int = knob(2_000, ge=0)  # random warm-up steps (all RL agents; no dual update meanwhile)
     # RSD4 (the authors' defaults in brackets)
     learning_rate: float = knob(3e-3, gt=0)  # [3e-3]
@@ -88,6 +88,10 @@ class RSD4Config(TorchExperimentConfig):
     # SB3 TD3 / SAC / sb3-contrib RecurrentPPO
     sb3_net_arch: tuple[int, ...] = knob((64, 64), ge=1, nonempty=True)  # hidden layers of actor and critic MLPs
     ppo_lstm_hidden: int = knob(64, ge=1)  # RecurrentPPO's LSTM width (SB3 default 256; 64 to match the MLPs' width)
+    #: copies of the environment the SB3 agents train on (SB3 DummyVecEnv; TD3/SAC take one gradient step per
+    #: environment step either way); > 1 needs fixed prices (lam_grid): under the dual update each copy would
+    #: follow its own price
+    sb3_n_envs: int = knob(1, ge=1)
     # evaluation
     n_eval_episodes: int = knob(10, ge=1)  # held-out episodes per policy
     calib_episodes: int = knob(4, ge=1)  # training episodes per bisection step of the heuristics
@@ -118,8 +122,8 @@ class RSD4Config(TorchExperimentConfig):
             "lam_grid": (0.2, 2.0),
         },
         "standard": {
-            "methods": METHODS,
-            "lam_grid": (),  # the paper's protocol: the dual update of the price
+            "methods": METHODS,  # every agent at every price of the grid (equal resource)
+            "sb3_n_envs": 8,  # the SB3 agents on 8 vectorised copies
             "datasets": ("trace", "markov"),
             "seeds": (0, 1, 2, 3, 4),
             "n_users": (4, 10),
@@ -130,7 +134,6 @@ class RSD4Config(TorchExperimentConfig):
             "segment_length": 0,
             "n_target_samples": 50,
             "gradient_steps": 0,
-            "rl_budget_grid": (5.0, 20.0),
         },
     }
     KNOWN_DATASETS = ("trace", "markov")
@@ -153,6 +156,9 @@ class RSD4Config(TorchExperimentConfig):
         if self.segment_length > self.episode_length:
             raise ConfigError(f"segment_length={self.segment_length} should be in 0..episode_length = "
                               f"0..{self.episode_length} (0 = whole episodes)")
+        if self.sb3_n_envs > 1 and not self.lam_grid:
+            raise ConfigError(f"sb3_n_envs={self.sb3_n_envs} needs fixed prices (a non-empty lam_grid): under the dual "
+                              "update each copy would follow its own price; use sb3_n_envs=1 with lam_grid=()")
 
 
 Config = RSD4Config
@@ -180,10 +186,16 @@ def _train_rl(name: str, cfg: RSD4Config, make, budget: float, lam0: float, seed
     from reprozoo.rsd4.baselines import SB3Agent
     from reprozoo.rsd4.env import LagrangianWrapper
 
-    env = make("train")
     warm = int(np.ceil(cfg.learning_starts / cfg.episode_length))
-    wenv = LagrangianWrapper(env, budget=budget, lr=0.0 if fixed else cfg.dual_lr, lam=lam0, warmup_episodes=warm,
-                             frozen=fixed)
+    copies: list[LagrangianWrapper] = []
+
+    def wrapped() -> LagrangianWrapper:  # a training copy (SB3 agents: sb3_n_envs of them, vectorised)
+        copies.append(LagrangianWrapper(make("train"), budget=budget, lr=0.0 if fixed else cfg.dual_lr, lam=lam0,
+                                        warmup_episodes=warm, frozen=fixed))
+        return copies[-1]
+
+    n_envs = 1 if name == "RSD4" else cfg.sb3_n_envs  # validate(): > 1 only at fixed prices
+    wenv = wrapped() if n_envs == 1 else None
     seed_everything(seed)
     if name == "RSD4":
         agent = RSD4(
@@ -192,15 +204,17 @@ def _train_rl(name: str, cfg: RSD4Config, make, budget: float, lam0: float, seed
             train_freq=cfg.train_freq, gradient_steps=cfg.gradient_steps or None,
             segment_length=cfg.segment_length or None, seed=seed, device=cfg.device,
         )
-    elif name == "RecurrentPPO":
-        agent = SB3Agent(name, wenv, seed=seed, device=cfg.device, policy_kwargs={"net_arch": list(cfg.sb3_net_arch),
-                                                                 "lstm_hidden_size": cfg.ppo_lstm_hidden})
     else:
-        agent = SB3Agent(name, wenv, learning_starts=cfg.learning_starts, seed=seed, device=cfg.device,
-                         policy_kwargs={"net_arch": list(cfg.sb3_net_arch)})
+        arch: dict[str, Any] = {"net_arch": list(cfg.sb3_net_arch)}
+        if name == "RecurrentPPO":  # no replay: no warm-up (the wrapper still freezes the price meanwhile)
+            kw: dict[str, Any] = {"policy_kwargs": {**arch, "lstm_hidden_size": cfg.ppo_lstm_hidden}}
+        else:
+            kw = {"policy_kwargs": arch, "learning_starts": cfg.learning_starts}
+        agent = SB3Agent(name, wrapped if wenv is None else wenv, n_envs=n_envs, seed=seed, device=cfg.device,
+                         **kw)
     t0 = time.process_time()
     agent.learn(cfg.total_timesteps)
-    return agent, wenv, time.process_time() - t0
+    return agent, copies[0], time.process_time() - t0
 
 
 def _init_worker(quiet: bool) -> None:
