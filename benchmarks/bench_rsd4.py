@@ -9,7 +9,7 @@ Prints
   transition (an RSD4 iteration updates two critics on B x L transitions each, TD3 one step on 256).
 
 Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_rsd4.py``; wall and CPU seconds are both shown
-(the machine may be shared).
+(the machine may be shared: the update ratios come from interleaved blocks, medians of 5).
 """
 
 from __future__ import annotations
@@ -83,18 +83,20 @@ def main() -> None:
     act = timed(lambda: agent.learn(steps), steps)  # no training phase: acting + bookkeeping only
     print(f"RSD4 acting steps/s (4 users, twin actors/critics): {act[0]:7.0f} wall  {act[1]:9.0f} cpu"
           f"   ratio to random {act[1] / ref[1]:.3f}")
-    iters = 60
     for _ in range(4):  # warm-up: optimiser state, allocator (as TD3's below, which has run 300 steps)
         agent.train_step()
-    up = timed(lambda: [agent.train_step() for _ in range(iters)], iters)
     agent_full = RSD4(env, seed=0)  # reference settings: batch 50 whole episodes, 50 target samples
     agent_full.replay = agent.replay
     agent_full.train_step()
-    up_full = timed(lambda: [agent_full.train_step() for _ in range(5)], 5)
-
     sb3 = SB3Agent("TD3", env, learning_starts=0, seed=0, policy_kwargs={"net_arch": [64, 64]})
     sb3.learn(300)
-    td3 = timed(lambda: sb3.model.train(gradient_steps=300, batch_size=256), 300)
+    # interleaved blocks, medians: on a shared machine both sides of each ratio see the same load
+    blocks: dict[str, list[tuple[float, float]]] = {"up": [], "full": [], "td3": []}
+    for _ in range(5):
+        blocks["up"].append(timed(lambda: [agent.train_step() for _ in range(12)], 12))
+        blocks["td3"].append(timed(lambda: sb3.model.train(gradient_steps=60, batch_size=256), 60))
+        blocks["full"].append(timed(agent_full.train_step, 1))
+    up, up_full, td3 = (tuple(float(np.median(x)) for x in zip(*blocks[k], strict=True)) for k in ("up", "full", "td3"))
     print(f"TD3 (SB3) gradient steps/s (reference):            {td3[0]:7.1f} wall  {td3[1]:9.1f} cpu")
     print(f"RSD4 iterations/s, quick settings (B=32, L=25, K=16): {up[0]:5.1f} wall  {up[1]:9.1f} cpu"
           f"   ratio to TD3 {up[1] / td3[1]:.3f}")

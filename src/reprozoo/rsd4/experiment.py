@@ -46,8 +46,8 @@ __all__ = ["RSD4Config", "Config", "run", "METHODS"]
 METHODS = ("RSD4", "Uniform", "EDF", "MaxWeight-blind", "MaxWeight", "TD3", "SAC", "RecurrentPPO")
 HEURISTICS = ("Uniform", "EDF", "MaxWeight-blind", "MaxWeight")
 RL = ("RSD4", "TD3", "SAC", "RecurrentPPO")
-#: quick preset: RSD4 and the heuristics (the SB3 agents at 3 prices x 30k steps x 4 seeds would cost ~2,000 CPU s
-#: more; ``--set methods=...`` adds them, ``standard`` runs them all)
+#: quick preset: RSD4 and the heuristics (the SB3 agents at 3 prices x 20k steps x 4 seeds would cost ~2,700 CPU s
+#: more, 3.3x the preset; ``--set methods=...`` adds them, ``standard`` runs them all)
 QUICK_METHODS = ("RSD4", *HEURISTICS)
 
 
