@@ -7,10 +7,10 @@ weights, distances, rates):
 1. the heuristics Uniform, EDF, MaxWeight-blind and MaxWeight are calibrated on training episodes to spend
    ``budget`` (``E0``) resource per slot (bisection on their knob), and on each of ``budget_grid`` for the
    throughput-vs-resource figure;
-2. equal-resource protocol (``lam_grid``, the quick preset): each RL agent trains at each fixed price of the
-   grid; its point at ``E0`` time-shares the two policies whose *validation* (training-split, unseen reset
+2. equal-resource protocol (``lam_grid``, the quick and standard presets): each RL agent trains at each fixed price
+   of the grid; its point at ``E0`` time-shares the two policies whose *validation* (training-split, unseen reset
    seeds) resources bracket ``E0`` on the upper concave hull (:func:`mix_at_budget`), and reports the
-   held-out numbers of that mixture; or, with ``lam_grid=()`` (the paper's protocol, ``standard``), the agents
+   held-out numbers of that mixture; or, with ``lam_grid=()`` (the paper's protocol), the agents
    train inside a :class:`LagrangianWrapper` whose price starts at ``lam_init`` (``< 0``: the slope of
    MaxWeight's throughput-vs-resource curve around ``E0`` on training episodes) and follows the dual step
    ``dual_lr``;
