@@ -67,11 +67,12 @@ typedef int64_t i64;
 #define RESTRICT __restrict__
 
 /* e^t: Cephes' expf (range reduction t = n ln 2 + f, degree-6 polynomial in f, relative error ~1e-7),
-   branch-free so that it is inlined and vectorised (no libm call); t is clamped to [-87, 88]. */
+   branch-free and without floorf (which GCC does not vectorise without -ffast-math), so that it is inlined
+   and vectorised (no libm call); t is clamped to [-87, 88]. */
 static inline float cbn_exp(float t) {
     t = t < -87.0f ? -87.0f : t;
     t = t > 88.0f ? 88.0f : t;
-    float n = __builtin_floorf(t * 1.44269504088896341f + 0.5f);
+    const float n = (t * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  /* round to nearest: + 1.5·2^23 */
     float f = t - n * 0.693359375f;
     f = f + n * 2.12194440e-4f;
     float p = 1.9875691500e-4f;
