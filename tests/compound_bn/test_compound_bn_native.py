@@ -141,3 +141,23 @@ def test_the_library_is_built_once_and_cached(tmp_path, monkeypatch):
     assert first.is_file() and first.parent == tmp_path / "kernels"
     stamp = first.stat().st_mtime_ns
     assert native._build(cc) == first and first.stat().st_mtime_ns == stamp  # reused, not rebuilt
+
+
+def test_results_do_not_depend_on_the_thread_count():
+    """The loops split rows (eval, ∂L/∂x) or channels (the sums) over OpenMP threads: same values."""
+    x = torch.randn(16, 8, 16, 16)
+    g = torch.randn_like(x)
+    before = torch.get_num_threads()
+    out = {}
+    try:
+        for nt in (1, 2):
+            torch.set_num_threads(nt)
+            layer = _layer(2, 8, "native", seed=5)
+            xx = x.clone().requires_grad_()
+            (layer(xx) * g).sum().backward()
+            with torch.no_grad():
+                out[nt] = (xx.grad, layer.eval()(x), _layer(4, 8, "native").eval()(x))
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(out[1], out[2], strict=True):
+        torch.testing.assert_close(a, b)
