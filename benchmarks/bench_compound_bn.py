@@ -1,13 +1,15 @@
 """Benchmark of compound BN against nn.BatchNorm2d, measured in the same run (ratios).
 
 1. Forward + backward time of one normalisation layer at the three ResNet-32 feature shapes
-   (batch 128: 16×32×32, 32×16×16, 64×8×8), for CompoundBatchNorm2d with K = 2 and K = 4, eager and
-   (``compiled=True``, rows marked "c") through torch.compile, as a ratio to nn.BatchNorm2d (goal of the
+   (batch 128: 16×32×32, 32×16×16, 64×8×8), for CompoundBatchNorm2d with K = 2 and K = 4: the default
+   (the C kernel of ``native.py`` where it applies), the torch code (``backend="torch"``, rows marked "t")
+   and (``compiled=True``, rows marked "c") through torch.compile, as a ratio to nn.BatchNorm2d (goal of the
    issue: ≤ 2× at K = 2); also evaluation-mode forward (the same code for both). The layers are timed in
    turn within each repeat (best of the repeats), so that load from other jobs affects all alike. The
    compilation itself (first call per shape) is excluded (warm-up call).
-2. Epoch time of the quick preset's model (ResNet-8, width 8) on CIFAR-10-LT (ρ = 100, 2,478 images):
-   BN, CBN (soft path only) and CBN with dual-path learning (eager and compiled), as ratios to BN.
+2. Epoch time of the quick preset's model (ResNet-8, width 4) on its CIFAR-10-LT (ρ = 100, n_max 200):
+   BN, CBN (soft path only) and CBN with dual-path learning (default, torch ("t") and compiled ("c")),
+   as ratios to BN.
 
 Times are process CPU seconds (robust to other jobs on a shared machine) and wall seconds.
 Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_compound_bn.py [--threads 1] [--repeats 5]
@@ -60,7 +62,9 @@ def layer_benchmark(repeats: int, batch: int, compiled: bool) -> None:
     for c, hw in ((16, 32), (32, 16), (64, 8)):
         x = torch.randn(batch, c, hw, hw)
         layers = {"BN": nn.BatchNorm2d(c), "CBN K=2": CompoundBatchNorm2d(c, 2),
-                  "CBN K=4": CompoundBatchNorm2d(c, 4)}
+                  "CBN K=4": CompoundBatchNorm2d(c, 4),
+                  "CBN K=2 t": CompoundBatchNorm2d(c, 2, backend="torch"),
+                  "CBN K=4 t": CompoundBatchNorm2d(c, 4, backend="torch")}
         if compiled:
             layers.update({"CBN K=2 c": CompoundBatchNorm2d(c, 2, compiled=True),
                            "CBN K=4 c": CompoundBatchNorm2d(c, 4, compiled=True)})
@@ -95,10 +99,12 @@ def epoch_benchmark(repeats: int, compiled: bool) -> None:
     print(f"\n2. one training epoch of the quick model (ResNet-{cfg.depth}, width {cfg.width}, batch "
           f"{cfg.batch_size}, {len(data.y_train)} images): best of {repeats}, s")
     base = None
-    names = ("BN", "CBN (soft only)", "CBN + dual path") + (("CBN + dual path, c",) if compiled else ())
+    names = ("BN", "CBN (soft only)", "CBN + dual path", "CBN + dual path, t")
+    names += ("CBN + dual path, c",) if compiled else ()
     for name in names:
-        norm = nn.BatchNorm2d if name == "BN" else functools.partial(CompoundBatchNorm2d, num_components=2,
-                                                                     compiled=name.endswith(", c"))
+        norm = nn.BatchNorm2d if name == "BN" else functools.partial(
+            CompoundBatchNorm2d, num_components=2, compiled=name.endswith(", c"),
+            backend="torch" if name.endswith(", t") else "auto")
         torch.manual_seed(0)
         model = resnet8(10, width=cfg.width, norm_layer=norm)
         opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)

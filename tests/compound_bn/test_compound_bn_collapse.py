@@ -15,6 +15,7 @@ from reprozoo.compound_bn import (
     LongTailLoss,
     compound_layers,
     convert_sync_batchnorm,
+    native,
     split_groups_by_frequency,
 )
 from reprozoo.compound_bn.experiment import Config, _lr_at, load_longtail, train_and_evaluate
@@ -187,3 +188,37 @@ def test_forward_has_no_host_synchronisation():
         with torch.no_grad():
             layer(x)
         layer(x)
+
+
+# -- a component absent from a whole batch (the CBN+LDAM-DRW divergence of the quick rerun) -------------
+@pytest.mark.parametrize("backend", ["torch", "native"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_component_absent_from_the_batch_gives_finite_gradients(backend, dtype):
+    """Channel 1's component 0 sits 6 (float64: 30) SDs away with a tiny variance, so r_0 underflows to exactly 0 at
+    every value of the batch (n_0 = 0): the layer is then plain BN on that channel, in its output and in
+    its gradients. The hand-derived backward used to divide by n_0 (s_0 / n_0 = inf, times zero sums:
+    NaN), which diverged CBN+LDAM-DRW (group_by="samples", seed 2) in the quick preset's third epoch."""
+    if backend == "native" and (dtype != torch.float32 or not native.available()):
+        pytest.skip("the C kernel takes float32 only")
+    far = -6.0 if dtype == torch.float32 else -30.0  # r_0 underflows to 0 (a sigmoid saturated at 1)
+    torch.manual_seed(0)
+    layer = CompoundBatchNorm2d(2, 2, backend=backend, collapse_tol=0.0).to(dtype)
+    with torch.no_grad():
+        layer.running_pi.fill_(0.5)
+        layer.running_mean.copy_(torch.tensor([[0.0, far], [0.3, 0.0]]))
+        layer.running_var.copy_(torch.tensor([[1.0, 0.008], [1.2, 1.0]]))
+        layer.weight.copy_(torch.tensor([1.3, 0.8]))
+        layer.bias.copy_(torch.tensor([0.1, -0.2]))
+    x = torch.randn(8, 2, 6, 6, dtype=dtype, requires_grad=True)
+    g = torch.randn(8, 2, 6, 6, dtype=dtype)
+    assert float(layer.responsibilities(x.detach())[0, :, 1].max()) == 0.0  # the set-up: n_0 = 0 exactly
+    y = layer.train()(x)
+    (y * g).sum().backward()
+    assert torch.isfinite(x.grad).all() and torch.isfinite(layer.weight.grad).all()
+    # channel 1 is BN's: output and input gradient (float32 kernel: rounding of its float32 sums)
+    xb = x.detach()[:, 1:].clone().requires_grad_()
+    yb = torch.nn.functional.batch_norm(xb, None, None, layer.weight.detach()[1:], layer.bias.detach()[1:], True)
+    (yb * g[:, 1:]).sum().backward()
+    tol = {"rtol": 1e-4, "atol": 1e-4} if dtype == torch.float32 else {}
+    torch.testing.assert_close(y.detach()[:, 1:], yb.detach(), **tol)
+    torch.testing.assert_close(x.grad[:, 1:], xb.grad, **tol)

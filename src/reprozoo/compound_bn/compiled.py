@@ -24,7 +24,7 @@ import warnings
 
 import torch
 
-from reprozoo.compound_bn.functional import _empty, mixture_coefficients, mixture_shift
+from reprozoo.compound_bn.functional import _empty, empty_floor, mixture_coefficients, mixture_shift
 
 __all__ = ["compiled_available", "compiled_mixture_eval", "compiled_soft_compound_bn"]
 
@@ -191,7 +191,6 @@ class _CompiledSoftCompoundBN(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, pi, mean, var, eps, detach_r, weight, bias):
         c, k = x.shape[1], pi.shape[0]
-        tiny = torch.finfo(x.dtype).tiny
         gam = weight.detach().to(x.dtype) if weight is not None else x.new_ones(c)
         bet = bias.detach().to(x.dtype) if bias is not None else x.new_zeros(c)
         x = x.contiguous()
@@ -202,7 +201,7 @@ class _CompiledSoftCompoundBN(torch.autograd.Function):
         r = _empty(x.shape if k == 2 else (k, *x.shape), x)
         _call("responsibilities", _responsibilities_into, x, m, quad_r, r)
         nk, s1, s2 = _call("forward_sums", _forward_sums, x, r, m).unbind(0)
-        safe = nk.clamp_min(tiny)
+        safe = nk.clamp_min(empty_floor(x.dtype))
         d = s1 / safe
         v = (s2 / safe - d * d).clamp_min(0.0)
         s = torch.rsqrt(v + eps)
@@ -228,7 +227,8 @@ class _CompiledSoftCompoundBN(torch.autograd.Function):
             # per-channel coefficients (formulas of functional.py), γ folded in
             hs = s * (big_u - d * big_g)
             gw, gb = hs.sum(0), big_g.sum(0)
-            w = s / nk.clamp_min(torch.finfo(nk.dtype).tiny)
+            floor = empty_floor(nk.dtype)  # an absent component: terms 0, not 0·inf
+            w = torch.where(nk > floor, s / nk.clamp_min(floor), 0.0)
             sg, gg = s * gam, big_g * gam
             c2 = hs * gam * s * w
             c1 = gg * w - c2 * d

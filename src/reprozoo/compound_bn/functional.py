@@ -38,6 +38,8 @@ import threading
 
 import torch
 
+from reprozoo.compound_bn import native
+
 __all__ = ["mixture_coefficients", "soft_compound_bn"]
 
 
@@ -54,6 +56,15 @@ def mixture_coefficients(pi: torch.Tensor, mean: torch.Tensor, var: torch.Tensor
     b = dm * prec
     c = torch.log(pi.clamp_min(tiny)) + 0.5 * torch.log(prec) - 0.5 * dm * dm * prec
     return a, b, c
+
+
+def empty_floor(dtype: torch.dtype) -> float:
+    """The soft count n_k below which a component counts as absent from a batch: √tiny (1e-19 in float32).
+
+    Its responsibilities then lie below it at every value, so its exact share of y and of every gradient
+    is below rounding and is dropped. Dividing by such a count instead (0 when every r_k underflowed, as a
+    sigmoid saturated at exactly 1 makes it) gives s_k / n_k = inf, and inf times its zero sums is NaN."""
+    return torch.finfo(dtype).tiny ** 0.5
 
 
 def mixture_shift(pi: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
@@ -110,17 +121,21 @@ class _SoftCompoundBN(torch.autograd.Function):
     # tensor costs page faults, which dominate these memory-bound passes. The per-channel affine (γ, β) is
     # folded into the per-channel coefficients (one pass less forward, three backward).
     @staticmethod
-    def forward(ctx, x, pi, mean, var, eps, detach_r, weight, bias):
+    def forward(ctx, x, pi, mean, var, eps, detach_r, weight, bias, use_native):
         k = pi.shape[0]
         n_el = x.shape[0] * x.shape[2]
         m = mixture_shift(pi, mean).to(x.dtype)  # a precision shift (cancels), no pass over x
-        xs = torch.sub(x, _bc(m), out=_empty(x.shape, x))
         a, b, c = mixture_coefficients(pi.to(x.dtype), mean.to(x.dtype), var.to(x.dtype), eps, m)
-        tiny = torch.finfo(x.dtype).tiny
-        buf = torch.mul(xs, xs, out=_SCRATCH.get(xs, 0))
-        s1_tot = _csum(xs)
-        s2_tot = _csum(buf)
-        if k == 2:
+        use_native = use_native and k == 2
+        if use_native:  # the C kernel: r_1 and the five moments in one loop over x (xs never stored)
+            r, sums = native.forward_stats(x, torch.stack((m, a[1] - a[0], b[1] - b[0], c[1] - c[0])))
+            s1_tot, s2_tot, n1, s1_1, s2_1 = sums.to(x.dtype).unbind(0)
+        else:
+            xs = torch.sub(x, _bc(m), out=_empty(x.shape, x))
+            buf = torch.mul(xs, xs, out=_SCRATCH.get(xs, 0))
+            s1_tot = _csum(xs)
+            s2_tot = _csum(buf)
+        if k == 2 and not use_native:
             da, db, dc = a[1] - a[0], b[1] - b[0], c[1] - c[0]
             # (addcmul with a broadcast `input` takes a slow path on CPU: per-channel terms are added in place)
             r = torch.mul(buf, _bc(da), out=_empty(x.shape, x))
@@ -129,6 +144,7 @@ class _SoftCompoundBN(torch.autograd.Function):
             rxs = torch.mul(r, xs, out=_SCRATCH.get(xs, 1))  # kept for y below
             s1_1 = _csum(rxs)
             s2_1 = _csum(buf.mul_(r))
+        if k == 2:
             nk = torch.stack((n_el - n1, n1))
             s1 = torch.stack((s1_tot - s1_1, s1_1))
             s2 = torch.stack((s2_tot - s2_1, s2_1))
@@ -142,8 +158,7 @@ class _SoftCompoundBN(torch.autograd.Function):
             s1 = kbuf.sum(dim=(1, 3))
             s2 = torch.mul(r, buf.unsqueeze(0), out=kbuf).sum(dim=(1, 3))
             del kbuf
-        del buf
-        safe = nk.clamp_min(tiny)
+        safe = nk.clamp_min(empty_floor(x.dtype))
         d = s1 / safe
         v = (s2 / safe - d * d).clamp_min(0.0)
         s = torch.rsqrt(v + eps)
@@ -153,7 +168,10 @@ class _SoftCompoundBN(torch.autograd.Function):
         q = ds * gam if gam is not None else ds
         if bias is not None:
             q = q - bias.detach().to(x.dtype)
-        if k == 2:  # y = xs·(sg_0 + r Δsg) − (q_0 + r Δq) = xs·sg_0 − q_0 + (r·xs) Δsg − r Δq
+        if use_native:  # y = xs·sg_0 − q_0 + r (xs Δsg − Δq), one loop
+            y = native.forward_out(x, r, torch.stack((m, sg[0], q[0], sg[1] - sg[0], q[1] - q[0])))
+            xs = x  # saved with m: the backward's loops subtract it
+        elif k == 2:  # y = xs·(sg_0 + r Δsg) − (q_0 + r Δq) = xs·sg_0 − q_0 + (r·xs) Δsg − r Δq
             y = torch.mul(xs, _bc(sg[0]), out=_empty(x.shape, x)).sub_(_bc(q[0]))
             y.addcmul_(rxs, _bc(sg[1] - sg[0])).addcmul_(r, _bc(q[0] - q[1]))
         else:
@@ -161,7 +179,8 @@ class _SoftCompoundBN(torch.autograd.Function):
             y = torch.sum(kbuf, 0, out=_empty(x.shape, x)).mul_(xs)
             y.sub_(torch.sum(torch.mul(r, _bc(q), out=kbuf), 0, out=_SCRATCH.get(xs, 0)))
             del kbuf
-        ctx.save_for_backward(xs, r, a, b, nk, d, v, s, gam)
+        ctx.save_for_backward(xs, r, a, b, nk, d, v, s, gam, m if use_native else None)
+        ctx.native = use_native
         ctx.detach_r = bool(detach_r)
         ctx.k = k
         ctx.has_weight, ctx.has_bias = weight is not None, bias is not None
@@ -173,11 +192,16 @@ class _SoftCompoundBN(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, gy, _gn, _gm, _gv):
-        xs, r, a, b, nk, d, v, s, gam = ctx.saved_tensors
+        xs, r, a, b, nk, d, v, s, gam, m = ctx.saved_tensors  # (xs is x, and m its shift, with the kernel)
         k = ctx.k
-        safe = nk.clamp_min(torch.finfo(nk.dtype).tiny)
+        floor = empty_floor(nk.dtype)
+        safe = nk.clamp_min(floor)
         g = gy.contiguous()  # ∂L/∂ŷ; the formulas below use ∂L/∂y_norm = γ g through γ-scaled coefficients
-        if k == 2:
+        if ctx.native:  # Σ g, Σ g xs, Σ g r_1, Σ g r_1 xs in one loop
+            sg_, sgx, g1, u1 = native.backward_stats(g, xs, r, m).to(xs.dtype).unbind(0)
+            big_g = torch.stack((sg_ - g1, g1))
+            big_u = torch.stack((sgx - u1, u1))
+        elif k == 2:
             buf = torch.mul(g, r, out=_SCRATCH.get(xs, 0))
             g1 = _csum(buf)
             u1 = _cdot(buf, xs, 1)
@@ -192,11 +216,11 @@ class _SoftCompoundBN(torch.autograd.Function):
         grad_w = hs.sum(0).to(ctx.w_dtype) if ctx.has_weight and ctx.needs_input_grad[6] else None
         grad_b = big_g.sum(0).to(ctx.b_dtype) if ctx.has_bias and ctx.needs_input_grad[7] else None
         if not ctx.needs_input_grad[0]:
-            return None, None, None, None, None, None, grad_w, grad_b
+            return None, None, None, None, None, None, grad_w, grad_b, None
         sg = s
         if gam is not None:  # ∂L/∂y_norm = γ g: every term below is linear in it
             big_g, hs, sg = big_g * gam, hs * gam, s * gam
-        w = s / safe
+        w = torch.where(nk > floor, s / safe, 0.0)  # an absent component's terms are 0, not 0·inf
         c2 = hs * s * w  # s² Hs / n
         c1 = big_g * w - c2 * d
         if ctx.detach_r:
@@ -211,6 +235,11 @@ class _SoftCompoundBN(torch.autograd.Function):
             terms = [sg, c1, c2] if alpha is None else [sg, c1, c2, sg * d, alpha, beta, gamma, 2.0 * a, b]
             st = torch.stack(terms)
             base = st[:3, 0, None, :, None].unbind(0)
+            if ctx.native:  # ∂L/∂x in one loop (the same formulas as below)
+                coef = torch.cat((m[None], st[:3, 0], st[:, 1] - st[:, 0]))
+                coef = torch.cat((coef, coef.new_zeros(13 - coef.shape[0], coef.shape[1])))
+                gx = native.backward_out(g, xs, r, coef, alpha is None)
+                return gx, None, None, None, None, None, grad_w, grad_b, None
             delta = (st[:, 1] - st[:, 0])[:, None, :, None].unbind(0)
 
             # ∂L/∂x|_r = g·P − R1 − xs·R2, with P, R1, R2 = c_0 + r Δc
@@ -226,7 +255,7 @@ class _SoftCompoundBN(torch.autograd.Function):
                 # ∂L/∂x via r: r_1 (1 − r_1) Δ(∂L/∂r) · ℓ'(x), ℓ'(x) = 2 Δa xs + Δb
                 f = torch.mul(xs, d_2a, out=_SCRATCH.get(xs, 1)).add_(d_b)
                 gx.addcmul_(dr, f.addcmul_(f, r, value=-1.0))
-            return gx, None, None, None, None, None, grad_w, grad_b
+            return gx, None, None, None, None, None, grad_w, grad_b, None
         kbuf = torch.mul(r, _bc(sg), out=_SCRATCH.get(r, 2))
         gx = torch.sum(kbuf, 0, out=_empty(xs.shape, xs)).mul_(g)
         tmp = _SCRATCH.get(xs, 0)
@@ -239,12 +268,12 @@ class _SoftCompoundBN(torch.autograd.Function):
             mean_dr = torch.sum(torch.mul(r, dr, out=kbuf), 0, keepdim=True, out=tmp.unsqueeze(0))
             dl = dr.sub_(mean_dr).mul_(r)  # ∂L/∂ℓ_k = r_k (∂L/∂r_k − Σ_j r_j ∂L/∂r_j)
             gx.add_(torch.sum(dl.mul_(torch.mul(xk, 2.0 * _bc(a), out=kbuf).add_(_bc(b))), 0, out=tmp))
-        return gx, None, None, None, None, None, grad_w, grad_b
+        return gx, None, None, None, None, None, grad_w, grad_b, None
 
 
 def soft_compound_bn(x: torch.Tensor, pi: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, eps: float = 1e-5,
                      detach_responsibilities: bool = False, weight: torch.Tensor | None = None,
-                     bias: torch.Tensor | None = None):
+                     bias: torch.Tensor | None = None, backend: str = "auto"):
     """Soft compound BN with batch statistics (training): E-step from (π, μ, σ²), M-step and normalisation.
 
     Parameters
@@ -256,15 +285,19 @@ def soft_compound_bn(x: torch.Tensor, pi: torch.Tensor, mean: torch.Tensor, var:
         Drop the gradient path through r(x).
     weight, bias : Tensor (C,), optional
         Shared affine γ, β (step 5), applied inside the fused function: y = γ·ŷ + β. Differentiable.
+    backend : {"auto", "native", "torch"}
+        K = 2 with a float32 contiguous x on the CPU: ``"auto"`` runs the C kernel of
+        :mod:`reprozoo.compound_bn.native` when it can be built (else torch, with a one-time warning),
+        ``"native"`` requires it, ``"torch"`` never uses it. The values are the same up to float rounding.
 
     Returns
     -------
     y : Tensor (N, C, L), normalised (and affine-transformed), differentiable w.r.t. x, weight and bias
     nk, mu_hat, var_hat : Tensor (K, C): soft counts, batch means and biased batch variances (no gradient)
 
-    Cost O(N·C·L) per pass, about 17 passes forward and 23 backward for K = 2 (O(K·N·C·L) for K > 2);
-    the opt-in compiled version (:func:`reprozoo.compound_bn.compiled.compiled_soft_compound_bn`) fuses
-    them into five loops.
+    Cost O(N·C·L) per pass: with the kernel (K = 2) two loops forward and two backward; in torch about 17
+    passes forward and 23 backward for K = 2 (O(K·N·C·L) for K > 2). The opt-in compiled version
+    (:func:`reprozoo.compound_bn.compiled.compiled_soft_compound_bn`) fuses them into five loops.
     """
     return _SoftCompoundBN.apply(x, pi.detach(), mean.detach(), var.detach(), float(eps),
-                                 bool(detach_responsibilities), weight, bias)
+                                 bool(detach_responsibilities), weight, bias, native.usable(backend, x))

@@ -40,8 +40,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reprozoo.compound_bn import native
 from reprozoo.compound_bn.compiled import compiled_mixture_eval, compiled_soft_compound_bn
-from reprozoo.compound_bn.functional import _SCRATCH, mixture_coefficients, soft_compound_bn
+from reprozoo.compound_bn.functional import _SCRATCH, empty_floor, mixture_coefficients, soft_compound_bn
 from reprozoo.compound_bn.losses import on_host
 from reprozoo.core.checks import check_choice, check_float, check_int
 
@@ -111,7 +112,7 @@ def compound_batch_norm(x: torch.Tensor, pi: torch.Tensor, mean: torch.Tensor, v
     if detach_responsibilities:
         r = r.detach()
     nk = r.sum(dim=(1, 3))
-    safe = nk.clamp_min(torch.finfo(x.dtype).tiny)
+    safe = nk.clamp_min(empty_floor(x.dtype))  # an absent component: its terms 0 in the gradient, not 0·inf
     mu_hat = torch.einsum("kncl,ncl->kc", r, x) / safe
     d = x.unsqueeze(0) - mu_hat[:, None, :, None]
     var_hat = (r * d * d).sum(dim=(1, 3)) / safe
@@ -140,7 +141,7 @@ class _CompoundBatchNorm(nn.modules.batchnorm._BatchNorm):
                  detach_responsibilities: bool = False, per_component_affine: bool = False,
                  min_weight: float = 1e-3, collapse_tol: float = 0.05, check_finite: bool = True,
                  device=None, dtype=None, *, n_components: int | None = None, aux_affine: bool = False,
-                 aux_stats: str = "separate", compiled: bool = False):
+                 aux_stats: str = "separate", compiled: bool = False, backend: str = "auto"):
         nn.Module.__init__(self)  # _BatchNorm's own __init__ would register (C,) buffers
         # ``n_components`` is an alias of ``num_components`` (the experiment config's name); default K = 2
         if n_components is not None and num_components is not None and n_components != num_components:
@@ -156,6 +157,7 @@ class _CompoundBatchNorm(nn.modules.batchnorm._BatchNorm):
         check_float(min_weight, "min_weight", low=0.0, high=1.0 / num_components, high_inclusive=False)  # < 1/K
         check_float(collapse_tol, "collapse_tol", low=0.0)
         check_choice(aux_stats, "aux_stats", AUX_STATS)
+        check_choice(backend, "backend", native.BACKENDS)
         if aux_affine and not affine:
             raise ValueError("aux_affine=True needs affine=True (it adds a second affine for the auxiliary path)")
         factory = {"device": device, "dtype": dtype}
@@ -173,6 +175,7 @@ class _CompoundBatchNorm(nn.modules.batchnorm._BatchNorm):
         self.check_finite = check_finite
         self.aux_affine = bool(aux_affine)
         self.compiled = bool(compiled)
+        self.backend = backend
         self._eval_cache: tuple | None = None  # (key, coefficients) of the evaluation, see _eval_coefficients
         #: group ids (N,) for the hard, label-driven auxiliary path; set by :func:`group_assignment`.
         self.group_ids: torch.Tensor | None = None
@@ -259,6 +262,8 @@ class _CompoundBatchNorm(nn.modules.batchnorm._BatchNorm):
             s += f", aux_stats={self.aux_stats!r}"
         if self.compiled:
             s += ", compiled=True"
+        if self.backend != "auto":
+            s += f", backend={self.backend!r}"
         return s
 
     def _check_input_dim(self, x: torch.Tensor) -> None:  # _BatchNorm's hook
@@ -346,15 +351,21 @@ class _CompoundBatchNorm(nn.modules.batchnorm._BatchNorm):
         if use_batch and x3.shape[0] * x3.shape[2] < 2:
             raise ValueError(f"expected more than 1 value per channel when training, got input shape "
                              f"{tuple(x.shape)}")
-        y = self._forward3(x3, group_ids, use_batch)
-        # normalised outputs are O(1): a non-finite sum means a non-finite input (one reduction, no copy)
-        if not use_batch and self._value_checks(y) and not bool(torch.isfinite(y.detach().sum())):
-            raise ValueError("input contains NaN or infinite values")
+        y = self._forward3(x3, group_ids, use_batch)  # (evaluation checks its output's finiteness)
         return y.reshape(x.shape).to(in_dtype)
 
     def _value_checks(self, t: torch.Tensor) -> bool:
         """Whether to check values of ``t`` now: ``check_finite`` and ``t`` on the CPU (no device sync)."""
         return self.check_finite and on_host(t)
+
+    def _check_output(self, y: torch.Tensor, total: float | None = None) -> torch.Tensor:
+        """Evaluation: normalised outputs are O(1), so a non-finite sum means a non-finite input (one
+        reduction, no copy; ``total``: the sum, when the kernel computed it already). Returns ``y``."""
+        if self._value_checks(y):
+            finite = math.isfinite(total) if total is not None else bool(torch.isfinite(y.detach().sum()))
+            if not finite:
+                raise ValueError("input contains NaN or infinite values")
+        return y
 
     def _aux_buffers(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """The running (μ, σ²) (K, C) the auxiliary path reads in evaluation: its own with
@@ -404,7 +415,8 @@ class _CompoundBatchNorm(nn.modules.batchnorm._BatchNorm):
             if aux and use_batch and self.aux_stats == "none":  # batch statistics, no running update
                 rm = rv = None
         m = self._momentum() if update else 0.0
-        return F.batch_norm(x, rm, rv, w, b, use_batch, m, self.eps)
+        y = F.batch_norm(x, rm, rv, w, b, use_batch, m, self.eps)
+        return y if use_batch else self._check_output(y)
 
     def _soft_r(self, x: torch.Tensor, pi, mean, var) -> torch.Tensor:
         """Responsibilities of the running mixture: r_1 (N, C, L) when K = 2, else r (K, N, C, L)."""
@@ -433,7 +445,7 @@ class _CompoundBatchNorm(nn.modules.batchnorm._BatchNorm):
             gam, bet = self._component_affine(x, aux=True)
             mu_a, var_a = (t.to(x.dtype) for t in self._aux_buffers())
             sc = gam * torch.rsqrt(var_a + self.eps)
-            return x * sc[group_ids][:, :, None] - (sc * mu_a - bet)[group_ids][:, :, None]
+            return self._check_output(x * sc[group_ids][:, :, None] - (sc * mu_a - bet)[group_ids][:, :, None])
         needs_grad = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
         if not needs_grad:
             return self._eval_fused(x)
@@ -443,7 +455,7 @@ class _CompoundBatchNorm(nn.modules.batchnorm._BatchNorm):
         pc, qc = sc, sc * mu - bet  # (K, C)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.detach_responsibilities):
             r = self._soft_r(x, pi, mu, var)
-        return x * self._mix(r, pc) - self._mix(r, qc)
+        return self._check_output(x * self._mix(r, pc) - self._mix(r, qc))
 
     @torch.no_grad()
     def _eval_coefficients(self, like: torch.Tensor) -> torch.Tensor:
@@ -478,7 +490,9 @@ class _CompoundBatchNorm(nn.modules.batchnorm._BatchNorm):
         in place, and y = (P_0 x − Q_0) + r_1 (ΔP x − ΔQ): nine elementwise passes (one a sigmoid), two
         in reused scratch buffers, the output the only fresh tensor. K > 2: the log-densities stacked over
         K (scratch), softmax over K in place, y = Σ_k r_k (P_k x − Q_k). ``compiled=True``: the same
-        formulas in one loop generated by ``torch.compile``. Cost O(K·N·C·L).
+        formulas in one loop generated by ``torch.compile``. The C kernel (``backend``, float32 on the
+        CPU, K ≤ 8): the same formulas in one loop over x, which also returns Σ y for the finiteness
+        check. Cost O(K·N·C·L).
         """
         if self.compiled:  # one generated loop (see compiled.py)
             pi, mu, var = (t.to(x.dtype) for t in (self.running_pi, self.running_mean, self.running_var))
@@ -486,14 +500,16 @@ class _CompoundBatchNorm(nn.modules.batchnorm._BatchNorm):
             pc = gam * torch.rsqrt(var + self.eps)
             y = compiled_mixture_eval(x, pi, mu, var, self.eps, pc, pc * mu - bet)
             if y is not None:
-                return y
+                return self._check_output(y)
         coef = self._eval_coefficients(x)
+        if self.num_components <= native.MAX_K and native.usable(self.backend, x):  # one loop (native.py)
+            return self._check_output(*native.eval_mixture(x, coef))
         if self.num_components == 2:
             # (in-place per-channel terms: addcmul with a broadcast `input` takes a slow path on CPU)
             da, db, dc, p0, q0, dp, dq = (t[None, :, None] for t in coef)
             r = torch.mul(x, da, out=_SCRATCH.get(x, 0)).add_(db).mul_(x).add_(dc).sigmoid_()
             diff = torch.mul(x, dp, out=_SCRATCH.get(x, 1)).sub_(dq)
-            return torch.mul(x, p0).sub_(q0).addcmul_(diff, r)
+            return self._check_output(torch.mul(x, p0).sub_(q0).addcmul_(diff, r))
         a, b, c, pc, qc = (t[:, None, :, None] for t in coef)
         xk = x.unsqueeze(0)
         kshape = (self.num_components, *x.shape)
@@ -502,7 +518,7 @@ class _CompoundBatchNorm(nn.modules.batchnorm._BatchNorm):
         r.sub_(torch.amax(r, dim=0, keepdim=True, out=one)).exp_()
         r.div_(torch.sum(r, dim=0, keepdim=True, out=one))
         t = torch.mul(xk, pc, out=_SCRATCH.get(r, 3)).sub_(qc)
-        return torch.sum(r.mul_(t), 0)
+        return self._check_output(torch.sum(r.mul_(t), 0))
 
     def _forward_hard(self, x: torch.Tensor, group_ids: torch.Tensor, update: bool) -> torch.Tensor:
         """Auxiliary path (step 7): per-group batch statistics; sample b uses component g_b only. In
@@ -534,9 +550,12 @@ class _CompoundBatchNorm(nn.modules.batchnorm._BatchNorm):
                                                            self.detach_responsibilities)
         else:
             # the shared affine is folded into the fused function (same y = γ·ŷ + β, fewer passes)
-            fused = compiled_soft_compound_bn if self.compiled else soft_compound_bn
-            out, nk, mu_hat, var_hat = fused(x, pi.to(x.dtype), mu.to(x.dtype), var.to(x.dtype), self.eps,
-                                             self.detach_responsibilities, weight=self.weight, bias=self.bias)
+            args = (x, pi.to(x.dtype), mu.to(x.dtype), var.to(x.dtype), self.eps, self.detach_responsibilities)
+            if self.compiled:
+                out, nk, mu_hat, var_hat = compiled_soft_compound_bn(*args, weight=self.weight, bias=self.bias)
+            else:
+                out, nk, mu_hat, var_hat = soft_compound_bn(*args, weight=self.weight, bias=self.bias,
+                                                            backend=self.backend)
         self._check_stats(mu_hat, var_hat)
         if update:
             with torch.no_grad():
@@ -691,6 +710,13 @@ class CompoundBatchNorm2d(_CompoundBatchNorm):
         Run the soft training step through ``torch.compile`` (fused loops, 1.2–2.4× faster on CPU; needs a
         C++ compiler; the first call per input shape compiles for seconds). Falls back to the eager step with
         a ``RuntimeWarning`` if compilation fails. Not used with ``per_component_affine``.
+    backend : {"auto", "native", "torch"}, default "auto" (keyword only)
+        Float32 contiguous inputs on the CPU with H·W ≥ 8 run through a small C kernel
+        (:mod:`reprozoo.compound_bn.native`: evaluation in one loop for K ≤ 8, the K = 2 training step in
+        two loops forward and two backward), built with the system C compiler on first use and cached.
+        ``"auto"``: the kernel when it builds, else the torch code (one ``RuntimeWarning``); ``"native"``:
+        a ``RuntimeError`` when it cannot be built; ``"torch"``: never the kernel. Same values up to float
+        rounding. ``REPROZOO_CBN_BACKEND=torch`` makes ``"auto"`` mean ``"torch"`` process-wide.
 
     Attributes
     ----------
