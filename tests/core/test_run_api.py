@@ -2,6 +2,7 @@
 
 import json
 import os
+import sys
 from dataclasses import dataclass
 
 import pytest
@@ -177,6 +178,17 @@ def test_run_all_from_python(tmp_path, fakes):
     assert (tmp_path / "all" / "summary.md").is_file() and (tmp_path / "all" / "plain" / "result.json").is_file()
     header = (tmp_path / "all" / "summary.md").read_text().splitlines()[2]
     assert header.startswith("preset `quick`; seeds 0; 1 method(s) at a time on ") and " at git " in header
+
+
+@pytest.mark.parametrize("user_value", [None, "ACTIVE"])
+def test_run_all_with_jobs_lets_idle_openmp_threads_sleep(tmp_path, fakes, monkeypatch, user_value):
+    if user_value is None:
+        monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    else:
+        monkeypatch.setenv("OMP_WAIT_POLICY", user_value)
+    monkeypatch.delitem(sys.modules, "torch")  # as in a fresh `reprozoo run all` process
+    reprozoo.run_all("quick", tmp_path / "all", seeds=[0], quiet=True, jobs=2)
+    assert os.environ["OMP_WAIT_POLICY"] == (user_value or "PASSIVE")
 
 
 # -- units and formats -----------------------------------------------------------------------------

@@ -26,6 +26,7 @@ import multiprocessing
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -337,10 +338,16 @@ def run_all(
     ``jobs`` > 1 runs that many methods at once, each in a child process of its own (progress bars off;
     ``on_start``/``on_done`` are still called here, in the order methods start and finish). Most methods run
     on one thread (``reprozoo info``), so ``jobs=2`` keeps both cores of a small machine busy; the
-    summary lists methods in registry order whatever order they finished in.
+    summary lists methods in registry order whatever order they finished in. Methods that run on two threads
+    (eva, meaformer) then share the cores with another method: OpenMP's default of spinning while it waits
+    for a core burns the CPU the other method needs (a two-thread torch loop beside a busy core took 2.1x the
+    wall time and 3.4x the CPU seconds), so ``jobs`` > 1 sets ``OMP_WAIT_POLICY=PASSIVE`` when neither the
+    user nor an earlier import of torch has fixed it (it changes no number, only how idle threads wait).
     """
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ConfigError(f"jobs={jobs!r} should be an int >= 1 (methods run at once)")
+    if jobs > 1 and "torch" not in sys.modules:  # read once, when torch loads its OpenMP runtime
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     valid = list(dict.fromkeys(p for n in registry.names() for p in _presets_of(n)))
     if preset not in valid:
         raise ConfigError(f"unknown preset {preset!r}; valid presets: {', '.join(valid)} "
