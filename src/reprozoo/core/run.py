@@ -339,10 +339,11 @@ def run_all(
     ``on_start``/``on_done`` are still called here, in the order methods start and finish). Most methods run
     on one thread (``reprozoo info``), so ``jobs=2`` keeps both cores of a small machine busy; the
     summary lists methods in registry order whatever order they finished in. Methods that run on two threads
-    (``ExperimentSpec.threads`` = 2) then share the cores with another method: OpenMP's default of spinning while it waits
-    for a core burns the CPU the other method needs (a two-thread torch loop beside a busy core took 2.1x the
-    wall time and 3.4x the CPU seconds), so ``jobs`` > 1 sets ``OMP_WAIT_POLICY=PASSIVE`` when neither the
-    user nor an earlier import of torch has fixed it (it changes no number, only how idle threads wait).
+    (``ExperimentSpec.threads`` = 2) then share the cores with another method: OpenMP's default of spinning
+    while it waits for a core burns the CPU the other method needs (a two-thread torch loop beside a busy
+    core took 2.1x the wall time and 3.4x the CPU seconds), so ``jobs`` > 1 sets ``OMP_WAIT_POLICY=PASSIVE``
+    when neither the user nor an earlier import of torch has fixed it (it changes no number, only how idle
+    threads wait).
     """
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ConfigError(f"jobs={jobs!r} should be an int >= 1 (methods run at once)")
