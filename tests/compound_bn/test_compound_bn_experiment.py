@@ -95,6 +95,15 @@ def test_a_diverged_training_is_recorded_and_the_others_go_on(tmp_path, monkeypa
     assert any("CBN+CE group_by=classes seed 0 diverged" in n for n in result.notes)
 
 
+def test_trainings_in_processes_give_the_records_of_one_process(tmp_path):
+    cfg = Config.from_preset("smoke").replace(seeds=(0, 1), epochs=1, group_by=("classes", "samples"))
+    one, two = (run(cfg.replace(n_jobs=n), tmp_path / str(n)) for n in (1, 2))
+    timing = ("seconds", "train_cpu_seconds")
+    assert [(r.method, r.setting, r.seed, r.metric, r.value) for r in one.records if r.metric not in timing] == \
+        [(r.method, r.setting, r.seed, r.metric, r.value) for r in two.records if r.metric not in timing]
+    assert len(one.figures) == len(two.figures) == 4  # per-class accuracy and responsibilities, per group_by
+
+
 @pytest.mark.slow
 def test_mnist_lt_cbn_not_worse_than_bn_on_tail():
     """End to end: MNIST-LT (rho = 100), BN vs CBN + dual path over 3 seeds; loose margin."""

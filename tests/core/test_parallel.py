@@ -7,10 +7,12 @@ import pytest
 from reprozoo.core.parallel import map_jobs
 
 
-def _square_and_threads(x: int) -> tuple[int, int, str]:
+def _square_and_threads(x: int) -> tuple[int, int, str, bool]:
     import torch
 
-    return x * x, torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS", "")
+    from reprozoo.core.progress import _QUIET
+
+    return x * x, torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS", ""), _QUIET
 
 
 def _fail_on_two(x: int) -> int:
@@ -26,7 +28,7 @@ def test_in_process_keeps_order():
 def test_processes_keep_item_order_and_set_threads():
     out = map_jobs(_square_and_threads, [3, 1, 2, 5], workers=2, first=lambda x: -x)
     assert [r[0] for r in out] == [9, 1, 4, 25]  # item order, though handed out largest first
-    assert {(r[1], r[2]) for r in out} == {(1, "1")}  # each worker single-threaded
+    assert {r[1:] for r in out} == {(1, "1", True)}  # each worker single-threaded and quiet
 
 
 def test_process_error_is_reraised():

@@ -90,6 +90,15 @@ def test_sweep_runs_the_other_sparsities_on_the_first_seeds_only(tmp_path):
     assert any("0.5) with 1 seed only (0; sweep_seeds)" in n for n in result.notes)
 
 
+def test_fits_in_processes_give_the_records_of_one_process(tmp_path):
+    cfg = Config.from_preset("smoke", seeds=(0, 1), sparsities=(0.9, 0.5), epochs=3, hidden=8)
+    one, two = (run(cfg.replace(n_jobs=n), tmp_path / str(n)) for n in (1, 2))
+    strip = [(r.dataset, r.method, r.setting, r.seed, r.metric) for r in one.records]
+    assert strip == [(r.dataset, r.method, r.setting, r.seed, r.metric) for r in two.records]
+    assert [r.value for r in one.records if r.metric != "seconds"] == \
+        [r.value for r in two.records if r.metric != "seconds"]
+
+
 @pytest.mark.slow
 def test_ugt_gcn_on_cora_reaches_reference_accuracy():
     """UGT-GCN on Cora at the paper's s = 0.9, 400 epochs: measured 0.776 with seed 1 (mean 0.766, seeds 0-4)."""

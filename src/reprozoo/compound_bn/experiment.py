@@ -28,6 +28,7 @@ from reprozoo.compound_bn.layers import CompoundBatchNorm2d, compound_layers
 from reprozoo.compound_bn.losses import LOSSES, LongTailLoss, NormedLinear, TrainingDiverged
 from reprozoo.core.device import resolve_device
 from reprozoo.core.experiment import ConfigError, TorchExperimentConfig, knob
+from reprozoo.core.parallel import map_jobs
 from reprozoo.core.progress import log, track
 from reprozoo.core.registry import ExperimentSpec
 from reprozoo.core.results import Result
@@ -94,12 +95,15 @@ class CompoundBNConfig(TorchExperimentConfig):
     few_threshold: int = knob(20, ge=1)  # few-shot: < this many
     eval_batch_size: int = knob(1000, ge=1)
     num_threads: int = knob(0, ge=0)  # torch threads (0 = leave torch's default)
+    #: processes running the trainings side by side on a CPU (spawned, each with the run's torch threads; every
+    #: training seeds itself, so the records are those of 1); on an accelerator they run in this process
+    n_jobs: int = knob(2, ge=1)
     figures: bool = True  # per-class accuracy and per-class responsibility figures
 
     PRESETS = {
         "smoke": {"seeds": (0,), "losses": ("CE",), "n_max": 200, "epochs": 3, "depth": 8, "width": 4,
                   "imbalance_ratios": (10.0,), "many_threshold": 60, "few_threshold": 30,
-                  "group_by": ("classes",), "warmup_epochs": 1},
+                  "group_by": ("classes",), "warmup_epochs": 1, "n_jobs": 1},
         # CE and LDAM-DRW, group_by both ways, 60 epochs, 3 seeds: 18 trainings (see the method card for
         # its CPU time); n_max 200 and width 4 are what fits
         "quick": {"losses": ("CE", "LDAM-DRW")},
@@ -349,8 +353,43 @@ def _variants(cfg: Config) -> list[dict[str, Any]]:
     return out
 
 
+def _jobs(cfg: Config) -> list[tuple[int, int, str | None]]:
+    """One training per (seed, variant index, group_by or None when the model has no groups), in the order
+    one process runs them."""
+    jobs = []
+    for seed in cfg.seeds:
+        for i, v in enumerate(_variants(cfg)):
+            kw = v["kw"]
+            grouped = (v["norm"] == "CBN" and kw.get("dual_path", cfg.dual_path)
+                       and kw.get("n_components", cfg.n_components) > 1)
+            jobs += [(seed, i, g) for g in cfg.group_by] if grouped else [(seed, i, None)]
+    return jobs
+
+
+def _train_job(item: tuple[Config, str, float, tuple[int, int, str | None]]) -> dict[str, Any]:
+    """One training (here or in a worker process): its accuracies, CPU and wall seconds, and the per-class
+    responsibilities of the first seed's main CBN models; ``{"diverged": reason}`` when it diverged."""
+    cfg, dataset, rho, (seed, i, g) = item
+    v = _variants(cfg)[i]
+    data = load_longtail(dataset, rho, cfg.n_max, cfg.data_seed).to(torch.device(cfg.device))
+    label = v["method"] + (f" group_by={g}" if g else "")
+    t0 = time.perf_counter()
+    try:
+        model, acc = train_and_evaluate(cfg, data, v["norm"], v["loss"], seed, **v["kw"], group_by=g or cfg.group_by[0],
+                                        desc=f"{dataset} rho={rho:g} {label} seed {seed}")
+    except TrainingDiverged as exc:  # reported, not hidden: the other trainings go on
+        return {"diverged": str(exc)}
+    acc["seconds"] = time.perf_counter() - t0
+    if cfg.figures and v["norm"] == "CBN" and not v["kw"] and seed == cfg.seeds[0] and cfg.n_components > 1:
+        acc["responsibilities"] = class_responsibilities(model, data.x_test, data.y_test, len(data.class_counts))
+    return acc
+
+
 def run(config: Config, out_dir: Path) -> Result:
-    """Train BN and CBN models for every data set × imbalance × loss × seed; return the tidy result."""
+    """Train BN and CBN models for every data set × imbalance × loss × seed; return the tidy result.
+
+    The trainings of one (data set, imbalance) run in ``n_jobs`` processes on a CPU (each seeds itself: the
+    records are those of one process, which is what runs them on an accelerator)."""
     cfg = config
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
@@ -360,9 +399,10 @@ def run(config: Config, out_dir: Path) -> Result:
     out_dir = Path(out_dir)
     fig_dir = out_dir / "figures"
     variants = _variants(cfg)
+    jobs = _jobs(cfg)
     for dataset in cfg.datasets:
         for rho in cfg.imbalance_ratios:
-            data = load_longtail(dataset, rho, cfg.n_max, cfg.data_seed).to(device)
+            data = load_longtail(dataset, rho, cfg.n_max, cfg.data_seed)
             groups = shot_split(data.class_counts, cfg.many_threshold, cfg.few_threshold)
             setting = f"rho={rho:g}"
             log(f"{dataset} {setting}: {len(data.y_train)} train images, counts {data.class_counts.tolist()}")
@@ -376,39 +416,28 @@ def run(config: Config, out_dir: Path) -> Result:
                                     f"recorded under every group_by setting ({', '.join(cfg.group_by)})")
             per_class: dict[str, dict[str, list[np.ndarray]]] = {g: {} for g in cfg.group_by}
             resp: dict[str, dict[str, np.ndarray]] = {g: {} for g in cfg.group_by}
-            for seed in cfg.seeds:
-                for v in variants:
-                    kw = v["kw"]
-                    grouped = (v["norm"] == "CBN" and kw.get("dual_path", cfg.dual_path)
-                               and kw.get("n_components", cfg.n_components) > 1)
-                    for g in cfg.group_by if grouped else cfg.group_by[:1]:
-                        t0 = time.perf_counter()
-                        label = f"{v['method']}" + (f" group_by={g}" if grouped else "")
-                        try:
-                            model, acc = train_and_evaluate(cfg, data, v["norm"], v["loss"], seed, **kw,
-                                                            group_by=g, desc=f"{dataset} {setting} {label} seed {seed}")
-                        except TrainingDiverged as exc:  # reported, not hidden: the other trainings go on
-                            result.notes.append(f"{dataset} {setting}: {label} seed {seed} diverged ({exc}); "
-                                                "its accuracies are missing from the means")
-                            for gg in [g] if grouped else cfg.group_by:
-                                result.add(dataset, v["method"], v["role"], "diverged", 1, seed=seed,
-                                           setting=settings[gg])
-                            log(f"{label} seed {seed}: diverged")
-                            continue
-                        metrics = {m: acc[m] for m in ("top1", "many", "medium", "few") if np.isfinite(acc[m])}
-                        metrics["diverged"] = 0
-                        metrics["seconds"] = time.perf_counter() - t0
-                        metrics["train_cpu_seconds"] = acc["train_cpu_seconds"]
-                        for gg in [g] if grouped else cfg.group_by:  # BN: the same model in every table
-                            result.add_many(dataset, v["method"], v["role"], metrics, seed=seed,
-                                            setting=settings[gg])
-                            per_class[gg].setdefault(v["method"], []).append(acc["per_class"])
-                        if (cfg.figures and v["norm"] == "CBN" and not kw and seed == cfg.seeds[0]
-                                and cfg.n_components > 1):
-                            resp[g][v["method"]] = class_responsibilities(model, data.x_test, data.y_test,
-                                                                          len(data.class_counts))
-                        log(f"{label} seed {seed}: top1 {acc['top1']:.2f} few {acc['few']:.2f} "
-                            f"({metrics['seconds']:.0f} s)")
+            outs = map_jobs(_train_job, [(cfg, dataset, rho, job) for job in jobs],
+                            workers=cfg.n_jobs if device.type == "cpu" else 1,
+                            description=f"{dataset} {setting} trainings", threads=torch.get_num_threads())
+            for (seed, i, g), acc in zip(jobs, outs, strict=True):  # job order: the same as one process
+                v = variants[i]
+                label = v["method"] + (f" group_by={g}" if g else "")
+                tables = [g] if g else cfg.group_by  # BN (no groups): the same model in every table
+                if "diverged" in acc:
+                    result.notes.append(f"{dataset} {setting}: {label} seed {seed} diverged ({acc['diverged']}); "
+                                        "its accuracies are missing from the means")
+                    for gg in tables:
+                        result.add(dataset, v["method"], v["role"], "diverged", 1, seed=seed, setting=settings[gg])
+                    log(f"{label} seed {seed}: diverged")
+                    continue
+                metrics = {m: acc[m] for m in ("top1", "many", "medium", "few") if np.isfinite(acc[m])}
+                metrics.update(diverged=0, seconds=acc["seconds"], train_cpu_seconds=acc["train_cpu_seconds"])
+                for gg in tables:
+                    result.add_many(dataset, v["method"], v["role"], metrics, seed=seed, setting=settings[gg])
+                    per_class[gg].setdefault(v["method"], []).append(acc["per_class"])
+                if "responsibilities" in acc:
+                    resp[g or cfg.group_by[0]][v["method"]] = acc["responsibilities"]
+                log(f"{label} seed {seed}: top1 {acc['top1']:.2f} few {acc['few']:.2f} ({metrics['seconds']:.0f} s)")
             for name, groups_ in (("many", groups["many"]), ("medium", groups["medium"]), ("few", groups["few"])):
                 if groups_.size == 0:
                     result.notes.append(f"{dataset} {setting}: no {name}-shot class; metric {name} not recorded")

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from reprozoo.core.checks import check_int
-from reprozoo.core.progress import is_quiet, set_quiet, track
+from reprozoo.core.progress import set_quiet, track
 
 __all__ = ["map_jobs"]
 
@@ -27,7 +27,8 @@ def map_jobs(fn: Callable[[T], R], items: Sequence[T], *, workers: int = 1, desc
 
     ``workers`` <= 1 (or a single item): in this process, in order, with its thread settings. Otherwise in
     ``min(workers, len(items))`` spawned processes (no fork of a process holding torch's thread pools), each
-    with ``threads`` torch/BLAS threads and this process's quiet setting; ``fn`` must be a module-level
+    with ``threads`` torch/BLAS threads and quiet (progress bars of several processes would overwrite each
+    other: this process's bar counts the jobs, and it logs what they return); ``fn`` must be a module-level
     function and items picklable. ``first``: a sort key for the order the jobs are handed out (e.g. longest
     first, so that no worker is left with one long job at the end); the result keeps ``items``' order.
 
@@ -42,18 +43,18 @@ def map_jobs(fn: Callable[[T], R], items: Sequence[T], *, workers: int = 1, desc
     order = sorted(range(len(items)), key=lambda i: first(items[i])) if first else range(len(items))
     ctx = multiprocessing.get_context("spawn")
     out: dict[int, R] = {}
-    with ctx.Pool(min(workers, len(items)), initializer=_init_worker, initargs=(is_quiet(), threads)) as pool:
+    with ctx.Pool(min(workers, len(items)), initializer=_init_worker, initargs=(threads,)) as pool:
         for i, value in track(pool.imap_unordered(_call, [(fn, i, items[i]) for i in order]), description,
                               total=len(items)):
             out[i] = value
     return [out[i] for i in range(len(items))]
 
 
-def _init_worker(quiet: bool, threads: int) -> None:
+def _init_worker(threads: int) -> None:
     import os
 
     os.environ.update({k: str(threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")})
-    set_quiet(quiet)
+    set_quiet(True)
     try:
         import torch
     except ImportError:  # a job without torch

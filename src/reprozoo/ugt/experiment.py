@@ -5,7 +5,7 @@ Presets (``PRESETS``):
 * ``smoke``: Cora, 2-layer GCN, 30 epochs, one seed (end-to-end check, seconds);
 * ``quick``: Cora and CiteSeer, 2-layer GCN (hidden 256), UGT and Edge-Popup at sparsity 0.9 with 3 seeds
   and at 0.5 and 0.99 with the first seed (accuracy vs sparsity, paper Fig. 2), the dense GCN once per seed,
-  400 epochs (495 CPU-s measured on a loaded 2-core machine, about five minutes expected on an idle core; see the card);
+  400 epochs, the fits in ``n_jobs`` = 2 processes (about 415 CPU s; see the card);
 * ``sweep``: as quick with 3 seeds at every sparsity;
 * ``full``: GCN, GAT and GIN, sparsity 0.1..0.99, 10 seeds (hours on CPU);
 * ``deep``: GCN at depths 2..32 on Cora, UGT vs dense: accuracy and MAD (over-smoothing);
@@ -33,8 +33,9 @@ import torch
 from reprozoo.core.device import resolve_device
 from reprozoo.core.experiment import ConfigError, TorchExperimentConfig, knob
 from reprozoo.core.io import atomic_savefig
+from reprozoo.core.parallel import map_jobs
 from reprozoo.core.plots import figure, metric_by_dataset
-from reprozoo.core.progress import log, track
+from reprozoo.core.progress import log
 from reprozoo.core.registry import ExperimentSpec
 from reprozoo.core.report import seeds_phrase
 from reprozoo.core.results import Result, mean_std
@@ -91,10 +92,13 @@ class UGTConfig(TorchExperimentConfig):
     feature_noise: tuple[float, ...] = knob((0.0, 0.1, 0.3, 0.5), ge=0, le=1, unique=True)
     #: robust: random edges added, relative to |E|
     edge_noise: tuple[float, ...] = knob((0.2, 0.5, 1.0), ge=0, unique=True)
+    #: processes running the fits side by side on a CPU (spawned, each with the run's thread count; every fit
+    #: seeds itself, so the records are those of 1); on an accelerator the fits run in this process
+    n_jobs: int = knob(2, ge=1)
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "quick": {},
-        "smoke": {"datasets": ("Cora",), "seeds": (0,), "epochs": 30, "hidden": 64, "sparsities": (0.9,)},
+        "smoke": {"datasets": ("Cora",), "seeds": (0,), "epochs": 30, "hidden": 64, "sparsities": (0.9,), "n_jobs": 1},
         # the accuracy-vs-sparsity figure with every seed at every sparsity
         "sweep": {"sweep_seeds": 0},
         "full": {
@@ -258,34 +262,50 @@ def _load(name: str, device: str = "cpu"):
 
 
 # -- standard protocol: accuracy / sparsity / MAD -------------------------------------------------
-def _run_standard(cfg: UGTConfig, result: Result) -> None:
+def _workers(cfg: UGTConfig) -> int:
+    """Processes for the fits: ``n_jobs`` on a CPU; one on an accelerator (the fits share it)."""
+    return cfg.n_jobs if torch.device(cfg.device).type == "cpu" else 1
+
+
+def _method_name(kind: str, arch: str) -> str:
+    return {"ugt": "UGT", "edgepopup": "EdgePopup", "dense": "Dense"}[kind] + f"-{arch}"
+
+
+def _standard_job(item: tuple[UGTConfig, tuple]) -> dict[str, float]:
+    """One fit of the standard protocol (run here or in a worker process): its metrics."""
     from reprozoo.ugt.analysis import expected_calibration_error, mean_average_distance
 
+    cfg, (dname, seed, arch, depth, kind, s) = item
+    graph = _load(dname, cfg.device)
+    model, fit = _fit(kind, arch, graph, depth, s if s is not None else 0.0, cfg, seed)
+    logits = _logits(model, graph.x, graph.edge_index)
+    return {"top1": fit.test_acc, "val_top1": fit.val_acc, "sparsity": fit.sparsity, "best_epoch": fit.best_epoch,
+            "MAD": mean_average_distance(logits),
+            "ECE": expected_calibration_error(logits[graph.test_mask], graph.y[graph.test_mask]),
+            "seconds": fit.seconds}
+
+
+def _run_standard(cfg: UGTConfig, result: Result) -> None:
+    jobs = []  # (dataset, seed, arch, depth, kind, sparsity): every fit of every data set, in one pool
     for dname in cfg.datasets:
-        graph = _load(dname, cfg.device)
-        jobs = []
         for seed in cfg.seeds:
             for arch in cfg.archs:
                 for depth in cfg.depths:
                     if cfg.dense:
-                        jobs.append((seed, arch, depth, "dense", None))
+                        jobs.append((dname, seed, arch, depth, "dense", None))
                     for s in seed_sparsities(cfg, seed):
-                        jobs.append((seed, arch, depth, "ugt", s))
+                        jobs.append((dname, seed, arch, depth, "ugt", s))
                         if cfg.edge_popup:
-                            jobs.append((seed, arch, depth, "edgepopup", s))
-        for seed, arch, depth, kind, s in track(jobs, f"ugt {dname}"):
-            model, fit = _fit(kind, arch, graph, depth, s if s is not None else 0.0, cfg, seed)
-            logits = _logits(model, graph.x, graph.edge_index)
-            mad = mean_average_distance(logits)
-            ece = expected_calibration_error(logits[graph.test_mask], graph.y[graph.test_mask])
-            metrics = {"top1": fit.test_acc, "val_top1": fit.val_acc, "sparsity": fit.sparsity,
-                       "best_epoch": fit.best_epoch, "MAD": mad, "ECE": ece, "seconds": fit.seconds}
-            name = {"ugt": "UGT", "edgepopup": "EdgePopup", "dense": "Dense"}[kind] + f"-{arch}"
-            role = "method" if kind == "ugt" else "baseline"
-            for s_rec in (seed_sparsities(cfg, seed) if kind == "dense" else [s]):
-                result.add_many(dname, name, role, metrics, seed=seed, setting=setting_name(s_rec, depth))
-            log(f"{dname} seed={seed} {name} L={depth} s={s}: top1={fit.test_acc:.1f} % "
-                f"(best epoch {fit.best_epoch}, sparsity {fit.sparsity:.3f}, {fit.seconds:.1f} s)")
+                            jobs.append((dname, seed, arch, depth, "edgepopup", s))
+    outs = map_jobs(_standard_job, [(cfg, job) for job in jobs], workers=_workers(cfg), description="ugt fits",
+                    threads=torch.get_num_threads(), first=lambda item: -item[1][3])  # deepest first
+    for (dname, seed, arch, depth, kind, s), metrics in zip(jobs, outs, strict=True):  # job order: as one process
+        name = _method_name(kind, arch)
+        role = "method" if kind == "ugt" else "baseline"
+        for s_rec in (seed_sparsities(cfg, seed) if kind == "dense" else [s]):
+            result.add_many(dname, name, role, metrics, seed=seed, setting=setting_name(s_rec, depth))
+        log(f"{dname} seed={seed} {name} L={depth} s={s}: top1={metrics['top1']:.1f} % "
+            f"(best epoch {metrics['best_epoch']}, sparsity {metrics['sparsity']:.3f}, {metrics['seconds']:.1f} s)")
     summary = result.summary()
     for (dname, setting, method, role), stats in summary.items():
         if role != "method":
@@ -311,53 +331,60 @@ def _run_standard(cfg: UGTConfig, result: Result) -> None:
 
 
 # -- robust protocol: OOD detection and perturbations ---------------------------------------------
-def _run_robust(cfg: UGTConfig, result: Result) -> None:
-    from reprozoo.ugt.analysis import ood_auroc, ood_split, perturb_edges, perturb_features
+def _ood_split(cfg: UGTConfig, graph, seed: int):
+    """The OOD split of ``seed``: the held-out classes are drawn anew with each seed (reference code)."""
+    from reprozoo.ugt.analysis import ood_split
 
-    s = cfg.sparsities[0]
-    depth = cfg.depths[0]
+    return ood_split(graph.y, graph.train_mask, graph.val_mask, graph.test_mask, frac_left_out=cfg.ood_frac,
+                     classes=cfg.ood_classes, generator=torch.Generator().manual_seed(20_000 + seed))
+
+
+def _robust_job(item: tuple[UGTConfig, tuple]) -> tuple[dict[str, float], str]:
+    """One fit of the robust protocol (run here or in a worker process): its metrics and a log line."""
+    from reprozoo.ugt.analysis import ood_auroc, perturb_edges, perturb_features
+
+    cfg, (dname, seed, arch, kind, what, level) = item
+    s, depth = cfg.sparsities[0], cfg.depths[0]
+    cpu_graph = _load(dname)  # perturbations draw on a CPU generator: the same graphs on every device
+    graph = cpu_graph.to(cfg.device)
+    if what == "ood":
+        split = _ood_split(cfg, graph, seed)
+        y_fit = split.y.clamp_min(0)  # OOD nodes are in no training/validation mask; their label is unused
+        model, fit = _fit(kind, arch, graph, depth, s, cfg, seed, y=y_fit,
+                          masks=(split.train_mask, split.val_mask, split.id_test_mask),
+                          num_classes=split.num_id_classes)
+        auroc = ood_auroc(_logits(model, graph.x, graph.edge_index), split.id_test_mask, split.ood_test_mask)
+        return ({"AUROC": auroc, "top1": fit.test_acc},
+                f"OOD classes {split.ood_classes}: AUROC={auroc:.3f}, ID top1={fit.test_acc:.1f} %")
+    gen = torch.Generator().manual_seed(10_000 + seed)
+    x, ei = graph.x, graph.edge_index
+    if what == "features":
+        x = perturb_features(cpu_graph.x, level, gen, model=cfg.noise_model, train_mask=cpu_graph.train_mask,
+                             val_mask=cpu_graph.val_mask, test_mask=cpu_graph.test_mask).to(cfg.device)
+    else:
+        ei = perturb_edges(cpu_graph.edge_index, graph.num_nodes, level, gen).to(cfg.device)
+    _, fit = _fit(kind, arch, graph, depth, s, cfg, seed, x=x, edge_index=ei)
+    return {"top1": fit.test_acc}, f"{what}={level:g}: top1={fit.test_acc:.1f} %"
+
+
+def _run_robust(cfg: UGTConfig, result: Result) -> None:
+    s, depth = cfg.sparsities[0], cfg.depths[0]
     kinds = (["dense"] if cfg.dense else []) + ["ugt"] + (["edgepopup"] if cfg.edge_popup else [])
     held_out: dict[str, tuple[int, int]] = {}
+    jobs = []  # (dataset, seed, arch, kind, what, level): every fit of every data set, in one pool
     for dname in cfg.datasets:
-        cpu_graph = _load(dname)  # perturbations draw on a CPU generator: the same graphs on every device
-        graph = cpu_graph.to(cfg.device)
-        splits = {seed: ood_split(graph.y, graph.train_mask, graph.val_mask, graph.test_mask,
-                                  frac_left_out=cfg.ood_frac, classes=cfg.ood_classes,
-                                  generator=torch.Generator().manual_seed(20_000 + seed))
-                  for seed in cfg.seeds}  # reference: the held-out classes are drawn anew with each seed
-        held_out[dname] = (len(splits[cfg.seeds[0]].ood_classes), graph.num_classes)
-        jobs = [(seed, arch, kind, "ood", 0.0) for seed in cfg.seeds for arch in cfg.archs for kind in kinds]
-        jobs += [(seed, arch, kind, "features", f) for seed in cfg.seeds for arch in cfg.archs for kind in kinds
-                 for f in cfg.feature_noise]
-        jobs += [(seed, arch, kind, "edges", b) for seed in cfg.seeds for arch in cfg.archs for kind in kinds
-                 for b in cfg.edge_noise]
-        for seed, arch, kind, what, level in track(jobs, f"ugt robust {dname}"):
-            name = {"ugt": "UGT", "edgepopup": "EdgePopup", "dense": "Dense"}[kind] + f"-{arch}"
-            role = "method" if kind == "ugt" else "baseline"
-            if what == "ood":
-                split = splits[seed]
-                y_fit = split.y.clamp_min(0)  # OOD nodes are in no training/validation mask; their label is unused
-                model, fit = _fit(kind, arch, graph, depth, s, cfg, seed, y=y_fit,
-                                  masks=(split.train_mask, split.val_mask, split.id_test_mask),
-                                  num_classes=split.num_id_classes)
-                logits = _logits(model, graph.x, graph.edge_index)
-                auroc = ood_auroc(logits, split.id_test_mask, split.ood_test_mask)
-                result.add_many(dname, name, role, {"AUROC": auroc, "top1": fit.test_acc}, seed=seed,
-                                setting=f"ood,{setting_name(s, depth)}")
-                log(f"{dname} seed={seed} {name} OOD classes {split.ood_classes}: AUROC={auroc:.3f}, "
-                    f"ID top1={fit.test_acc:.1f} %")
-                continue
-            gen = torch.Generator().manual_seed(10_000 + seed)
-            x, ei = graph.x, graph.edge_index
-            if what == "features":
-                x = perturb_features(cpu_graph.x, level, gen, model=cfg.noise_model, train_mask=cpu_graph.train_mask,
-                                     val_mask=cpu_graph.val_mask, test_mask=cpu_graph.test_mask).to(cfg.device)
-            else:
-                ei = perturb_edges(cpu_graph.edge_index, graph.num_nodes, level, gen).to(cfg.device)
-            _, fit = _fit(kind, arch, graph, depth, s, cfg, seed, x=x, edge_index=ei)
-            result.add(dname, name, role, "top1", fit.test_acc, seed=seed,
-                       setting=f"{what}={level:g},{setting_name(s, depth)}")
-            log(f"{dname} seed={seed} {name} {what}={level:g}: top1={fit.test_acc:.1f} %")
+        graph = _load(dname)
+        held_out[dname] = (len(_ood_split(cfg, graph, cfg.seeds[0]).ood_classes), graph.num_classes)
+        for what, levels in (("ood", (0.0,)), ("features", cfg.feature_noise), ("edges", cfg.edge_noise)):
+            jobs += [(dname, seed, arch, kind, what, level) for seed in cfg.seeds for arch in cfg.archs
+                     for kind in kinds for level in levels]
+    outs = map_jobs(_robust_job, [(cfg, job) for job in jobs], workers=_workers(cfg), description="ugt robust fits",
+                    threads=torch.get_num_threads())
+    for (dname, seed, arch, kind, what, level), (metrics, line) in zip(jobs, outs, strict=True):
+        name = _method_name(kind, arch)
+        setting = f"ood,{setting_name(s, depth)}" if what == "ood" else f"{what}={level:g},{setting_name(s, depth)}"
+        result.add_many(dname, name, "method" if kind == "ugt" else "baseline", metrics, seed=seed, setting=setting)
+        log(f"{dname} seed={seed} {name} {line}")
     which = (f"floor({cfg.ood_frac}·C) classes drawn at random per seed" if cfg.ood_classes == "random"
              else f"the last round({cfg.ood_frac}·C) classes")
     noise = ("Bernoulli(0.5) words on a fraction of the validation, test and unlabelled nodes (training nodes "
