@@ -418,7 +418,8 @@ def run(config: Config, out_dir: Path) -> Result:
             resp: dict[str, dict[str, np.ndarray]] = {g: {} for g in cfg.group_by}
             outs = map_jobs(_train_job, [(cfg, dataset, rho, job) for job in jobs],
                             workers=cfg.n_jobs if device.type == "cpu" else 1,
-                            description=f"{dataset} {setting} trainings", threads=torch.get_num_threads())
+                            description=f"{dataset} {setting} trainings", threads=torch.get_num_threads(),
+                            first=lambda item: variants[item[3][1]]["norm"] != "CBN")  # CBN's (2 paths) first
             for (seed, i, g), acc in zip(jobs, outs, strict=True):  # job order: the same as one process
                 v = variants[i]
                 label = v["method"] + (f" group_by={g}" if g else "")
