@@ -7,12 +7,15 @@ import pytest
 from reprozoo.core.parallel import map_jobs
 
 
-def _square_and_threads(x: int) -> tuple[int, int, str, bool]:
+def _square_and_threads(x: int) -> tuple[int, int, str, bool, bool]:
+    import signal
+
     import torch
 
     from reprozoo.core.progress import _QUIET
 
-    return x * x, torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS", ""), _QUIET
+    ignores_ctrl_c = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    return x * x, torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS", ""), _QUIET, ignores_ctrl_c
 
 
 def _fail_on_two(x: int) -> int:
@@ -28,7 +31,7 @@ def test_in_process_keeps_order():
 def test_processes_keep_item_order_and_set_threads():
     out = map_jobs(_square_and_threads, [3, 1, 2, 5], workers=2, first=lambda x: -x)
     assert [r[0] for r in out] == [9, 1, 4, 25]  # item order, though handed out largest first
-    assert {r[1:] for r in out} == {(1, "1", True)}  # each worker single-threaded and quiet
+    assert {r[1:] for r in out} == {(1, "1", True, True)}  # each worker single-threaded, quiet, ignoring Ctrl-C
 
 
 def test_process_error_is_reraised():

@@ -33,7 +33,8 @@ def map_jobs(fn: Callable[[T], R], items: Sequence[T], *, workers: int = 1, desc
     first, so that no worker is left with one long job at the end); the result keeps ``items``' order.
 
     A job that raises stops the map and re-raises its exception here; leaving the pool (an exception, Ctrl-C,
-    the CLI's SIGTERM handler) terminates the workers at once.
+    the CLI's SIGTERM handler) terminates the workers at once (they ignore SIGINT, so Ctrl-C in a terminal
+    stops the run with one message, not a traceback per worker).
     """
     workers = check_int(workers, "workers", low=1)
     threads = check_int(threads, "threads", low=1)
@@ -52,7 +53,10 @@ def map_jobs(fn: Callable[[T], R], items: Sequence[T], *, workers: int = 1, desc
 
 def _init_worker(threads: int) -> None:
     import os
+    import signal
 
+    # Ctrl-C reaches the whole process group: the parent stops the pool; workers must not print tracebacks
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.update({k: str(threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")})
     set_quiet(True)
     try:
