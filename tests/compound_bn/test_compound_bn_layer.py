@@ -335,3 +335,26 @@ def test_eval_fast_path_equals_autograd_path(per_component_affine, k):
         layer.running_var[:, None, :, None] + layer.eps)
     ref = (r * (gam[:, None, :, None] * xhat + bet[:, None, :, None])).sum(0)
     torch.testing.assert_close(fast, ref.reshape(x.shape).detach(), rtol=1e-5, atol=1e-5)
+
+
+def test_eval_cache_sees_a_fused_optimizer_step():
+    """BN freezing: the layer in eval mode, its affine fine-tuned by a fused optimizer, which bumps no
+    version counter; the cached evaluation coefficients must not outlive the step."""
+    import copy
+
+    torch.manual_seed(0)
+    layer = CompoundBatchNorm2d(4, num_components=2)
+    layer.train()
+    layer(torch.randn(8, 4, 5, 5))  # running mixture away from its initial state
+    layer.eval()
+    x = torch.randn(2, 4, 5, 5)
+    with torch.no_grad():  # inference: the cached coefficients
+        before = layer(x)
+    opt = torch.optim.SGD(layer.parameters(), lr=0.5, fused=True)
+    layer(x).square().sum().backward()
+    opt.step()
+    with torch.no_grad():
+        after = layer(x)
+        fresh = copy.deepcopy(layer)(x)  # the copy's parameters live in new storage: a new cache
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(after, fresh)

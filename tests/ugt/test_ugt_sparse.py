@@ -209,3 +209,18 @@ def test_edge_popup_ranks_absolute_scores():
     assert sparsify_(_Two(4, 2, 2), 0.5).l1.rank == "raw"  # UGT ranks the raw scores, as the authors' code
     with pytest.raises(ValueError, match="rank"):
         sparsify_(_Two(), 0.5, rank="square")
+
+
+def test_masks_follow_a_fused_optimizer_step():
+    """Fused optimizers bump no version counter; the forward pre-hook must still see the new scores."""
+    torch.manual_seed(3)
+    model = sparsify_(_Two(), 0.5)
+    x = torch.randn(4, 13)
+    model(x)
+    opt = torch.optim.Adam(score_parameters(model), lr=1.0, fused=True)
+    model(x).square().sum().backward()
+    opt.step()
+    model(x)  # the pre-hook refreshes the masks
+    tau = global_threshold(model, 0.5)
+    for _, m in masked_modules(model):
+        assert torch.equal(m.mask.bool(), m.score.detach() > tau)

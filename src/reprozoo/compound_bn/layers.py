@@ -45,6 +45,7 @@ from reprozoo.compound_bn.compiled import compiled_mixture_eval, compiled_soft_c
 from reprozoo.compound_bn.functional import _SCRATCH, empty_floor, mixture_coefficients, soft_compound_bn
 from reprozoo.compound_bn.losses import on_host
 from reprozoo.core.checks import check_choice, check_float, check_int
+from reprozoo.core.versions import version_key
 
 __all__ = [
     "CompoundBatchNorm1d",
@@ -463,10 +464,10 @@ class _CompoundBatchNorm(nn.modules.batchnorm._BatchNorm):
         ℓ_k(x) = a_k x² + b_k x + c_k (log π_k N(x | μ_k, σ²_k + ε) up to a constant) and y = Σ_k r_k
         (P_k x − Q_k). K = 2: (7, C) = (Δa, Δb, Δc, P_0, Q_0, ΔP, ΔQ), Δ = component 1 − component 0;
         K > 2: (5, K, C) = (a, b, c, P, Q). Cached while the buffers and parameters are unchanged (keyed
-        by their storage and version counters, no host sync); O(K·C)."""
+        by their storage, version counters and the optimizer steps taken, see
+        :func:`~reprozoo.core.versions.version_key`; no host sync); O(K·C)."""
         params = (self.running_pi, self.running_mean, self.running_var, self.weight, self.bias)
-        key = (like.dtype, like.device, self.eps,
-               tuple(None if t is None else (t.data_ptr(), t._version) for t in params))
+        key = (like.dtype, like.device, self.eps, version_key(params))
         cache = getattr(self, "_eval_cache", None)  # (absent from modules pickled before it existed)
         if cache is not None and cache[0] == key:
             return cache[1]

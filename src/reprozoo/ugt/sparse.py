@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from reprozoo.core.checks import check_int
+from reprozoo.core.versions import version_key
 from reprozoo.sparsity import (
     check_sparsity,
     density_report,
@@ -351,8 +352,9 @@ def refresh_masks(
     """Recompute every mask of ``model`` from its scores (no gradient). Returns True if masks changed.
 
     ``sparsity`` / ``mode`` default to those set by :func:`sparsify_` / :func:`set_sparsity`.
-    The masks are recomputed only when the scores (their version counters), the sparsity or the
-    mode changed since the last call, unless ``force``. Cost O(n) in the number of scores.
+    The masks are recomputed only when the scores (their version counters, or any optimizer step: see
+    :func:`~reprozoo.core.versions.version_key`), the sparsity or the mode changed since the last call,
+    unless ``force``. Cost O(n) in the number of scores.
     """
     state: _MaskState | None = getattr(model, "_ugt_state", None)
     s = check_sparsity(sparsity if sparsity is not None else (state.sparsity if state else 0.0))
@@ -360,7 +362,7 @@ def refresh_masks(
     mods = [m for _, m in masked_modules(model)]
     if not mods:
         return False
-    key = (s, mode, tuple(m.score._version for m in mods), tuple(m.score.data_ptr() for m in mods))
+    key = (s, mode, version_key(m.score for m in mods))  # fused optimizers bump no version: counted too
     if state is not None and state.key == key and not force:
         return False
     with torch.no_grad():
