@@ -23,10 +23,9 @@ Jobs (data set x setting x seed) run in ``n_jobs`` processes; cost of the quick 
 
 from __future__ import annotations
 
-import multiprocessing
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +34,9 @@ import numpy as np
 from reprozoo.core.device import resolve_device
 from reprozoo.core.experiment import ConfigError, TorchExperimentConfig, knob
 from reprozoo.core.io import atomic_savefig
+from reprozoo.core.parallel import map_jobs
 from reprozoo.core.plots import figure
-from reprozoo.core.progress import is_quiet, log, set_quiet, track
+from reprozoo.core.progress import log
 from reprozoo.core.registry import ExperimentSpec
 from reprozoo.core.results import Result
 from reprozoo.core.seed import seed_everything
@@ -217,13 +217,6 @@ def _train_rl(name: str, cfg: RSD4Config, make, budget: float, lam0: float, seed
     return agent, copies[0], time.process_time() - t0
 
 
-def _init_worker(quiet: bool) -> None:
-    import torch
-
-    set_quiet(quiet)
-    torch.set_num_threads(1)
-
-
 def _job(cfg: RSD4Config, job: tuple[str, int, str, int]) -> tuple[list, dict, dict, dict]:
     """One (data set, n_users, arrival, seed): heuristics, then the RL agents; returns its records and the
     figures' data (learning curves, heuristics' budget curves, RL points)."""
@@ -311,13 +304,9 @@ def run(config: RSD4Config, out_dir: Path) -> Result:
     budget_curve: dict[tuple[str, str], dict[float, list[float]]] = {}  # heuristics: budget -> throughputs
     rl_points: dict[tuple[str, str], list[tuple[float, float, float]]] = {}  # (budget, resource, throughput)
     jobs = [(d, n, a, s) for d in cfg.datasets for n in cfg.n_users for a in cfg.arrivals for s in cfg.seeds]
-    if cfg.n_jobs > 1 and len(jobs) > 1:
-        ctx = multiprocessing.get_context("spawn")  # no fork of a process that holds torch's thread pools
-        with ProcessPoolExecutor(min(cfg.n_jobs, len(jobs)), mp_context=ctx, initializer=_init_worker,
-                                 initargs=(is_quiet(),)) as pool:
-            outs = list(track(pool.map(_job, [cfg] * len(jobs), jobs), "rsd4 runs", total=len(jobs)))
-    else:
-        outs = [_job(cfg, job) for job in track(jobs, "rsd4 runs")]
+    # one thread per process (small networks); the settings with more users first (they take longest)
+    outs = map_jobs(partial(_job, cfg), jobs, workers=cfg.n_jobs, description="rsd4 runs", threads=1,
+                    first=lambda job: -job[1])
     for records, job_curves, job_budget, job_points in outs:  # job order: the same as one process
         result.records.extend(records)
         for key, logs in job_curves.items():
