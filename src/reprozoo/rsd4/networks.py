@@ -170,20 +170,21 @@ class ActingStep:
 
     def __init__(self, actors: list[RecurrentActor], critics: list[RecurrentCritic]) -> None:
         self.hidden_dim, self.recurrent = actors[0].hidden_dim, actors[0].recurrent
-        self._params = [p for m in (*actors, *critics) for p in m.parameters()]
+        params = [p for m in (*actors, *critics) for p in m.parameters()]
         # plain flat aliases of the parameters' storage (optimisers and load_state_dict write in place)
-        self._weights = [p.detach().view(-1) for p in self._params]
+        self._weights = [p.detach().view(-1) for p in params]
         # the block layout, built once on the weights' positions in the flattened parameters (+1; 0: a zero)
-        sizes = [p.numel() for p in self._params]
-        pos = dict(zip(map(id, self._params), torch.arange(1, sum(sizes) + 1, dtype=torch.float64).split(sizes),
-                       strict=True))
+        sizes = [p.numel() for p in params]
+        pos = dict(zip(map(id, params), torch.arange(1, sum(sizes) + 1, dtype=torch.float64).split(sizes), strict=True))
         blocks = _block_layout(actors, critics, lambda p: pos[id(p)].view(p.shape))
         index = torch.cat([b.reshape(-1) for b in blocks]).long()
-        filled = index.nonzero().squeeze(1)  # each weight lands in exactly one place: its destination
+        filled = index.nonzero().squeeze(1)
+        if filled.numel() != sum(sizes):  # every weight lands in exactly one place: its destination
+            raise RuntimeError("ActingStep's block layout does not place every weight once")
         self._dst = torch.empty(sum(sizes), dtype=torch.long).index_copy_(0, index[filled] - 1, filled)
-        self._dst = self._dst.to(self._params[0].device)
+        self._dst = self._dst.to(params[0].device)
         with torch.inference_mode(False):  # an ordinary tensor (refreshed in place), even under inference_mode
-            self._flat = self._params[0].new_zeros(index.numel())
+            self._flat = params[0].new_zeros(index.numel())
         views = iter(self._flat.split([b.numel() for b in blocks]))
         (self.w_in, self.b_in, *lstm, aw1, ab1, aw2, ab2, cw1, cb1, cw2, cb2, self.w_critic_action) = (
             next(views).view(b.shape) for b in blocks)
