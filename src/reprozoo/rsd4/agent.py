@@ -641,7 +641,7 @@ class RSD4:
                 mem = self.critics[k].memory(s0, la0, hx[2 + k])[0]
             actor_loss = -self.critics[k].head(s0, pi, mem).mean()
             self.actor_optims[k].zero_grad(set_to_none=True)
-            actor_loss.backward()
+            actor_loss.backward(inputs=self.actor_optims[k].param_groups[0]["params"])  # no critic gradients
             self.actor_optims[k].step()
             with torch.no_grad():  # theta' <- tau theta + (1 - tau) theta'
                 for src, dst in ((self.critics[k], self.critic_targets[k]), (self.actors[k], self.actor_targets[k])):
