@@ -46,8 +46,8 @@ __all__ = ["RSD4Config", "Config", "run", "METHODS"]
 METHODS = ("RSD4", "Uniform", "EDF", "MaxWeight-blind", "MaxWeight", "TD3", "SAC", "RecurrentPPO")
 HEURISTICS = ("Uniform", "EDF", "MaxWeight-blind", "MaxWeight")
 RL = ("RSD4", "TD3", "SAC", "RecurrentPPO")
-#: quick preset: RSD4 and the heuristics (the SB3 agents at 3 prices x 20k steps x 4 seeds would cost ~2,700 CPU s
-#: more, 3.3x the preset; ``--set methods=...`` adds them, ``standard`` runs them all)
+#: quick preset: RSD4 and the heuristics (the SB3 agents at 3 prices x 30k steps x 4 seeds would cost ~4,000 CPU s
+#: more, about 4x the preset; ``--set methods=...`` adds them, ``standard`` runs them all)
 QUICK_METHODS = ("RSD4", *HEURISTICS)
 
 
@@ -74,7 +74,7 @@ class RSD4Config(TorchExperimentConfig):
     #: reported at the budget by time-sharing two of its policies, chosen on validation episodes; () = the dual
     #: ascent protocol (budget, dual_lr, lam_init)
     lam_grid: tuple[float, ...] = knob((0.1, 0.3, 1.0), ge=0, unique=True)
-    total_timesteps: int = knob(20_000, ge=1)  # environment steps per RL agent (and per price of lam_grid)
+    total_timesteps: int = knob(30_000, ge=1)  # environment steps per RL agent (and per price of lam_grid)
     learning_starts: int = knob(2_000, ge=0)  # random warm-up steps (all RL agents; no dual update meanwhile)
     # RSD4 (the authors' defaults in brackets)
     learning_rate: float = knob(3e-3, gt=0)  # [3e-3]
