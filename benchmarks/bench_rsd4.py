@@ -4,6 +4,8 @@ Prints
 * environment steps per second: single env with a random policy (the reference), gymnasium's
   SyncVectorEnv with 8 copies, the batched DelayConstrainedSchedulingVectorEnv with 8 and 64 copies
   (env-steps/s; goal >= 5x the single env), and RSD4 acting (its recurrent policy, 4 users at once);
+* one acting step of the four networks: through their modules one by one (each ``forward`` on one step, the
+  reference) and as the fused :class:`~reprozoo.rsd4.networks.ActingStep` the agent acts with;
 * RSD4 gradient iterations per second (both critics, one actor) against SB3 TD3 gradient steps per second
   on the same environment (the reference for an update of a deep-RL agent; goal >= 0.5x), and the same per
   transition (an RSD4 iteration updates two critics on B x L transitions each, TD3 one step on 256).
@@ -23,6 +25,7 @@ import torch
 from reprozoo.rsd4 import ENV_ID, DelayConstrainedSchedulingEnv, DelayConstrainedSchedulingVectorEnv, LagrangianWrapper
 from reprozoo.rsd4.agent import RSD4
 from reprozoo.rsd4.baselines import SB3Agent
+from reprozoo.rsd4.networks import ActingStep
 
 KW = dict(arrival="poisson", channel="cellular", partial_obs=True, seed=0)
 
@@ -63,6 +66,27 @@ def env_batched(n: int, k: int) -> None:
         venv.step(rng.uniform(-1, 1, shape))
 
 
+@torch.inference_mode()
+def acting_step_ratio(agent: RSD4, n: int = 2_000) -> None:
+    """CPU time of one step of the four networks on 4 users: modules one by one vs the fused ActingStep."""
+    lay, hid = agent.layout, agent.hidden_dim
+    s, la = torch.zeros(lay.n_users, 1, lay.state_dim), torch.full((lay.n_users, 1, lay.action_dim), -1.0)
+    h = torch.zeros(1, lay.n_users, hid)
+
+    def modules() -> None:
+        for k in range(2):
+            a, _ = agent.actors[k](s, la, (h, h))
+            mem, _ = agent.critics[k].memory(s, la, (h, h))
+            agent.critics[k].head(s, a, mem)
+
+    step, x, hc = ActingStep(agent.actors, agent.critics), torch.cat([s, la], -1)[:, 0], h[0].repeat(1, 4)
+    ref = timed(lambda: [modules() for _ in range(n)], n)
+    fused = timed(lambda: [step(x, hc, hc) for _ in range(n)], n)
+    print(f"acting step, 4 networks through their modules:      {ref[0]:7.0f} wall  {ref[1]:9.0f} cpu  (reference)")
+    print(f"acting step, fused ActingStep:                      {fused[0]:7.0f} wall  {fused[1]:9.0f} cpu"
+          f"   ratio {fused[1] / ref[1]:.2f}")
+
+
 def main() -> None:
     torch.set_num_threads(1)
     n = 20_000
@@ -83,6 +107,7 @@ def main() -> None:
     act = timed(lambda: agent.learn(steps), steps)  # no training phase: acting + bookkeeping only
     print(f"RSD4 acting steps/s (4 users, twin actors/critics): {act[0]:7.0f} wall  {act[1]:9.0f} cpu"
           f"   ratio to random {act[1] / ref[1]:.3f}")
+    acting_step_ratio(agent)
     for _ in range(4):  # warm-up: optimiser state, allocator (as TD3's below, which has run 300 steps)
         agent.train_step()
     agent_full = RSD4(env, seed=0)  # reference settings: batch 50 whole episodes, 50 target samples

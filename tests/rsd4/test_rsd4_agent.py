@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from reprozoo.rsd4 import DelayConstrainedSchedulingEnv, LagrangianWrapper
 from reprozoo.rsd4.agent import RSD4, UserLayout, softmax_operator
 from reprozoo.rsd4.buffer import EpisodeReplay
-from reprozoo.rsd4.networks import RecurrentActor, RecurrentCritic
+from reprozoo.rsd4.networks import ActingStep, RecurrentActor, RecurrentCritic
 
 
 @settings(max_examples=30, deadline=None)
@@ -83,6 +83,38 @@ def test_networks_shapes_and_broadcast_head():
         o, hid = actor(s[:, t:t + 1], la[:, t:t + 1], hid)
         outs.append(o)
     torch.testing.assert_close(torch.cat(outs, 1), a)
+
+
+@pytest.mark.parametrize("recurrent", [True, False])
+def test_acting_step_is_the_networks_forward(recurrent):
+    """Acting's fused step (the four networks' weights as block matrices, one step at a time) gives the networks'
+    own forward, here the whole-sequence nn.LSTM pass that training uses: actions, critic values, LSTM states."""
+    torch.manual_seed(0)
+    s_dim, a_dim, hid, b, t = 6, 4, 8, 5, 7
+    actors = [RecurrentActor(s_dim, a_dim, hid, recurrent) for _ in range(2)]
+    critics = [RecurrentCritic(s_dim, a_dim, hid, recurrent) for _ in range(2)]
+    with torch.no_grad():  # biases that are not zero and nets that differ
+        for p in (p for m in actors + critics for p in m.parameters()):
+            p.add_(0.3 * torch.randn_like(p))
+    s, la = torch.randn(b, t, s_dim), torch.rand(b, t, a_dim) * 2 - 1
+    hx = [(0.5 * torch.randn(1, b, hid), 0.5 * torch.randn(1, b, hid)) for _ in range(4)]
+    with torch.no_grad():
+        acts, new_h = zip(*(actors[k](s, la, hx[k]) for k in range(2)), strict=True)
+        mems, mem_h = zip(*(critics[k].memory(s, la, hx[2 + k]) for k in range(2)), strict=True)
+        q = torch.stack([critics[k].head(s, acts[k], mems[k]) for k in range(2)], -1)  # (B, T, 2)
+        step = ActingStep(actors, critics)
+        h, c = (torch.cat([x[i][0] for x in hx], 1) for i in range(2))  # (B, 4H): actor 1, actor 2, critic 1, 2
+        for i in range(t):
+            a_i, q_i, h, c = step(torch.cat([s[:, i], la[:, i]], 1), h, c)
+            torch.testing.assert_close(a_i, torch.cat([acts[0][:, i], acts[1][:, i]], 1), rtol=0, atol=1e-6)
+            torch.testing.assert_close(q_i, q[:, i], rtol=0, atol=1e-6)
+    final = new_h + mem_h if recurrent else hx  # without an LSTM the state passes through
+    torch.testing.assert_close(h, torch.cat([x[0][0] for x in final], 1), rtol=0, atol=1e-6)
+    torch.testing.assert_close(c, torch.cat([x[1][0] for x in final], 1), rtol=0, atol=1e-6)
+    with torch.no_grad():  # weights changed in place (by hand, load_state_dict): the step follows them
+        critics[1].head2.bias.add_(1.0)
+        q2 = step(torch.cat([s[:, 0], la[:, 0]], 1), *(torch.cat([x[i][0] for x in hx], 1) for i in range(2)))[1]
+    torch.testing.assert_close(q2, q[:, 0] + torch.tensor([0.0, 1.0]), rtol=0, atol=1e-6)
 
 
 def make_env(seed=0, partial=True):

@@ -44,7 +44,7 @@ from reprozoo.core.io import atomic_torch_save
 from reprozoo.core.progress import log
 from reprozoo.rsd4.buffer import EpisodeReplay
 from reprozoo.rsd4.env import DelayConstrainedSchedulingEnv
-from reprozoo.rsd4.networks import RecurrentActor, RecurrentCritic
+from reprozoo.rsd4.networks import ActingStep, RecurrentActor, RecurrentCritic
 
 __all__ = ["RSD4", "UserLayout", "softmax_operator"]
 
@@ -299,6 +299,8 @@ class RSD4:
         self.actor_optims = [torch.optim.Adam(m.parameters(), **adam) for m in self.actors]
         self.critic_optims = [torch.optim.Adam(m.parameters(), **adam) for m in self.critics]
         self._valid = torch.from_numpy(layout.valid).to(self.device)  # (N, A)
+        self._padding: dict[int, torch.Tensor] = {}  # n_envs -> padding slots of (n_envs * N, A) per-user actions
+        self._step_nets: ActingStep | None = None  # acting's view of the networks (see _acting_step)
         self._critic_loss: torch.Tensor | None = None
         self.num_timesteps = 0
         self.n_updates = 0
@@ -312,34 +314,35 @@ class RSD4:
         return (np.zeros((4, 2, n, self.hidden_dim), np.float32),
                 np.full((n_envs, self.layout.n_users, self.layout.action_dim), -1.0, np.float32))
 
-    @torch.no_grad()
+    def _acting_step(self) -> ActingStep:
+        """The four behaviour networks as one :class:`ActingStep` (built on first use; it follows their weights)."""
+        if self._step_nets is None:
+            self._step_nets = ActingStep(self.actors, self.critics)
+        return self._step_nets
+
+    @torch.inference_mode()
     def _act(self, obs: np.ndarray, state: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray, tuple]:
-        """Greedy per-user actions ``(B, N, A)``, mini-states and the next recurrent state."""
+        """Greedy per-user actions ``(B, N, A)``, mini-states and the next recurrent state.
+
+        Per user, the action of the actor whose critic values it higher (reference ``select_action``), each of
+        the four networks one step from its own LSTM state, all four in one :class:`ActingStep` (about 20 tensor
+        operations); two small transfers to the device and one back.
+        """
         hidden, last = state
         b, n, a_dim = last.shape
-        ms = self.layout.mini_states(obs).reshape(b * n, 1, -1)
-        s = torch.from_numpy(ms).to(self.device)
-        la = torch.from_numpy(last.reshape(b * n, 1, a_dim)).to(self.device)
-        h = torch.from_numpy(hidden).to(self.device)
-        acts, qs, new_h = [], [], []
-        for k in range(2):
-            act, ha = self.actors[k](s, la, (h[k, 0:1], h[k, 1:2]))
-            acts.append(act)
-            new_h.append(ha)
-        for k in range(2):
-            mem, hc = self.critics[k].memory(s, la, (h[2 + k, 0:1], h[2 + k, 1:2]))
-            qs.append(self.critics[k].head(s, acts[k], mem))
-            new_h.append(hc)
-        valid = self._valid.repeat(b, 1)[:, None, :]
-        pick = (qs[0] >= qs[1])[..., None]
-        action = torch.where(pick, acts[0], acts[1])
-        action = torch.where(valid, action, torch.full_like(action, -1.0)).reshape(b, n, a_dim)
-        if self.recurrent:
-            hidden_next = torch.stack([torch.cat([hh[0], hh[1]], 0) for hh in new_h]).cpu().numpy()
-        else:
-            hidden_next = hidden
-        action = action.cpu().numpy()  # the environment takes NumPy actions: one read-back per step
-        return action, ms.reshape(b, n, -1), (hidden_next, action)
+        bn = b * n
+        ms = self.layout.mini_states(obs)  # (b, n, S)
+        x = torch.from_numpy(np.concatenate([ms, last], 2).reshape(bn, -1)).to(self.device)  # [s_t, a_{t-1}]
+        hc = torch.from_numpy(hidden.transpose(1, 2, 0, 3).reshape(2, bn, -1)).to(self.device)  # (h, c) x (B, 4H)
+        acts, q, h, c = self._acting_step()(x, hc[0], hc[1])
+        if b not in self._padding:
+            self._padding[b] = ~self._valid.repeat(b, 1)
+        action = torch.where(q[:, :1] >= q[:, 1:], acts[:, :a_dim], acts[:, a_dim:])
+        action.masked_fill_(self._padding[b], -1.0)
+        out = torch.cat([action, h, c], 1).cpu().numpy()  # the environment takes NumPy actions: one read-back
+        action = out[:, :a_dim].reshape(b, n, a_dim)
+        hidden_next = out[:, a_dim:].reshape(bn, 2, 4, -1).transpose(2, 1, 0, 3) if self.recurrent else hidden
+        return action, ms, (hidden_next, action)
 
     def predict(
         self,
@@ -558,6 +561,8 @@ class RSD4:
         for k in range(2):
             self._update(k, batches[k], [None if m is None else m[k] for m in shared], actor_step)
         self.n_updates += 1
+        if self._step_nets is not None:  # fused Adam leaves the version counters: tell acting its copy is old
+            self._step_nets.stale = True
 
     def _batch(self) -> dict[str, Any]:
         """A replay batch on the device, with the LSTM states ``hx`` (actor 1, actor 2, critic 1, critic 2) and the
@@ -636,7 +641,7 @@ class RSD4:
                 mem = self.critics[k].memory(s0, la0, hx[2 + k])[0]
             actor_loss = -self.critics[k].head(s0, pi, mem).mean()
             self.actor_optims[k].zero_grad(set_to_none=True)
-            actor_loss.backward()
+            actor_loss.backward(inputs=self.actor_optims[k].param_groups[0]["params"])  # no critic gradients
             self.actor_optims[k].step()
             with torch.no_grad():  # theta' <- tau theta + (1 - tau) theta'
                 for src, dst in ((self.critics[k], self.critic_targets[k]), (self.actors[k], self.actor_targets[k])):

@@ -392,18 +392,19 @@ class DelayConstrainedSchedulingEnv(gym.Env):
         per_user_reward = weighted - self.lam * per_user_resource
         throughput = float(weighted.sum())
         resource = float(per_user_resource.sum())
+        arrived, delivered, dropped = int(arrivals.sum()), int(per_user_delivered.sum()), int(per_user_dropped.sum())
         tot = self.totals
-        tot["arrived"] += int(arrivals.sum())
-        tot["delivered"] += int(per_user_delivered.sum())
-        tot["dropped"] += int(per_user_dropped.sum())
+        tot["arrived"] += arrived
+        tot["delivered"] += delivered
+        tot["dropped"] += dropped
         tot["resource"] += resource
         tot["throughput"] += throughput
         info = {
             "throughput": throughput,
-            "delivered": int(per_user_delivered.sum()),
+            "delivered": delivered,
             "resource": resource,
-            "dropped": int(per_user_dropped.sum()),
-            "arrived": int(arrivals.sum()),
+            "dropped": dropped,
+            "arrived": arrived,
             "per_user_reward": per_user_reward,
             "per_user_delivered": per_user_delivered,
             "per_user_resource": per_user_resource,
@@ -442,8 +443,7 @@ def serve(rng: np.random.Generator, buf: np.ndarray, e: np.ndarray, distances: n
     buf[..., :-1] = buf[..., 1:]
     buf[..., -1] = 0
     arrived = np.minimum(arrivals(), MAX_PACKETS)
-    idx = np.broadcast_to(deadlines[:, None], (*buf.shape[:-1], 1))
-    np.put_along_axis(buf, idx, arrived[..., None], axis=-1)
+    buf[..., np.arange(buf.shape[-2]), deadlines] = arrived  # user i's new packets in slot tau_i
     return per_user_delivered, per_user_resource, per_user_dropped, arrived
 
 

@@ -23,10 +23,9 @@ Jobs (data set x setting x seed) run in ``n_jobs`` processes; cost of the quick 
 
 from __future__ import annotations
 
-import multiprocessing
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +34,9 @@ import numpy as np
 from reprozoo.core.device import resolve_device
 from reprozoo.core.experiment import ConfigError, TorchExperimentConfig, knob
 from reprozoo.core.io import atomic_savefig
+from reprozoo.core.parallel import map_jobs
 from reprozoo.core.plots import figure
-from reprozoo.core.progress import is_quiet, log, set_quiet, track
+from reprozoo.core.progress import log
 from reprozoo.core.registry import ExperimentSpec
 from reprozoo.core.results import Result
 from reprozoo.core.seed import seed_everything
@@ -46,8 +46,8 @@ __all__ = ["RSD4Config", "Config", "run", "METHODS"]
 METHODS = ("RSD4", "Uniform", "EDF", "MaxWeight-blind", "MaxWeight", "TD3", "SAC", "RecurrentPPO")
 HEURISTICS = ("Uniform", "EDF", "MaxWeight-blind", "MaxWeight")
 RL = ("RSD4", "TD3", "SAC", "RecurrentPPO")
-#: quick preset: RSD4 and the heuristics (the SB3 agents at 3 prices x 20k steps x 4 seeds would cost ~2,700 CPU s
-#: more, 3.3x the preset; ``--set methods=...`` adds them, ``standard`` runs them all)
+#: quick preset: RSD4 and the heuristics (the SB3 agents at 3 prices x 30k steps x 4 seeds would cost ~4,000 CPU s
+#: more, about 4x the preset; ``--set methods=...`` adds them, ``standard`` runs them all)
 QUICK_METHODS = ("RSD4", *HEURISTICS)
 
 
@@ -74,7 +74,7 @@ class RSD4Config(TorchExperimentConfig):
     #: reported at the budget by time-sharing two of its policies, chosen on validation episodes; () = the dual
     #: ascent protocol (budget, dual_lr, lam_init)
     lam_grid: tuple[float, ...] = knob((0.1, 0.3, 1.0), ge=0, unique=True)
-    total_timesteps: int = knob(20_000, ge=1)  # environment steps per RL agent (and per price of lam_grid)
+    total_timesteps: int = knob(30_000, ge=1)  # environment steps per RL agent (and per price of lam_grid)
     learning_starts: int = knob(2_000, ge=0)  # random warm-up steps (all RL agents; no dual update meanwhile)
     # RSD4 (the authors' defaults in brackets)
     learning_rate: float = knob(3e-3, gt=0)  # [3e-3]
@@ -217,13 +217,6 @@ def _train_rl(name: str, cfg: RSD4Config, make, budget: float, lam0: float, seed
     return agent, copies[0], time.process_time() - t0
 
 
-def _init_worker(quiet: bool) -> None:
-    import torch
-
-    set_quiet(quiet)
-    torch.set_num_threads(1)
-
-
 def _job(cfg: RSD4Config, job: tuple[str, int, str, int]) -> tuple[list, dict, dict, dict]:
     """One (data set, n_users, arrival, seed): heuristics, then the RL agents; returns its records and the
     figures' data (learning curves, heuristics' budget curves, RL points)."""
@@ -311,13 +304,9 @@ def run(config: RSD4Config, out_dir: Path) -> Result:
     budget_curve: dict[tuple[str, str], dict[float, list[float]]] = {}  # heuristics: budget -> throughputs
     rl_points: dict[tuple[str, str], list[tuple[float, float, float]]] = {}  # (budget, resource, throughput)
     jobs = [(d, n, a, s) for d in cfg.datasets for n in cfg.n_users for a in cfg.arrivals for s in cfg.seeds]
-    if cfg.n_jobs > 1 and len(jobs) > 1:
-        ctx = multiprocessing.get_context("spawn")  # no fork of a process that holds torch's thread pools
-        with ProcessPoolExecutor(min(cfg.n_jobs, len(jobs)), mp_context=ctx, initializer=_init_worker,
-                                 initargs=(is_quiet(),)) as pool:
-            outs = list(track(pool.map(_job, [cfg] * len(jobs), jobs), "rsd4 runs", total=len(jobs)))
-    else:
-        outs = [_job(cfg, job) for job in track(jobs, "rsd4 runs")]
+    # one thread per process (small networks); the settings with more users first (they take longest)
+    outs = map_jobs(partial(_job, cfg), jobs, workers=cfg.n_jobs, description="rsd4 runs", threads=1,
+                    first=lambda job: -job[1])
     for records, job_curves, job_budget, job_points in outs:  # job order: the same as one process
         result.records.extend(records)
         for key, logs in job_curves.items():

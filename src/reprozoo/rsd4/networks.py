@@ -9,6 +9,8 @@ Shapes
 states ``(B, T, S)``, last actions ``(B, T, A)``, hidden ``(h, c)`` each ``(1, B, H)``; outputs per step.
 The critic's :meth:`RecurrentCritic.head` broadcasts over extra leading sample dimensions, so that the
 LSTM memory is computed once and shared by many candidate actions (used by the softmax operator).
+:class:`ActingStep` evaluates the two actors and two critics of the agent for one step with their weights
+laid out side by side (acting; the same function as their ``forward``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["RecurrentActor", "RecurrentCritic"]
+__all__ = ["ActingStep", "RecurrentActor", "RecurrentCritic"]
 
 Hidden = tuple[torch.Tensor, torch.Tensor]
 
@@ -51,11 +53,6 @@ class _Memory(nn.Module):
         z = torch.relu(self.proj(x))
         if self.lstm is None:
             return z, hidden
-        if z.shape[1] == 1 and hidden is not None:  # one step (acting): the cell, without nn.LSTM's set-up cost
-            lstm = self.lstm
-            h, c = torch.lstm_cell(z[:, 0], (hidden[0][0], hidden[1][0]), lstm.weight_ih_l0, lstm.weight_hh_l0,
-                                   lstm.bias_ih_l0, lstm.bias_hh_l0)
-            return h[:, None], (h[None], c[None])
         return self.lstm(z, hidden)  # no activation after the LSTM (reference)
 
 
@@ -143,3 +140,109 @@ class RecurrentCritic(nn.Module):
 
     def extra_repr(self) -> str:
         return f"state_dim={self.state_dim}, action_dim={self.action_dim}, hidden_dim={self.hidden_dim}"
+
+
+class ActingStep:
+    """One step of two actors and two critics at once: ``(x, h, c) -> (actions, q, h, c)`` (acting).
+
+    Acting evaluates all four networks of the agent at every environment step on ``B`` = n_users rows; at
+    width 32 that costs per-operation overhead, not arithmetic (about 120 small tensor operations through the
+    modules). This evaluates the same function, each network's ``forward`` for one step, in about 20
+    operations: the weights of the four networks are laid out side by side in block matrices (zero off the
+    diagonal blocks), and the LSTM cells run as one ``torch.lstm_cell`` of width 4H. Every block product is
+    the module's product plus exact zero terms, so the outputs are the modules' up to float rounding
+    (test ``test_acting_step_is_the_networks_forward``: against the whole-sequence ``nn.LSTM`` forward that
+    training uses, within 1e-6).
+
+    Parameters
+    ----------
+    actors, critics : pairs of :class:`RecurrentActor` and :class:`RecurrentCritic` (same sizes)
+
+    Call with ``x = [s_t, a_{t-1}]`` ``(B, S + A)`` and the LSTM states ``h, c`` ``(B, 4H)`` of actor 1, actor
+    2, critic 1, critic 2 side by side; returns both actors' actions ``(B, 2A)`` (actor 1's then actor 2's;
+    padding slots not masked), ``q (B, 2)`` = critic ``k``'s value of actor ``k``'s action, and the next
+    ``h, c`` (returned unchanged without recurrence). The blocks hold a copy of the weights, taken anew (one
+    scatter) on the first call after any of them changed in place as their version counters tell
+    (``load_state_dict``, an edit under ``torch.no_grad``, a non-fused optimiser), or after ``stale`` was set:
+    torch's fused optimisers (``Adam(fused=True)``) leave the version counters as they were, so their user
+    sets ``stale = True`` after a step. Cost O(B H^2) per call.
+    """
+
+    def __init__(self, actors: list[RecurrentActor], critics: list[RecurrentCritic]) -> None:
+        self.hidden_dim, self.recurrent = actors[0].hidden_dim, actors[0].recurrent
+        params = [p for m in (*actors, *critics) for p in m.parameters()]
+        # plain flat aliases of the parameters' storage (optimisers and load_state_dict write in place)
+        self._weights = [p.detach().view(-1) for p in params]
+        # the block layout, built once on the weights' positions in the flattened parameters (+1; 0: a zero)
+        sizes = [p.numel() for p in params]
+        pos = dict(zip(map(id, params), torch.arange(1, sum(sizes) + 1, dtype=torch.float64).split(sizes), strict=True))
+        blocks = _block_layout(actors, critics, lambda p: pos[id(p)].view(p.shape))
+        index = torch.cat([b.reshape(-1) for b in blocks]).long()
+        filled = index.nonzero().squeeze(1)
+        if filled.numel() != sum(sizes):  # every weight lands in exactly one place: its destination
+            raise RuntimeError("ActingStep's block layout does not place every weight once")
+        self._dst = torch.empty(sum(sizes), dtype=torch.long).index_copy_(0, index[filled] - 1, filled)
+        self._dst = self._dst.to(params[0].device)
+        with torch.inference_mode(False):  # an ordinary tensor (refreshed in place), even under inference_mode
+            self._flat = params[0].new_zeros(index.numel())
+        views = iter(self._flat.split([b.numel() for b in blocks]))
+        (self.w_in, self.b_in, *lstm, aw1, ab1, aw2, ab2, cw1, cb1, cw2, cb2, self.w_critic_action) = (
+            next(views).view(b.shape) for b in blocks)
+        self.lstm_weights = tuple(lstm)  # w_ih, w_hh, b_ih, b_hh of the 4H-wide cell (empty without recurrence)
+        self.actor_head, self.critic_head = (aw1, ab1, aw2, ab2), (cw1, cb1, cw2, cb2)
+        self.refresh()
+
+    @torch.no_grad()
+    def refresh(self) -> None:
+        """Copy the networks' current weights into the blocks: one concatenation and one scatter."""
+        self._flat[self._dst] = torch.cat(self._weights)
+        self._versions = [w._version for w in self._weights]
+        self.stale = False
+
+    def __call__(
+        self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        if self.stale or [w._version for w in self._weights] != self._versions:  # a weight changed since the copy
+            self.refresh()
+        hid = self.hidden_dim
+        pre = F.linear(x, self.w_in, self.b_in)  # (B, 8H)
+        mem = pre[:, :4 * hid].relu()
+        if self.recurrent:
+            h, c = torch.lstm_cell(mem, (h, c), *self.lstm_weights)
+            mem = h
+        w1, b1, w2, b2 = self.actor_head  # actors: tanh(head2(relu(head1([relu(fc(s)), mem]))))
+        u = torch.cat([pre[:, 4 * hid:6 * hid].relu(), mem[:, :2 * hid]], 1)
+        actions = F.linear(F.linear(u, w1, b1).relu_(), w2, b2).tanh_()  # (B, 2A)
+        w1, b1, w2, b2 = self.critic_head  # critics: head2(relu(head1([relu(fc([s, a])), mem])))
+        z = F.linear(actions, self.w_critic_action).add_(pre[:, 6 * hid:]).relu_()
+        q = F.linear(F.linear(torch.cat([z, mem[:, 2 * hid:]], 1), w1, b1).relu_(), w2, b2)  # (B, 2)
+        return actions, q, h, c
+
+
+def _block_layout(actors: list[RecurrentActor], critics: list[RecurrentCritic], get) -> list[torch.Tensor]:
+    """:class:`ActingStep`'s block matrices from ``get(parameter)`` (a tensor of the parameter's shape):
+    ``w_in, b_in, [w_ih, w_hh, b_ih, b_hh,] actor head1 w/b, head2 w/b, critic head1 w/b, head2 w/b,
+    critics' action weights``."""
+    s_dim, a_dim, hid = actors[0].state_dim, actors[0].action_dim, actors[0].hidden_dim
+    mems = [m.memory for m in actors] + [m.mem for m in critics]
+    both = (*actors, *critics)
+    # input layer on [s, a_prev]: the 4 memory projections | the actors' fc | the critics' fc on the state part
+    state_part = [F.pad(get(m.fc.weight)[:, :s_dim], (0, a_dim)) for m in both]  # zero on the last action
+    w_in = torch.cat([get(m.proj.weight) for m in mems] + state_part)
+    out = [w_in, torch.cat([get(m.proj.bias) for m in mems] + [get(m.fc.bias) for m in both])]
+    if actors[0].recurrent:  # one cell of width 4H: per gate (torch's i, f, g, o), block-diagonal over the 4 nets
+        lstms = [m.lstm for m in mems]
+        for name in ("weight_ih_l0", "weight_hh_l0"):
+            gates = [get(getattr(m, name)).chunk(4) for m in lstms]
+            out.append(torch.cat([torch.block_diag(*(g[i] for g in gates)) for i in range(4)]))
+        for name in ("bias_ih_l0", "bias_hh_l0"):
+            gates = [get(getattr(m, name)).chunk(4) for m in lstms]
+            out.append(torch.cat([g[i] for i in range(4) for g in gates]))
+    for nets in (actors, critics):  # head1 on [fc_1, fc_2, mem_1, mem_2], head2: block-diagonal over the pair
+        w1 = [get(m.head1.weight) for m in nets]
+        out += [torch.cat([torch.block_diag(*(w[:, :hid] for w in w1)), torch.block_diag(*(w[:, hid:] for w in w1))],
+                          1),
+                torch.cat([get(m.head1.bias) for m in nets]),
+                torch.block_diag(*(get(m.head2.weight) for m in nets)), torch.cat([get(m.head2.bias) for m in nets])]
+    out.append(torch.block_diag(*(get(m.fc.weight)[:, s_dim:] for m in critics)))  # the critics' fc on the action
+    return out
