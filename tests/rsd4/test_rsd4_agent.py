@@ -115,6 +115,12 @@ def test_acting_step_is_the_networks_forward(recurrent):
         critics[1].head2.bias.add_(1.0)
         q2 = step(torch.cat([s[:, 0], la[:, 0]], 1), *(torch.cat([x[i][0] for x in hx], 1) for i in range(2)))[1]
     torch.testing.assert_close(q2, q[:, 0] + torch.tensor([0.0, 1.0]), rtol=0, atol=1e-6)
+    opt = torch.optim.Adam(critics[0].head2.parameters(), lr=0.5, fused=True)  # a fused step bumps no version
+    critics[0].head2.bias.grad = -torch.ones_like(critics[0].head2.bias)
+    opt.step()  # Adam's first step moves the bias by lr = 0.5
+    with torch.no_grad():
+        q3 = step(torch.cat([s[:, 0], la[:, 0]], 1), *(torch.cat([x[i][0] for x in hx], 1) for i in range(2)))[1]
+    torch.testing.assert_close(q3, q[:, 0] + torch.tensor([0.5, 1.0]), rtol=0, atol=1e-5)
 
 
 def make_env(seed=0, partial=True):

@@ -561,8 +561,6 @@ class RSD4:
         for k in range(2):
             self._update(k, batches[k], [None if m is None else m[k] for m in shared], actor_step)
         self.n_updates += 1
-        if self._step_nets is not None:  # fused Adam leaves the version counters: tell acting its copy is old
-            self._step_nets.stale = True
 
     def _batch(self) -> dict[str, Any]:
         """A replay batch on the device, with the LSTM states ``hx`` (actor 1, actor 2, critic 1, critic 2) and the

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reprozoo.core.versions import version_key
+
 __all__ = ["ActingStep", "RecurrentActor", "RecurrentCritic"]
 
 Hidden = tuple[torch.Tensor, torch.Tensor]
@@ -162,10 +164,9 @@ class ActingStep:
     2, critic 1, critic 2 side by side; returns both actors' actions ``(B, 2A)`` (actor 1's then actor 2's;
     padding slots not masked), ``q (B, 2)`` = critic ``k``'s value of actor ``k``'s action, and the next
     ``h, c`` (returned unchanged without recurrence). The blocks hold a copy of the weights, taken anew (one
-    scatter) on the first call after any of them changed in place as their version counters tell
-    (``load_state_dict``, an edit under ``torch.no_grad``, a non-fused optimiser), or after ``stale`` was set:
-    torch's fused optimisers (``Adam(fused=True)``) leave the version counters as they were, so their user
-    sets ``stale = True`` after a step. Cost O(B H^2) per call.
+    scatter) on the first call after any of them changed in place (``load_state_dict``, an edit under
+    ``torch.no_grad``) or any optimiser stepped, fused ones included (:func:`reprozoo.core.versions.version_key`;
+    torch's fused optimisers leave the version counters as they were). Cost O(B H^2) per call.
     """
 
     def __init__(self, actors: list[RecurrentActor], critics: list[RecurrentCritic]) -> None:
@@ -196,13 +197,12 @@ class ActingStep:
     def refresh(self) -> None:
         """Copy the networks' current weights into the blocks: one concatenation and one scatter."""
         self._flat[self._dst] = torch.cat(self._weights)
-        self._versions = [w._version for w in self._weights]
-        self.stale = False
+        self._key = version_key(self._weights)
 
     def __call__(
         self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        if self.stale or [w._version for w in self._weights] != self._versions:  # a weight changed since the copy
+        if version_key(self._weights) != self._key:  # a weight changed since the copy
             self.refresh()
         hid = self.hidden_dim
         pre = F.linear(x, self.w_in, self.b_in)  # (B, 8H)
