@@ -355,3 +355,30 @@ def test_channels_last_layout_computes_the_same_function():
     with torch.no_grad():
         torch.testing.assert_close(nhwc(x), nchw(x), rtol=1e-4, atol=1e-5)
     assert client_config(Config.from_preset("smoke", channels_last=False), "MNIST", 0)[Keys.CHANNELS_LAST] is False
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_pool_before_relu_is_bitwise_the_same_network(channels_last):
+    """``on_device`` moves each ReLU after its max-pool: outputs, and the weights after SGD steps (so every
+    gradient), equal the original order's bit for bit, in either layout; names unchanged, idempotent."""
+    from torch.nn import functional as F
+
+    from reprozoo.fedtiny.client import build_model, pool_before_relu
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(53, 1, 28, 28, generator=g), torch.randint(0, 10, (53,), generator=g)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    models = [build_model("cnn16", 10, 1, seed=0).to(memory_format=fmt) for _ in range(2)]
+    pool_before_relu(pool_before_relu(models[1]))
+    assert [type(m).__name__ for m in models[1].features][:4] == ["Conv2d", "BatchNorm2d", "MaxPool2d", "ReLU"]
+    assert list(models[0].state_dict()) == list(models[1].state_dict())
+    for model in models:
+        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+        for i in range(0, 53, 16):  # the last batch has 5 samples
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x[i:i + 16]), y[i:i + 16]).backward()
+            opt.step()
+    a, b = (m.state_dict() for m in models)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with torch.no_grad():
+        assert torch.equal(models[0].eval()(x), models[1].eval()(x))

@@ -21,12 +21,10 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-import ray
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid, ServerApp
-from flwr.simulation import run_simulation
 from flwr.supercore.task_identity import TaskIdentity
 
 from reprozoo.core.checks import check_int
@@ -298,6 +296,8 @@ class _HushAfterStop(logging.Filter):
 def _init_ray(num_cpus: int, verbose: bool, saved: Mapping[int, Any]) -> bool:
     """Start Ray as Flower's Ray backend would (``RayBackend.init_ray``: same init args and PYTHONPATH for
     the actors), then give the caller its signal handlers back.  Returns whether we started Ray."""
+    import ray  # here, not at module level: the local engine's worker processes never start Ray
+
     if ray.is_initialized():
         return False
     pythonpath = os.pathsep.join(sys.path)
@@ -340,6 +340,9 @@ def _run_flower(jobs: Sequence[Callable[[Grid], Any]], results: list, n_clients:
     """``flwr.simulation.run_simulation`` of ``jobs``; on an interrupt (KeyboardInterrupt, or the caller's
     SIGTERM handler raising) it stops the ServerApp thread, shuts Ray down if we started it, restores the
     caller's signal handlers and re-raises, so the caller can clean up and exit (no hang, no abort)."""
+    import ray
+    from flwr.simulation import run_simulation  # imports Ray: about 1.8 CPU s that the local engine skips
+
     main = threading.current_thread() is threading.main_thread()
     saved = {sig: signal.getsignal(sig) for sig in _SIGNALS} if main else {}
     stop, began, done = threading.Event(), threading.Event(), threading.Event()
