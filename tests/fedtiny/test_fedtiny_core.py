@@ -121,6 +121,31 @@ def test_mask_keeps_pruned_weights_zero_through_local_sgd():
         assert torch.any(params[n][m] != 0)
 
 
+def test_local_train_is_plain_masked_sgd_bit_for_bit():
+    """``local_train`` (foreach SGD, the mask hooks) gives the weights of the textbook loop: SGD stepped tensor
+    by tensor, gradients masked before and weights after each step, same batches."""
+    from torch.nn import functional as F
+
+    models = [_model(), _model()]
+    mask = random_mask(models[0], 0.1, torch.Generator().manual_seed(0))
+    x, y = torch.randn(70, 1, 28, 28), torch.randint(0, 10, (70,))
+    kw = dict(lr=0.1, momentum=0.9, weight_decay=1e-3)
+    for m in models:
+        mask.apply(m)
+    local_train(models[0], mask, x, y, epochs=1, batch_size=16, gen=torch.Generator().manual_seed(0), **kw)
+    model = models[1].train()
+    opt = torch.optim.SGD(model.parameters(), foreach=False, **kw)
+    order = torch.randperm(70, generator=torch.Generator().manual_seed(0))
+    for i in range(0, 70, 16):
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x[order[i:i + 16]]), y[order[i:i + 16]]).backward()
+        mask.mask_grads(model)
+        opt.step()
+        mask.apply(model)
+    a, b = models[0].state_dict(), model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 # -- BN statistics --------------------------------------------------------------------------------------
 @settings(max_examples=25, deadline=None)
 @given(sizes=st.lists(st.integers(1, 40), min_size=1, max_size=6), seed=st.integers(0, 10_000))

@@ -418,3 +418,27 @@ def test_local_engine_on_cuda_agrees_with_cpu():
     assert next(model.parameters()).device.type == "cuda"
     x, _ = client._partitions("MNIST", TINY["n_train"], 3, 0.5, 0, "cuda")[0]
     assert x.device.type == "cuda"
+
+
+def test_records_hold_what_flower_writes_and_read_back_what_it_reads():
+    """``to_record`` writes each array's bytes as ``Array(ndarray)`` does (np.save's .npy), and ``from_record``
+    returns ``Array.numpy()``'s arrays (dtype, shape, values; writable), for every dtype the protocol sends,
+    0-d, empty and Fortran-ordered input; a payload it does not parse itself goes through ``Array.numpy()``."""
+    from flwr.app import Array, ArrayRecord
+
+    from reprozoo.fedtiny.protocol import from_record, to_record
+
+    arrays = {"w": np.random.default_rng(0).normal(size=(16, 1, 3, 3)).astype(np.float32),
+              "mask": np.packbits(np.ones(13, bool)), "idx": np.arange(7, dtype=np.int64),
+              "b": np.array([True, False]), "empty": np.zeros((0, 3), np.float32), "scalar": np.float64(3.5),
+              "fortran": np.asfortranarray(np.arange(12.0).reshape(3, 4))}
+    record = to_record(arrays)
+    for k, v in arrays.items():
+        ref = Array(np.ascontiguousarray(v))
+        assert (record[k].data, record[k].dtype, tuple(record[k].shape)) == (ref.data, ref.dtype, tuple(ref.shape))
+    for rec in (record, ArrayRecord({k: Array(np.asfortranarray(np.atleast_2d(v))) for k, v in arrays.items()})):
+        back = from_record(rec)
+        for k, a in rec.items():
+            ref = a.numpy()
+            assert back[k].dtype == ref.dtype and back[k].shape == ref.shape and np.array_equal(back[k], ref), k
+            assert back[k].flags.writeable

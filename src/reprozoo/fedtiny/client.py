@@ -210,7 +210,8 @@ def local_train(model: nn.Module, mask: Mask | None, x: torch.Tensor, y: torch.T
     ``model``, ``mask``, ``x`` and ``y`` on one device; the loss sum stays there (float64, one host sync at
     the end).  O(epochs · n) forward and backward passes."""
     model.train()
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    # foreach: the same update, bit for bit, in a few C++ loops instead of four Python-dispatched ops per tensor
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay, foreach=True)
     handles = mask.attach(model, opt) if mask is not None else ()
     total, count = torch.zeros((), dtype=torch.float64, device=y.device), 0
     try:

@@ -200,6 +200,12 @@ def run(config: FedTinyConfig, out_dir: Path) -> Result:
                                 "left out of the candidate selection")
     result.notes.append(f"engine={config.engine}, num_cpus={config.num_cpus}: {len(jobs)} federated runs in "
                         f"{seconds:.1f} s wall")
+    if config.engine == "local":  # each run's process CPU time is the whole run's (clients included)
+        cpu = defaultdict(list)
+        for (_, _, _, m), out in zip(keys, outs, strict=True):
+            cpu[m].append(out["cpu_seconds"])
+        result.notes.append("CPU s per federated run (mean over its settings): " + ", ".join(
+            f"{m} {np.mean(v):.1f}" for m, v in cpu.items()))
     for ds in config.datasets:  # a setting above a smaller data set's size: record what was really used
         n_tr, n_te = _effective_sizes(config, ds)
         if n_tr != config.n_train:

@@ -60,7 +60,8 @@ class ServerJob:
     and rounds), ``state_mem_mb`` (the same without activations), ``bytes`` (all payload bytes both ways),
     ``history``, ``abns``, ``failures`` [(round, "client <partition>", one-line reason)] (ABNS queries
     at the round after the warm-up, 0 without one), ``n_failed`` (failed client
-    replies in all, ABNS queries included; 0 when every client answered), ``seconds``.
+    replies in all, ABNS queries included; 0 when every client answered), ``seconds`` (wall), ``cpu_seconds``
+    (this process's CPU time: on the local engine the whole run, its clients included).
 
     Each node serves the data partition of its index, so a grid with more than ``config.n_clients``
     nodes would have nodes failing every round: the job raises ``ValueError`` naming both counts
@@ -88,7 +89,7 @@ class ServerJob:
         if n_nodes > cfg.n_clients:
             raise ValueError(f"the grid has {n_nodes} client nodes but config.n_clients={cfg.n_clients}; "
                              "run_federated(jobs, n_clients) needs the config's n_clients")
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         device = resolve_device(cfg.device)
         # 1. dense initial model and cost model (the same on the server and every client); the server loads
         #    the data set only to evaluate on its test set or for SNIP's public batch
@@ -189,7 +190,7 @@ class ServerJob:
             "failures": [(e["round"], who, why) for e in strategy.history for who, why in e["failed"]]
             + [(strategy.abns["after_round"], who, why) for who, why in strategy.abns.get("failures", [])],
             "n_failed": sum(int(e["n_failed"]) for e in strategy.history) + int(strategy.abns.get("failed", 0)),
-            "seconds": seconds,
+            "seconds": seconds, "cpu_seconds": time.process_time() - c0,
         }
 
 
