@@ -102,3 +102,20 @@ def test_corrupt_graph_file_is_a_usage_error_before_running(tmp_path, content):
     text = " ".join(res.output.split())
     assert "cannot be read" in text and "allow_pickle" not in text
     assert not (tmp_path / "r").exists()
+
+
+def test_graph_file_with_equal_masks_is_a_usage_error_before_running(cora, tmp_path):
+    """Identical validation and test masks exit 2 before anything runs (it failed inside the run, exit 1)."""
+    from typer.testing import CliRunner
+
+    from reprozoo.cli import app
+
+    arrays = _arrays(cora)
+    arrays["test_mask"] = arrays["val_mask"]
+    path = tmp_path / "same.npz"
+    np.savez(path, **arrays)
+    res = CliRunner().invoke(app, ["run", "ugt", "--preset", "smoke", "--dataset", str(path),
+                                   "--out", str(tmp_path / "r")])
+    assert res.exit_code == 2, res.output
+    assert "val_mask and test_mask select the same nodes" in " ".join(res.output.split())
+    assert not (tmp_path / "r").exists()

@@ -156,11 +156,16 @@ class UGTConfig(TorchExperimentConfig):
 def _graph_file_problem(path: str, size: int, mtime: float) -> str | None:
     """Why the graph file cannot be used (None when it loads); cached per path, size and modification time."""
     from reprozoo.datasets import load_graph
+    from reprozoo.ugt.train import check_distinct_masks
 
     try:
-        load_graph(path)
+        g = load_graph(path)
     except (ValueError, FileNotFoundError) as exc:
         return str(exc)
+    try:
+        check_distinct_masks(g.train_mask, g.val_mask, g.test_mask)
+    except ValueError as exc:
+        return f"{path}: {exc}"
     return None
 
 

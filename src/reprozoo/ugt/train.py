@@ -159,6 +159,11 @@ def _check_targets(model: nn.Module, y: Tensor, n: int, train_mask: Tensor, val_
             raise ValueError(f"{name} should be a bool tensor of shape ({n},)")
         if not bool(m.any()):
             raise ValueError(f"{name} selects no node")
+    check_distinct_masks(train_mask, val_mask, test_mask)
+
+
+def check_distinct_masks(train_mask: Tensor, val_mask: Tensor, test_mask: Tensor) -> None:
+    """Raise a ValueError naming the two masks when two of train / validation / test select the same nodes."""
     for (a, ma), (b, mb) in ((("train_mask", train_mask), ("val_mask", val_mask)),
                              (("train_mask", train_mask), ("test_mask", test_mask)),
                              (("val_mask", val_mask), ("test_mask", test_mask))):
