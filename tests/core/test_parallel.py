@@ -43,3 +43,27 @@ def test_process_error_is_reraised():
 def test_bad_arguments_named(kwargs):
     with pytest.raises((ValueError, TypeError), match="workers|threads"):
         map_jobs(_square_and_threads, [1], **kwargs)
+
+
+def _die(x: int) -> int:
+    if x == 1:
+        os.kill(os.getpid(), 9)  # as the out-of-memory killer would
+    return x
+
+
+def test_a_killed_worker_is_an_error_not_a_hang():
+    with pytest.raises(RuntimeError, match="ended without a result"):
+        map_jobs(_die, [0, 1, 2], workers=2)
+
+
+def test_a_script_without_a_main_guard_fails_with_advice(tmp_path):
+    """spawn re-imports the calling script; without the guard each worker fails as it starts (the pool used to
+    replace them forever)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "noguard.py"
+    script.write_text("from reprozoo.core.parallel import map_jobs\nprint(map_jobs(abs, [-1, -2, -3], workers=2))\n")
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0
+    assert "__main__" in res.stderr and "ended without a result" in res.stderr

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import multiprocessing
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 from reprozoo.core.checks import check_int
@@ -32,9 +34,11 @@ def map_jobs(fn: Callable[[T], R], items: Sequence[T], *, workers: int = 1, desc
     function and items picklable. ``first``: a sort key for the order the jobs are handed out (e.g. longest
     first, so that no worker is left with one long job at the end); the result keeps ``items``' order.
 
-    A job that raises stops the map and re-raises its exception here; leaving the pool (an exception, Ctrl-C,
-    the CLI's SIGTERM handler) terminates the workers at once (they ignore SIGINT, so Ctrl-C in a terminal
-    stops the run with one message, not a traceback per worker).
+    A job that raises stops the map and re-raises its exception here. A worker that dies (killed, e.g. by the
+    out-of-memory killer, or failing as it starts: spawn re-imports the calling script, so a script must keep
+    its main code under ``if __name__ == "__main__":``) raises a RuntimeError that says so. Leaving the map
+    early (an exception, Ctrl-C, the CLI's SIGTERM handler) terminates the workers at once; they ignore
+    SIGINT, so Ctrl-C in a terminal stops the run with one message, not a traceback per worker.
     """
     workers = check_int(workers, "workers", low=1)
     threads = check_int(threads, "threads", low=1)
@@ -42,12 +46,25 @@ def map_jobs(fn: Callable[[T], R], items: Sequence[T], *, workers: int = 1, desc
     if workers == 1 or len(items) <= 1:
         return [fn(item) for item in track(items, description)]
     order = sorted(range(len(items)), key=lambda i: first(items[i])) if first else range(len(items))
-    ctx = multiprocessing.get_context("spawn")
+    ours = set(multiprocessing.active_children())
+    pool = ProcessPoolExecutor(min(workers, len(items)), mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_init_worker, initargs=(threads,))
     out: dict[int, R] = {}
-    with ctx.Pool(min(workers, len(items)), initializer=_init_worker, initargs=(threads,)) as pool:
-        for i, value in track(pool.imap_unordered(_call, [(fn, i, items[i]) for i in order]), description,
-                              total=len(items)):
+    try:
+        futures = [pool.submit(_call, (fn, i, items[i])) for i in order]
+        for future in track(as_completed(futures), description, total=len(items)):
+            i, value = future.result()
             out[i] = value
+    except BrokenProcessPool as exc:
+        raise RuntimeError(
+            f"a worker process of {description!r} ended without a result (killed, e.g. by the out-of-memory "
+            "killer, or it failed as it started: a script that runs jobs in worker processes must keep its main "
+            "code under `if __name__ == \"__main__\":`); with the jobs in one process (the method's n_jobs or "
+            "num_cpus = 1) a job's own error is shown") from exc
+    finally:
+        for proc in set(multiprocessing.active_children()) - ours:  # the pool's workers: stop them now
+            proc.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
     return [out[i] for i in range(len(items))]
 
 

@@ -6,6 +6,9 @@ checked on torch 2.13 CPU) update the parameters in one kernel without bumping t
 keyed on versions alone would then serve values of the weights before the step. :func:`version_key`
 adds the number of optimizer steps taken in this process (a global post-step hook of
 ``torch.optim``), so any step of any optimizer invalidates it.
+
+Not seen: writes through ``.data`` (``p.data.mul_(2)``), which bypass the version counter (as they bypass
+autograd's checks); change parameters in place under ``torch.no_grad()`` instead (``p.mul_(2)``).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ def optimizer_steps() -> int:
 
 
 def version_key(tensors: Iterable[Any]) -> tuple:
-    """A key that changes when any of ``tensors`` (None entries allowed) is changed in place, replaced by
-    another storage, or stepped by any optimizer (fused ones included); O(len(tensors)), no host sync."""
+    """A key that changes when any of ``tensors`` (None entries allowed) is changed in place (not through
+    ``.data``), replaced by another storage, or stepped by any optimizer (fused ones included);
+    O(len(tensors)), no host sync."""
     return (optimizer_steps(), tuple(None if t is None else (t.data_ptr(), t._version) for t in tensors))
